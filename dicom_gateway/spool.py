@@ -1,0 +1,84 @@
+"""The durable spool: received bytes land here before anyone says "stored".
+
+A write goes to a temporary file in the spool's own ``.tmp`` folder (same filesystem),
+is fsynced, renamed into ``<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and the folder is
+fsynced.  A crash at any point leaves either no file or a complete one in the study
+folder; partial files only ever exist under ``.tmp`` and are swept at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_gateway.uids import require_uid
+
+
+@dataclass(frozen=True)
+class SpooledFile:
+    path: Path
+    size: int
+    sha256: str
+    existed: bool
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Atomic, fsynced storage of received instances, keyed by validated UIDs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def sweep_partials(self) -> int:
+        """Remove temporary files left by a crash mid-write; return how many."""
+        count = 0
+        for p in self.tmp.iterdir():
+            p.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def path_for(self, study_uid: str, sop_uid: str) -> Path:
+        study = require_uid(study_uid, "StudyInstanceUID")
+        sop = require_uid(sop_uid, "SOPInstanceUID")
+        return self.root / study / f"{sop}.dcm"
+
+    def write(self, study_uid: str, sop_uid: str, chunks: Iterable[bytes]) -> SpooledFile:
+        final = self.path_for(study_uid, sop_uid)
+        existed = final.exists()
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            new_dir = not final.parent.exists()
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if new_dir:
+                _fsync_dir(self.root)
+            os.replace(tmp_name, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return SpooledFile(final, size, digest.hexdigest(), existed)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)

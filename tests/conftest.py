@@ -1,0 +1,38 @@
+"""Shared fixtures: test data and real peers (dcmtk storescp, `serve`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers import Serve, StoreSCP, sample_file
+
+
+@pytest.fixture(scope="session")
+def rg1() -> Path:
+    return sample_file("RG1_UNCR.dcm")
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[StoreSCP]:
+    scp = StoreSCP(tmp_path)
+    yield scp
+    scp.stop()
+
+
+@pytest.fixture
+def serve_factory(tmp_path: Path) -> Iterator[type]:
+    started: list[Serve] = []
+
+    class Factory:
+        @staticmethod
+        def new(env: dict[str, str] | None = None, data_dir: Path | None = None) -> Serve:
+            srv = Serve(data_dir or tmp_path / "gateway", env or {})
+            started.append(srv)
+            return srv
+
+    yield Factory
+    for srv in started:
+        srv.stop()

@@ -1,0 +1,128 @@
+"""Real peers for tests: dcmtk storescp, `cxr-gateway serve` subprocesses, helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def sample_file(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path, f"{name} missing: install pydicom-data"
+    return Path(str(path))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run scripts/bootstrap (installs dcmtk, dicom3tools)")
+    return path
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout} s")
+
+
+class StoreSCP:
+    """dcmtk storescp as the destination PACS."""
+
+    def __init__(self, root: Path, ae_title: str = "DESTPACS") -> None:
+        self.dir = root / "storescp"
+        self.dir.mkdir(parents=True)
+        self.ae_title = ae_title
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [require_tool("storescp"), "--output-directory", str(self.dir), "-aet", ae_title,
+             "--accept-all", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    @property
+    def destination(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.port}"
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.dir.iterdir() if p.is_file())
+
+    def wait_files(self, count: int, timeout: float = 60.0) -> list[Path]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = self.files()
+            if len(files) >= count:
+                time.sleep(0.3)  # let storescp finish writing
+                return self.files()
+            time.sleep(0.2)
+        raise TimeoutError(f"storescp received {len(self.files())} file(s), wanted {count}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class Serve:
+    """``cxr-gateway serve`` as a real subprocess on the embedded default."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {**os.environ, "CXR_DATA_DIR": str(data_dir), "CXR_PORT": str(self.port),
+                    "CXR_STUDY_QUIET_SECONDS": "1", "CXR_POLL_SECONDS": "0.2", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / "serve.log"
+
+    def start(self) -> Serve:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve"], env=self.env,
+                                         stdout=fh, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, timeout=60)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def storescu(self, *files: Path, calling: str = "TESTSCU",
+                 extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [require_tool("storescu"), "-aet", calling, "-aec", "CXRGATEWAY", *extra,
+             "127.0.0.1", str(self.port), *map(str, files)],
+            capture_output=True, text=True, timeout=120,
+        )
+
+

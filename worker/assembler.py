@@ -1,0 +1,114 @@
+"""Study assembly: once a study has been quiet for a while, admit it and create its job.
+
+Works only from the database and the spool, so after a restart it simply carries on:
+an open study is one whose ``assembled_at`` is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom import dcmread
+from sqlalchemy import select
+
+from dicom_gateway.admission import AdmissionDecision, Candidate, admit
+from worker import jobs
+from worker.db import Database, Instance, Job, JobEvent, Study, now
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[int, int], None]
+
+
+def header_json(path: Path) -> str:
+    """The source header as DICOM JSON, without pixels or large binary values."""
+    ds = dcmread(path, stop_before_pixels=True)
+    return str(ds.to_json(bulk_data_threshold=4096,
+                          bulk_data_element_handler=lambda _el: "omitted:bulk-data"))
+
+
+def _candidates(instances: list[Instance]) -> tuple[list[Candidate], dict[str, str]]:
+    cands, unreadable = [], {}
+    for inst in instances:
+        try:
+            cands.append(Candidate.from_file(Path(inst.path)))
+        except Exception as exc:  # noqa: BLE001 - a bad file is skipped with its reason
+            unreadable[inst.sop_instance_uid] = f"unreadable header: {exc}"
+    return cands, unreadable
+
+
+def assemble_study(db: Database, study_uid: str, lease_seconds: float) -> int | None:
+    """Admit one settled study; return the new job's id (None when no new job)."""
+    with db.session() as s:
+        study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        if study is None or study.assembled_at is not None:
+            return None
+        instances = list(s.scalars(
+            select(Instance).where(Instance.study_instance_uid == study_uid)
+        ).all())
+        cands, unreadable = _candidates(instances)
+        decision: AdmissionDecision = admit(cands)
+        decision.skipped.update(unreadable)
+        for inst in instances:
+            if inst.sop_instance_uid == decision.admitted:
+                inst.admission, inst.skip_reason = "admitted", ""
+            else:
+                inst.admission = "skipped"
+                inst.skip_reason = decision.skipped.get(inst.sop_instance_uid, "not admitted")
+        t = now()
+        study.assembled_at = t
+        study.outcome = decision.study_reason or f"admitted {decision.admitted}"
+        latest = s.scalar(
+            select(Job).where(Job.study_instance_uid == study_uid).order_by(Job.version.desc())
+        )
+        if decision.admitted is None or (
+            latest is not None and latest.sop_instance_uid == decision.admitted
+        ):
+            s.commit()
+            if decision.admitted is None:
+                log.info("study %s: no job (%s)", study_uid, decision.study_reason)
+            return None
+        admitted = next(i for i in instances if i.sop_instance_uid == decision.admitted)
+        version = 1 if latest is None else latest.version + 1
+        job = Job(
+            study_instance_uid=study_uid, version=version, sop_instance_uid=decision.admitted,
+            state=jobs.QUEUED, created_at=t, updated_at=t, lease_until=t + lease_seconds,
+            source_header=header_json(Path(admitted.path)),
+        )
+        s.add(job)
+        if latest is not None and latest.state not in jobs.TERMINAL:
+            latest.state, latest.reason = jobs.SUPERSEDED, f"superseded by version {version}"
+        s.flush()
+        received_at = study.first_received_at if latest is None else study.last_received_at
+        s.add(JobEvent(job_id=job.id, state=jobs.RECEIVED, at=received_at,
+                       detail=f"{len(instances)} instance(s)"))
+        s.add(JobEvent(job_id=job.id, state=jobs.QUEUED, at=t,
+                       detail=f"admitted {decision.admitted}"))
+        s.commit()
+        log.info("study %s: job %d version %d for %s", study_uid, job.id, version,
+                 decision.admitted)
+        return job.id
+
+
+def assemble_ready(db: Database, quiet_seconds: float, lease_seconds: float,
+                   enqueue: Enqueue) -> list[int]:
+    """Assemble every study quiet for ``quiet_seconds``; enqueue the jobs created."""
+    cutoff = now() - quiet_seconds
+    with db.session() as s:
+        ready = s.scalars(
+            select(Study.study_instance_uid).where(
+                Study.assembled_at.is_(None), Study.last_received_at <= cutoff
+            )
+        ).all()
+    created = []
+    for uid in ready:
+        job_id = assemble_study(db, uid, lease_seconds)
+        if job_id is not None:
+            created.append(job_id)
+            with db.session() as s:
+                job = s.get(Job, job_id)
+                assert job is not None
+                enqueue(job.id, job.version)
+    return created

@@ -1,0 +1,74 @@
+"""The Celery application: transport and distributed engine, not the source of truth.
+
+Settings follow Celery's guidance for long jobs (acks_late, reject on worker lost,
+prefetch 1, no result backend); the database's job leases make delivery at least
+once, and idempotent tasks make that safe.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from celery import Celery
+
+from worker.settings import Settings
+
+app = Celery("cxr_gateway", include=["worker.tasks"])
+
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+ROUTES = {
+    "cxr.prepare": {"queue": CPU_QUEUE},
+    "cxr.infer": {"queue": GPU_QUEUE},
+    "cxr.report": {"queue": CPU_QUEUE},
+}
+
+
+def broker_config(settings: Settings) -> dict[str, Any]:
+    if settings.embedded_broker:
+        folder = settings.broker_dir / "queue"
+        folder.mkdir(parents=True, exist_ok=True)
+        (settings.broker_dir / "control").mkdir(parents=True, exist_ok=True)
+        return {
+            "broker_url": "filesystem://",
+            "broker_transport_options": {
+                "data_folder_in": str(folder),
+                "data_folder_out": str(folder),
+                "control_folder": str(settings.broker_dir / "control"),
+                "polling_interval": min(settings.poll_seconds, 0.1),
+            },
+        }
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": {
+            "visibility_timeout": int(settings.job_lease_seconds * 4),
+            "queue_order_strategy": "priority",
+        },
+    }
+
+
+def configure_celery(settings: Settings) -> Celery:
+    app.conf.update(
+        **broker_config(settings),
+        task_routes=ROUTES,
+        task_default_queue=CPU_QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_enable_remote_control=not settings.embedded_broker,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app
+
+
+def purge_embedded_queue(settings: Settings) -> None:
+    """The embedded queue belongs to this process alone; the database re-creates its work."""
+    shutil.rmtree(settings.broker_dir / "queue", ignore_errors=True)
+    (settings.broker_dir / "queue").mkdir(parents=True, exist_ok=True)

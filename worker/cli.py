@@ -1,0 +1,126 @@
+"""``cxr-gateway``: serve, demo, jobs, settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from worker.settings import Settings, SettingsError, load_settings, settings_table
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    if getattr(args, "backend", None):
+        overrides["model_backend"] = args.backend
+    return load_settings(Path(args.config) if args.config else None, None, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from worker.service import Gateway
+
+    settings = _settings(args)
+    gw = Gateway(settings, with_worker=not args.no_worker)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    gw.start()
+    print(f"cxr-gateway serving {settings.ae_title} on {settings.host}:{gw.port} "
+          f"(data {settings.data_dir}, broker {settings.broker_url}, "
+          f"backend {settings.model_backend})", flush=True)
+    stop.wait()
+    gw.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    settings = _settings(args)
+    return run_demo(settings, Path(args.data_dir) if args.data_dir else None, args.timeout)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from worker import jobs
+    from worker.db import Job
+    from worker.runtime import configure
+
+    rt = configure(_settings(args))
+    with rt.db.session() as s:
+        if args.action == "list":
+            for job in s.scalars(select(Job).order_by(Job.id)).all():
+                print(f"{job.id:6d}  v{job.version}  {job.state:<10}  {job.study_instance_uid}"
+                      + (f"  {job.reason}" if job.reason else ""))
+            return 0
+        job_row = s.get(Job, args.job_id) if args.job_id is not None else None
+        if job_row is None:
+            print(f"error: no job {args.job_id}", file=sys.stderr)
+            return 2
+        print(json.dumps(jobs.job_summary(s, job_row), indent=2))
+    return 0
+
+
+def cmd_settings(_args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxr-gateway", description=__doc__)
+    p.add_argument("--config", help="TOML settings file (also CXR_CONFIG_FILE)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the DICOM listener, assembler and worker")
+    serve.add_argument("--data-dir")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--backend")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="gateway-only node: no in-process worker")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="send RG1 through the whole path and print the result")
+    demo.add_argument("--data-dir", help="keep the demo's data here (default: a temp folder)")
+    demo.add_argument("--backend")
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.set_defaults(func=cmd_demo)
+
+    jobs_p = sub.add_parser("jobs", help="inspect jobs")
+    jobs_p.add_argument("action", choices=["list", "show"])
+    jobs_p.add_argument("job_id", type=int, nargs="?")
+    jobs_p.add_argument("--data-dir")
+    jobs_p.set_defaults(func=cmd_jobs)
+
+    st = sub.add_parser("settings", help="print the settings table")
+    st.set_defaults(func=cmd_settings)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("pynetdicom", "alembic", "celery", "kombu", "highdicom"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

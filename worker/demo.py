@@ -1,0 +1,100 @@
+"""``cxr-gateway demo``: the whole path on one machine, with real DICOM associations.
+
+It starts the gateway on the embedded default (SQLite, embedded broker, in-process
+worker, mock backend unless told otherwise), a small receiving SCP standing in for
+the PACS, sends the real chest radiograph RG1 from pydicom-data, waits for the SR and
+prints the job's timeline.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from sqlalchemy import select
+
+from dicom_gateway.destinations import Destination
+from dicom_gateway.listener import StorageListener
+from dicom_gateway.sender import send_datasets
+from dicom_gateway.spool import Spool
+from worker import jobs
+from worker.db import Job
+from worker.service import Gateway
+from worker.settings import Settings
+
+DEMO_PACS_AE = "DEMOPACS"
+
+
+def rg1_path() -> Path:
+    path = get_testdata_file("RG1_UNCR.dcm")
+    if not path:
+        raise SystemExit("error: RG1_UNCR.dcm not found; install the pydicom-data package")
+    return Path(str(path))
+
+
+def wait_for_job(gw: Gateway, study_uid: str, timeout: float) -> Job | None:
+    assert gw.rt is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with gw.rt.db.session() as s:
+            job = s.scalar(select(Job).where(Job.study_instance_uid == study_uid)
+                           .order_by(Job.version.desc()))
+            if job is not None and job.state in jobs.TERMINAL:
+                return job
+        time.sleep(0.1)
+    return None
+
+
+def run_demo(settings: Settings, data_dir: Path | None, timeout: float = 120.0) -> int:
+    root = data_dir or Path(tempfile.mkdtemp(prefix="cxr-demo-"))
+    pacs = StorageListener(DEMO_PACS_AE, "127.0.0.1", 0, Spool(root / "demo-pacs"),
+                           sink=lambda _r: None)
+    pacs.start()
+    settings = settings.replace(
+        data_dir=root / "gateway", port=0, host="127.0.0.1",
+        destinations=(Destination(DEMO_PACS_AE, "127.0.0.1", pacs.port),),
+        study_quiet_seconds=min(settings.study_quiet_seconds, 1.0), poll_seconds=0.2,
+    )
+    gw = Gateway(settings)
+    gw.start()
+    try:
+        source = dcmread(rg1_path())
+        print(f"sending RG1_UNCR.dcm (study {source.StudyInstanceUID}) to "
+              f"{settings.ae_title}@127.0.0.1:{gw.port}")
+        sent = send_datasets([source], Destination(settings.ae_title, "127.0.0.1", gw.port),
+                             "DEMO_SCU")
+        if not sent.ok:
+            print(f"error: the gateway did not store the image: {sent.detail}")
+            return 1
+        job = wait_for_job(gw, str(source.StudyInstanceUID), timeout)
+        if job is None:
+            print(f"error: no finished job within {timeout:.0f} s")
+            return 1
+        return print_summary(gw, job, root)
+    finally:
+        gw.stop()
+        pacs.stop()
+
+
+def print_summary(gw: Gateway, job: Job, root: Path) -> int:
+    assert gw.rt is not None
+    with gw.rt.db.session() as s:
+        summary = jobs.job_summary(s, job)
+    print(f"job {summary['job_id']} (study {summary['study_instance_uid']}, "
+          f"version {summary['version']}): {summary['state']}"
+          + (f" - {summary['reason']}" if summary["reason"] else ""))
+    print(f"  backend: {summary['backend']}  result: {summary['status']}  "
+          f"labels: {', '.join(summary['labels']) or '(none)'}")  # type: ignore[arg-type]
+    print("  timeline:")
+    for stage in summary["timeline"]:  # type: ignore[attr-defined]
+        secs = stage["seconds"]
+        shown = f"{secs:9.3f} s" if secs is not None else "        -  "
+        print(f"    {stage['state']:<11} {shown}  {stage['detail']}")
+    print(f"  SR: {summary['sr_path']}")
+    for d in summary["deliveries"]:  # type: ignore[attr-defined]
+        print(f"  delivered to {d['destination']}: {d['state']} ({d['detail']})")
+    print(f"  data: {root}")
+    return 0 if summary["state"] == jobs.DONE else 1

@@ -1,0 +1,69 @@
+"""Recording received instances: the listener's sink.
+
+Runs inside the C-STORE handler, before the acknowledgement, so it does only what
+the promise needs: one committed row per instance and the study's arrival times.
+A duplicate SOP Instance UID is success and creates no new work.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from dicom_gateway.listener import ReceivedInstance, StorageUnavailable
+from worker.db import Database, Instance, Study, now
+
+
+class InstanceRecorder:
+    """The ``Sink`` the listener calls; raises StorageUnavailable if nothing was recorded."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __call__(self, received: ReceivedInstance) -> None:
+        for attempt in range(2):
+            try:
+                self._record(received)
+                return
+            except IntegrityError:
+                if attempt:  # a concurrent writer won twice: give up loudly
+                    raise
+            except Exception as exc:
+                raise StorageUnavailable(f"database unavailable: {exc}") from exc
+
+    def _record(self, r: ReceivedInstance) -> None:
+        t = now()
+        with self.db.session() as s:
+            existing = s.scalar(
+                select(Instance).where(Instance.sop_instance_uid == r.sop_instance_uid)
+            )
+            if existing is not None:
+                # Same instance again: the spool file was atomically replaced with the new
+                # bytes; keep the row, refresh what could differ, no new work.
+                existing.size, existing.sha256 = r.size, r.sha256
+                s.commit()
+                return
+            s.add(Instance(
+                sop_instance_uid=r.sop_instance_uid,
+                sop_class_uid=r.sop_class_uid,
+                study_instance_uid=r.study_instance_uid,
+                series_instance_uid=r.series_instance_uid,
+                modality=r.modality,
+                transfer_syntax_uid=r.transfer_syntax_uid,
+                path=str(r.path),
+                size=r.size,
+                sha256=r.sha256,
+                calling_ae=r.calling_ae,
+                peer=r.peer,
+                received_at=t,
+            ))
+            study = s.scalar(
+                select(Study).where(Study.study_instance_uid == r.study_instance_uid)
+            )
+            if study is None:
+                s.add(Study(study_instance_uid=r.study_instance_uid, first_received_at=t,
+                            last_received_at=t))
+            else:
+                study.last_received_at = t
+                study.assembled_at = None  # a new instance re-opens the study
+            s.commit()

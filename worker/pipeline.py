@@ -1,0 +1,249 @@
+"""The job's stages as plain functions: prepare, infer, report, deliver.
+
+Celery tasks (``worker.tasks``) are thin wrappers around these, so each stage can be
+tested, benchmarked and re-run without a broker.  Each stage starts with a guarded
+state transition and returns early when the job is already past it: that is what
+makes a redelivered message harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from sqlalchemy import select
+
+from dicom_gateway.conversion import ConversionError, convert_file
+from dicom_gateway.sender import send_datasets
+from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, build_sr
+from dicom_gateway.uids import derived_uid
+from models.backend import Backend
+from models.study import run_studies
+from worker import __version__, jobs
+from worker.db import Delivery, Instance, Job, now
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MANUFACTURER = "CXR Reason Gateway"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    job_id: int
+    version: int
+    image_b64: str
+
+
+def fail(rt: Runtime, job_id: int, version: int, reason: str) -> None:
+    with rt.db.session() as s:
+        jobs.transition(s, job_id, version, jobs.ACTIVE, jobs.FAILED,
+                        rt.settings.job_lease_seconds, reason)
+    log.warning("job %d v%d failed: %s", job_id, version, reason)
+
+
+def prepare(rt: Runtime, job_id: int, version: int) -> Prepared | None:
+    """Decode and convert the admitted image; None when there is nothing to do."""
+    with rt.db.session() as s:
+        if not jobs.transition(s, job_id, version, (jobs.QUEUED, jobs.PREPARING), jobs.PREPARING,
+                               rt.settings.job_lease_seconds):
+            return None
+        job = s.get(Job, job_id)
+        assert job is not None
+        inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == job.sop_instance_uid))
+    if inst is None:
+        fail(rt, job_id, version, "admitted instance is not recorded")
+        return None
+    try:
+        image = convert_file(Path(inst.path))
+    except (ConversionError, OSError) as exc:
+        fail(rt, job_id, version, f"conversion failed: {exc}")
+        return None
+    with rt.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.conversion = image.conversion
+        s.commit()
+    return Prepared(job_id, version, base64.b64encode(image.png).decode("ascii"))
+
+
+def _result_payload(backend: Backend, image_b64: str) -> dict[str, object]:
+    png = base64.b64decode(image_b64)
+    result = run_studies(backend, [png])[0]
+    info = backend.info
+    sections = result.sections
+    return {
+        "backend": info.name,
+        "is_mock": info.is_mock,
+        "model_id": info.model_id,
+        "model_revision": info.model_revision,
+        "prompt": result.prompt,
+        "findings_text": result.findings.text,
+        "findings_tokens": result.findings.generated_tokens,
+        "report_text": result.report.text if result.report else "",
+        "status": result.parsed.status,
+        "labels": list(result.parsed.labels),
+        "reasoning": result.parsed.reasoning,
+        "near_misses": result.parsed.near_misses,
+        "unknown_labels": list(result.parsed.unknown),
+        "format_ok": result.parsed.format_ok,
+        "sections": {
+            "indication": sections.indication if sections else "",
+            "comparison": sections.comparison if sections else "",
+            "technique": sections.technique if sections else "",
+            "findings": [list(f) for f in sections.findings] if sections else [],
+            "impression": list(sections.impression) if sections else [],
+        },
+    }
+
+
+def infer(rt: Runtime, prepared: Prepared) -> bool:
+    """Run the model's two turns and store the result; False when already past this stage."""
+    with rt.db.session() as s:
+        if not jobs.transition(s, prepared.job_id, prepared.version,
+                               (jobs.PREPARING, jobs.INFERRING), jobs.INFERRING,
+                               rt.settings.job_lease_seconds):
+            return False
+    payload = _result_payload(rt.backend, prepared.image_b64)
+    with rt.db.session() as s:
+        job = s.get(Job, prepared.job_id)
+        if job is None or job.version != prepared.version or job.state != jobs.INFERRING:
+            return False
+        job.result = json.dumps(payload)
+        s.commit()
+    return True
+
+
+def sr_identity(rt: Runtime, job: Job) -> SRIdentity:
+    key = (job.study_instance_uid, str(job.version))
+    return SRIdentity(
+        series_instance_uid=derived_uid("sr-series", job.study_instance_uid),
+        sop_instance_uid=derived_uid("sr-instance", *key),
+        instance_number=job.version,
+        manufacturer=MANUFACTURER,
+        software_version=f"cxr-reason-gateway {__version__}",
+        site_name=rt.settings.site_name,
+        device_observer_uid=derived_uid("device-observer", rt.settings.ae_title),
+    )
+
+
+def draft_from_result(result: dict[str, object], conversion: str) -> DraftReport:
+    sections = result.get("sections") or {}
+    assert isinstance(sections, dict)
+    status = str(result["status"])
+    raw_labels = result.get("labels") or []
+    assert isinstance(raw_labels, list)
+    labels = tuple(str(x) for x in raw_labels) if status == "ok" else ()
+    is_mock = bool(result.get("is_mock"))
+    notes = []
+    if result.get("near_misses"):
+        notes.append(f"Labels normalised from near misses: {result['near_misses']}")
+    if result.get("unknown_labels"):
+        notes.append(f"Answer items outside the 14 CheXpert labels: {result['unknown_labels']}")
+    return DraftReport(
+        status=status,
+        labels=labels,
+        reasoning=str(result.get("reasoning") or result.get("findings_text") or ""),
+        algorithm=Algorithm(
+            name=("MOCK " if is_mock else "") + "NV-Reason-CXR-3B",
+            version=f"hf:{result['model_id']}@{result['model_revision']}",
+            manufacturer="NVIDIA",
+            parameters=(f"backend={result['backend']}", f"prompt={result['prompt']}",
+                        f"conversion={conversion}"),
+        ),
+        is_mock=is_mock,
+        indication=str(sections.get("indication", "")),
+        comparison=str(sections.get("comparison", "")),
+        technique=str(sections.get("technique", "")),
+        findings=tuple((str(r), str(t)) for r, t in sections.get("findings", [])),
+        impression=tuple(str(b) for b in sections.get("impression", [])),
+        report_text=str(result.get("report_text", "")),
+        notes=tuple(notes),
+    )
+
+
+def report(rt: Runtime, job_id: int, version: int) -> bool:
+    """Build the SR into the outbox; False when there is nothing to do here."""
+    with rt.db.session() as s:
+        if not jobs.transition(s, job_id, version, (jobs.INFERRING, jobs.REPORTING),
+                               jobs.REPORTING, rt.settings.job_lease_seconds):
+            return False
+        job = s.get(Job, job_id)
+        assert job is not None
+    if not job.result:
+        fail(rt, job_id, version, "no model result to report")
+        return False
+    source = Dataset.from_json(job.source_header, bulk_data_uri_handler=lambda *_a: b"")
+    draft = draft_from_result(json.loads(job.result), job.conversion)
+    identity = sr_identity(rt, job)
+    sr = build_sr(source, draft, identity)
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    spooled = rt.outbox.write(job.study_instance_uid, identity.sop_instance_uid, [buf.getvalue()])
+    with rt.db.session() as s:
+        row = s.get(Job, job_id)
+        assert row is not None
+        row.sr_sop_instance_uid = identity.sop_instance_uid
+        row.sr_path = str(spooled.path)
+        for dest in rt.settings.destinations:
+            if s.scalar(select(Delivery).where(Delivery.job_id == job_id,
+                                               Delivery.destination == str(dest))) is None:
+                s.add(Delivery(job_id=job_id, destination=str(dest), updated_at=now()))
+        s.commit()
+        jobs.transition(s, job_id, version, (jobs.REPORTING,), jobs.DELIVERING,
+                        rt.settings.job_lease_seconds, f"SR {identity.sop_instance_uid}")
+    return True
+
+
+class TransientDeliveryError(RuntimeError):
+    """At least one destination failed in a way a later attempt may fix."""
+
+
+def deliver(rt: Runtime, job_id: int, version: int) -> bool:
+    """Send the SR to every destination not yet done; raise TransientDeliveryError to retry."""
+    with rt.db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.version != version or job.state != jobs.DELIVERING:
+            return False
+        pending = s.scalars(select(Delivery).where(Delivery.job_id == job_id,
+                                                   Delivery.state != "done")).all()
+        sr_path = Path(job.sr_path)
+    transient: list[str] = []
+    permanent: list[str] = []
+    if pending:
+        sr = dcmread(sr_path)
+        by_name = {str(d): d for d in rt.settings.destinations}
+        for row in pending:
+            dest = by_name.get(row.destination)
+            if dest is None:
+                permanent.append(f"{row.destination}: no longer configured")
+                continue
+            outcome = send_datasets([sr], dest, rt.settings.ae_title)
+            with rt.db.session() as s:
+                d = s.get(Delivery, row.id)
+                assert d is not None
+                d.attempts += 1
+                d.updated_at = now()
+                d.detail = outcome.detail
+                d.state = "done" if outcome.ok else "failed" if outcome.permanent else "retrying"
+                s.commit()
+            if not outcome.ok:
+                (permanent if outcome.permanent else transient).append(
+                    f"{row.destination}: {outcome.detail}")
+    if permanent:
+        fail(rt, job_id, version, "delivery rejected: " + "; ".join(permanent))
+        return False
+    if transient:
+        with rt.db.session() as s:
+            jobs.renew_lease(s, job_id, rt.settings.job_lease_seconds)
+        raise TransientDeliveryError("; ".join(transient))
+    with rt.db.session() as s:
+        jobs.transition(s, job_id, version, (jobs.DELIVERING,), jobs.DONE,
+                        rt.settings.job_lease_seconds,
+                        f"{len(rt.settings.destinations)} destination(s)")
+    return True

@@ -1,0 +1,55 @@
+"""Per-process resources the tasks use: settings, database, spool, outbox, model backend.
+
+Built once by ``configure`` (serve, worker, demo); the model backend loads lazily on
+first use so CPU-only processes never import the model stack.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from dicom_gateway.spool import Spool
+from models.backend import Backend
+from models.registry import get_backend
+from worker.db import Database
+from worker.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    spool: Spool
+    outbox: Spool
+    _backend: Backend | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = get_backend(
+                    self.settings.model_backend, self.settings.model_id,
+                    mock_latency_seconds=self.settings.mock_latency_seconds,
+                )
+            return self._backend
+
+
+_current: Runtime | None = None
+
+
+def configure(settings: Settings, migrate: bool = True) -> Runtime:
+    global _current
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.effective_database_url)
+    if migrate:
+        db.migrate()
+    _current = Runtime(settings, db, Spool(settings.spool_dir), Spool(settings.outbox_dir))
+    return _current
+
+
+def runtime() -> Runtime:
+    if _current is None:
+        raise RuntimeError("worker runtime not configured (call worker.runtime.configure)")
+    return _current

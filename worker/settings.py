@@ -1,0 +1,160 @@
+"""All settings in one typed place.
+
+Precedence: built-in defaults < an optional TOML file (``CXR_CONFIG_FILE`` or
+``--config``) < environment variables ``CXR_<FIELD>``.  Defaults run everything on
+one machine with nothing but Python: SQLite in the data directory and an embedded
+broker, so ``cxr-gateway serve`` works on a laptop and the same code scales out by
+pointing ``CXR_DATABASE_URL`` and ``CXR_BROKER_URL`` at PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicom_gateway.destinations import Destination, parse_destinations
+
+ENV_PREFIX = "CXR_"
+EMBEDDED_BROKER = "embedded"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(
+        default=Path("var"), metadata={"help": "Spool, outbox, database and embedded broker."}
+    )
+    ae_title: str = field(default="CXRGATEWAY", metadata={"help": "Our AE title (called AE)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Listener bind address."})
+    port: int = field(default=11112, metadata={"help": "Listener TCP port."})
+    allowed_calling_aets: tuple[str, ...] = field(
+        default=(), metadata={"help": "Comma list of calling AE titles allowed; empty = any."}
+    )
+    destinations: tuple[Destination, ...] = field(
+        default=(),
+        metadata={"help": "Comma list of SR destinations: AE@host:port (C-STORE)."},
+    )
+    database_url: str = field(
+        default="", metadata={"help": "SQLAlchemy URL; empty = SQLite (WAL) in the data dir."}
+    )
+    broker_url: str = field(
+        default=EMBEDDED_BROKER,
+        metadata={"help": "Celery broker; 'embedded' = file queue in the data dir, or redis://"},
+    )
+    model_backend: str = field(
+        default="mock", metadata={"help": "Model backend: mock (wiring only, labelled as mock)."}
+    )
+    model_id: str = field(
+        default="nvidia/NV-Reason-CXR-3B", metadata={"help": "Model repository id."}
+    )
+    mock_latency_seconds: float = field(
+        default=0.0, metadata={"help": "Mock backend only: simulated seconds per generation."}
+    )
+    study_quiet_seconds: float = field(
+        default=5.0, metadata={"help": "A study is assembled this long after its last instance."}
+    )
+    job_lease_seconds: float = field(
+        default=900.0,
+        metadata={"help": "A job not progressing for this long is re-enqueued by the reconciler."},
+    )
+    poll_seconds: float = field(
+        default=0.5, metadata={"help": "Assembler/reconciler tick and embedded broker poll."}
+    )
+    site_name: str = field(
+        default="CXR Reason Gateway research site",
+        metadata={"help": "Named in the SR's clinical-trial (research) attributes."},
+    )
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url == EMBEDDED_BROKER
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, annotation: str, raw: Any) -> Any:
+    """Turn a file or environment value into the field's type, naming the field on error."""
+    try:
+        if annotation == "Path":
+            return Path(raw)
+        if annotation == "int":
+            return int(raw)
+        if annotation == "float":
+            return float(raw)
+        if annotation == "tuple[str, ...]":
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            return tuple(s.strip() for s in items if str(s).strip())
+        if annotation == "tuple[Destination, ...]":
+            text = ",".join(raw) if isinstance(raw, list) else str(raw)
+            return parse_destinations(text)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name}: cannot use {raw!r}: {exc}") from exc
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from defaults, an optional TOML file, the environment and overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env[f"{ENV_PREFIX}CONFIG_FILE"]) if env.get(
+        f"{ENV_PREFIX}CONFIG_FILE") else None)
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config file {path}: {exc}") from exc
+        for key, raw in data.items():
+            if key not in fields:
+                raise SettingsError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, str(fields[key].type), raw)
+    for name, f in fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(ENV_PREFIX + name.upper(), str(f.type), raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """Markdown table of every setting, for the README and ``cxr-gateway settings``."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(str(d) for d in default)
+        rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | `{default}` | {f.metadata['help']} |")
+    rows.append(f"| `{ENV_PREFIX}CONFIG_FILE` | `` | Optional TOML file with the same keys "
+                "(lower case). |")
+    return "\n".join(rows)
