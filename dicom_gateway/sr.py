@@ -28,6 +28,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_gateway import sr_codes
+from dicom_gateway.uids import derived_uid
 
 SERIES_DESCRIPTION = "AI DRAFT - RESEARCH ONLY - NOT FOR CLINICAL USE"
 MOCK_SERIES_DESCRIPTION = "MOCK AI DRAFT - RESEARCH ONLY - NOT CLINICAL"
@@ -152,7 +153,7 @@ def _finding_groups(draft: DraftReport, source: Dataset,
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 identifier=f"CheXpert label {n}: {label}",
-                uid=hd.UID(),
+                uid=derived_uid(identity.sop_instance_uid, "tracking", str(n), label),
             ),
             finding_type=sr_codes.LABEL_CODES[label],
             algorithm_id=algo,

@@ -7,9 +7,8 @@ and its version, so a task that runs twice writes the same SR, never a second on
 
 from __future__ import annotations
 
+import hashlib
 import re
-
-from pydicom.uid import generate_uid
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
@@ -30,5 +29,10 @@ def require_uid(value: object, what: str) -> str:
 
 
 def derived_uid(*parts: str) -> str:
-    """A stable ``2.25.`` UID from a hash of ``parts`` (same parts, same UID)."""
-    return generate_uid(prefix=None, entropy_srcs=["cxr-reason-gateway", *parts])
+    """A stable ``2.25.`` UID from a hash of ``parts`` (same parts, same UID).
+
+    pydicom's ``generate_uid(prefix=None)`` ignores its entropy sources and returns a
+    random UUID, so the 128-bit integer is taken from a SHA-256 here instead (PS3.5 B.2).
+    """
+    digest = hashlib.sha256("\x1f".join(("cxr-reason-gateway", *parts)).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
