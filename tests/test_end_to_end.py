@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from highdicom.sr.utils import find_content_items
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
@@ -80,6 +81,11 @@ def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path)
     job = wait_job(srv.data_dir, src.StudyInstanceUID, ("done",))
     assert job.sr_sop_instance_uid == sr.SOPInstanceUID
     assert Path(job.sr_path).exists()  # the outbox copy
+    assert job.conversion.startswith("mimic-v1")
+    assert (srv.data_dir / "previews" / f"job-{job.id}-v1.png").is_file()
+    params = [i.TextValue for i in find_content_items(sr, value_type="TEXT", recursive=True)
+              if i.ConceptNameCodeSequence[0].CodeValue == "111002"]  # Algorithm Parameters
+    assert "conversion=mimic-v1" in params
 
 
 def _lateral_copy(rg1: Path, out: Path) -> Path:

@@ -83,7 +83,7 @@ class Job(Base):
     lease_until: Mapped[float] = mapped_column(Float, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     source_header: Mapped[str] = mapped_column(Text)
-    conversion: Mapped[str] = mapped_column(String(64), default="")
+    conversion: Mapped[str] = mapped_column(Text, default="")
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     sr_path: Mapped[str] = mapped_column(Text, default="")

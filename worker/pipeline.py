@@ -60,14 +60,18 @@ def prepare(rt: Runtime, job_id: int, version: int) -> Prepared | None:
         fail(rt, job_id, version, "admitted instance is not recorded")
         return None
     try:
-        image = convert_file(Path(inst.path))
+        image = convert_file(Path(inst.path), rt.settings.conversion,
+                             rt.settings.max_source_pixels)
     except (ConversionError, OSError) as exc:
         fail(rt, job_id, version, f"conversion failed: {exc}")
         return None
+    preview = rt.settings.previews_dir / f"job-{job_id}-v{version}.png"
+    preview.parent.mkdir(parents=True, exist_ok=True)
+    preview.write_bytes(image.png)  # for people and the dashboard; not part of the promise
     with rt.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        job.conversion = image.conversion
+        job.conversion = "; ".join((image.conversion, *image.notes))
         s.commit()
     return Prepared(job_id, version, base64.b64encode(image.png).decode("ascii"))
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicom_gateway.conversion import CONVERSIONS
 from dicom_gateway.destinations import Destination, parse_destinations
+from models.registry import BACKENDS
 
 ENV_PREFIX = "CXR_"
 EMBEDDED_BROKER = "embedded"
@@ -58,6 +60,14 @@ class Settings:
     mock_latency_seconds: float = field(
         default=0.0, metadata={"help": "Mock backend only: simulated seconds per generation."}
     )
+    conversion: str = field(
+        default="mimic",
+        metadata={"help": "Model input conversion: mimic (training-like) or window (viewer-like)."},
+    )
+    max_source_pixels: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"help": "Refuse images with more pixels than this (decompression guard)."},
+    )
     study_quiet_seconds: float = field(
         default=5.0, metadata={"help": "A study is assembled this long after its last instance."}
     )
@@ -72,6 +82,16 @@ class Settings:
         default="CXR Reason Gateway research site",
         metadata={"help": "Named in the SR's clinical-trial (research) attributes."},
     )
+
+    def __post_init__(self) -> None:
+        if self.conversion not in CONVERSIONS:
+            raise SettingsError(f"CXR_CONVERSION must be one of {', '.join(CONVERSIONS)}")
+        if self.model_backend not in BACKENDS:
+            raise SettingsError(f"CXR_MODEL_BACKEND must be one of {', '.join(BACKENDS)}")
+
+    @property
+    def previews_dir(self) -> Path:
+        return self.data_dir / "previews"
 
     @property
     def spool_dir(self) -> Path:

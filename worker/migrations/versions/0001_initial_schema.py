@@ -50,7 +50,7 @@ def upgrade() -> None:
     sa.Column('lease_until', sa.Float(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('source_header', sa.Text(), nullable=False),
-    sa.Column('conversion', sa.String(length=64), nullable=False),
+    sa.Column('conversion', sa.Text(), nullable=False),
     sa.Column('result', sa.Text(), nullable=True),
     sa.Column('sr_sop_instance_uid', sa.String(length=64), nullable=False),
     sa.Column('sr_path', sa.Text(), nullable=False),
