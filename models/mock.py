@@ -32,8 +32,9 @@ class MockBackend:
     """Returns canned, clearly labelled replies; never loads a model."""
 
     def __init__(self, model_id: str = "nvidia/NV-Reason-CXR-3B",
-                 latency_seconds: float = 0.0) -> None:
+                 latency_seconds: float = 0.0, response: str | None = None) -> None:
         self.latency_seconds = latency_seconds
+        self.response = response
         self.info = BackendInfo(
             name="mock", model_id=model_id, model_revision="mock", is_mock=True
         )
@@ -50,6 +51,8 @@ class MockBackend:
         return out
 
     def _reply(self, req: ModelRequest) -> str:
+        if self.response is not None and len(req.turns) == 1:
+            return self.response  # a fixture's canned response, verbatim
         labels = mock_labels(req.image_png)
         if req.turns[-1].text == REPORT_PROMPT:
             return (

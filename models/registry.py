@@ -1,17 +1,59 @@
-"""Backends by name, imported only when chosen (the mock needs no torch)."""
+"""Backends by name, each imported only when chosen (the mock needs no torch)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from models.backend import Backend
 
-BACKENDS = ("mock",)
+BACKENDS = ("mock", "local", "openai", "hf-space")
+ALIASES = {"hf-space-api": "hf-space"}
+DEFAULT_MODEL_ID = "nvidia/NV-Reason-CXR-3B"
 
 
-def get_backend(name: str, model_id: str = "nvidia/NV-Reason-CXR-3B",
-                mock_latency_seconds: float = 0.0) -> Backend:
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str = "mock"
+    model_id: str = DEFAULT_MODEL_ID
+    revision: str | None = None
+    device: str = "auto"
+    allow_cpu: bool = False
+    torch_dtype: str = "auto"
+    local_files_only: bool = False
+    mock_latency_seconds: float = 0.0
+    mock_response: str | None = None
+    openai_url: str = ""
+    openai_api_key: str = ""
+    hf_space_url: str = ""
+    timeout_seconds: float = 300.0
+
+
+def canonical(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def get_backend(cfg: BackendConfig) -> Backend:
+    name = canonical(cfg.name)
     if name == "mock":
         from models.mock import MockBackend
 
-        return MockBackend(model_id, latency_seconds=mock_latency_seconds)
-    raise ValueError(f"unknown or unavailable model backend {name!r} (available: "
-                     f"{', '.join(BACKENDS)})")
+        return MockBackend(cfg.model_id, latency_seconds=cfg.mock_latency_seconds,
+                           response=cfg.mock_response)
+    if name == "local":
+        from models.local import LocalBackend, LocalOptions
+
+        return LocalBackend(LocalOptions(
+            model_id=cfg.model_id, revision=cfg.revision, device=cfg.device,
+            allow_cpu=cfg.allow_cpu, torch_dtype=cfg.torch_dtype,
+            local_files_only=cfg.local_files_only,
+        ))
+    if name == "openai":
+        from models.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(cfg.openai_url, cfg.model_id, cfg.openai_api_key,
+                             cfg.timeout_seconds)
+    if name == "hf-space":
+        from models.hf_space import DEFAULT_SPACE_URL, HFSpaceBackend
+
+        return HFSpaceBackend(cfg.hf_space_url or DEFAULT_SPACE_URL, cfg.timeout_seconds)
+    raise ValueError(f"unknown model backend {cfg.name!r} (available: {', '.join(BACKENDS)})")

@@ -36,3 +36,11 @@ def serve_factory(tmp_path: Path) -> Iterator[type]:
     yield Factory
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Qwen2.5-VL built here (same classes, processor and chat template)."""
+    from models.random_qwen import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("tiny-qwen"), size="tiny", seed=0)

@@ -46,3 +46,34 @@ def test_report_sections() -> None:
     assert r.indication == "cough" and r.comparison == "" and r.technique == "PA"
     assert r.findings == (("Lungs", "clear."), ("Heart", "normal size."))
     assert r.impression == ("No acute process.", "Stable.")
+
+
+def test_empty_answer_is_ok_with_no_labels_not_no_finding() -> None:
+    p = parse_output("<think> x </think><answer>  </answer>")
+    assert p.status == "ok" and p.labels == () and p.format_ok
+
+
+def test_missing_think_keeps_labels_but_not_format() -> None:
+    p = parse_output("<answer> Cardiomegaly </answer>")
+    assert p.labels == ("Cardiomegaly",) and not p.format_ok and p.reasoning == ""
+
+
+def test_truncated_reasoning_is_kept() -> None:
+    p = parse_output("<think> the heart is enlarged and", 100, 100)
+    assert p.truncated and p.reasoning == "the heart is enlarged and" and p.labels == ()
+
+
+def test_long_report_without_sections_invents_nothing() -> None:
+    text = "The lungs are clear. " * 500
+    r = parse_report(text)
+    assert r.unsectioned == text.strip()
+    assert (r.indication, r.comparison, r.technique, r.findings, r.impression) == (
+        "", "", "", (), ())
+
+
+def test_report_with_markdown_headings_and_bullets() -> None:
+    r = parse_report("**FINDINGS:**\n- Lungs: clear\n- Pleura: no effusion\n"
+                     "## IMPRESSION\n- Normal chest.\n- No change.")
+    assert r.findings == (("Lungs", "clear"), ("Pleura", "no effusion"))
+    assert r.impression == ("Normal chest.", "No change.")
+    assert r.indication == ""

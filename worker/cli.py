@@ -1,4 +1,4 @@
-"""``cxr-gateway``: serve, demo, jobs, settings."""
+"""``cxr-gateway``: serve, demo, run, jobs, settings."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from worker.run_command import add_arguments as add_run_arguments
+from worker.run_command import cmd_run
 from worker.settings import Settings, SettingsError, load_settings, settings_table
 
 
@@ -102,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_p.add_argument("--data-dir")
     jobs_p.set_defaults(func=cmd_jobs)
 
+    run_p = sub.add_parser("run", help="one image through the model; JSON on stdout "
+                           "(the NV-Reason-CXR wrapper's flags)")
+    add_run_arguments(run_p)
+    run_p.set_defaults(func=cmd_run, quiet=True)
+
     st = sub.add_parser("settings", help="print the settings table")
     st.set_defaults(func=cmd_settings)
     return p
@@ -109,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False) and not args.verbose
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("pynetdicom", "alembic", "celery", "kombu", "highdicom"):

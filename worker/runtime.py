@@ -29,10 +29,7 @@ class Runtime:
     def backend(self) -> Backend:
         with self._lock:
             if self._backend is None:
-                self._backend = get_backend(
-                    self.settings.model_backend, self.settings.model_id,
-                    mock_latency_seconds=self.settings.mock_latency_seconds,
-                )
+                self._backend = get_backend(self.settings.backend_config())
             return self._backend
 
 

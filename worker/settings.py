@@ -19,7 +19,7 @@ from typing import Any
 
 from dicom_gateway.conversion import CONVERSIONS
 from dicom_gateway.destinations import Destination, parse_destinations
-from models.registry import BACKENDS
+from models.registry import BACKENDS, BackendConfig, canonical
 
 ENV_PREFIX = "CXR_"
 EMBEDDED_BROKER = "embedded"
@@ -52,10 +52,31 @@ class Settings:
         metadata={"help": "Celery broker; 'embedded' = file queue in the data dir, or redis://"},
     )
     model_backend: str = field(
-        default="mock", metadata={"help": "Model backend: mock (wiring only, labelled as mock)."}
+        default="mock",
+        metadata={"help": "mock (wiring only, labelled as mock), local, openai or hf-space."},
     )
     model_id: str = field(
         default="nvidia/NV-Reason-CXR-3B", metadata={"help": "Model repository id."}
+    )
+    model_revision: str = field(
+        default="", metadata={"help": "Model revision; empty = the pin for the default model."}
+    )
+    device: str = field(default="auto", metadata={"help": "local backend: auto, cuda[:N], cpu."})
+    allow_cpu: bool = field(
+        default=False, metadata={"help": "local backend: allow (slow, float32) CPU inference."}
+    )
+    torch_dtype: str = field(
+        default="auto", metadata={"help": "local backend: auto (bf16 on CUDA), bfloat16, ..."}
+    )
+    local_files_only: bool = field(
+        default=False, metadata={"help": "local backend: never download model files."}
+    )
+    openai_url: str = field(
+        default="", metadata={"help": "openai backend: server base URL (e.g. a vLLM server)."}
+    )
+    openai_api_key: str = field(default="", metadata={"help": "openai backend: API key."})
+    hf_space_url: str = field(
+        default="", metadata={"help": "hf-space backend (opt-in; images leave the site)."}
     )
     mock_latency_seconds: float = field(
         default=0.0, metadata={"help": "Mock backend only: simulated seconds per generation."}
@@ -86,7 +107,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.conversion not in CONVERSIONS:
             raise SettingsError(f"CXR_CONVERSION must be one of {', '.join(CONVERSIONS)}")
-        if self.model_backend not in BACKENDS:
+        if canonical(self.model_backend) not in BACKENDS:
             raise SettingsError(f"CXR_MODEL_BACKEND must be one of {', '.join(BACKENDS)}")
 
     @property
@@ -115,6 +136,15 @@ class Settings:
     def embedded_broker(self) -> bool:
         return self.broker_url == EMBEDDED_BROKER
 
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(
+            name=canonical(self.model_backend), model_id=self.model_id,
+            revision=self.model_revision or None, device=self.device, allow_cpu=self.allow_cpu,
+            torch_dtype=self.torch_dtype, local_files_only=self.local_files_only,
+            mock_latency_seconds=self.mock_latency_seconds, openai_url=self.openai_url,
+            openai_api_key=self.openai_api_key, hf_space_url=self.hf_space_url,
+        )
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -124,6 +154,13 @@ def _coerce(name: str, annotation: str, raw: Any) -> Any:
     try:
         if annotation == "Path":
             return Path(raw)
+        if annotation == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                raise ValueError("expected true/false")
+            return text in ("1", "true", "yes", "on")
         if annotation == "int":
             return int(raw)
         if annotation == "float":

@@ -1,0 +1,117 @@
+"""The local Transformers backend on a tiny random-weight Qwen2.5-VL, loaded from disk."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.backend import BackendError, ModelRequest, Turn
+from models.local import LocalBackend, LocalOptions, generated_lengths
+from models.prompts import DEFAULT_PROMPT, REPORT_PROMPT
+from models.registry import BackendConfig, get_backend
+from models.study import findings_request, report_request, run_studies
+
+
+def png(seed: int, shape: tuple[int, int]) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random(shape) * 255).astype("uint8")).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+IMAGES = [png(1, (300, 280)), png(2, (476, 400)), png(3, (200, 260)), png(4, (128, 700))]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_qwen: Path) -> LocalBackend:
+    b = get_backend(BackendConfig(name="local", model_id=str(tiny_qwen), device="cpu",
+                                  allow_cpu=True, local_files_only=True))
+    assert isinstance(b, LocalBackend)
+    return b
+
+
+def test_loaded_through_from_pretrained_with_the_training_budget(backend: LocalBackend) -> None:
+    ip = backend.processor.image_processor
+    assert type(backend.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert type(ip).__name__ == "Qwen2VLImageProcessorFast"  # use_fast=True
+    assert (ip.min_pixels, ip.max_pixels) == (128 * 128, 476 * 476)
+    assert backend.processor.tokenizer.padding_side == "left"
+    assert backend.info.settings["torch_dtype"] == "float32"
+    assert backend.info.name == "local" and not backend.info.is_mock
+
+
+def test_batched_greedy_equals_one_at_a_time(backend: LocalBackend) -> None:
+    reqs = [findings_request(img, max_new_tokens=32) for img in IMAGES]
+    batched = backend.generate(reqs)
+    single = [backend.generate([r])[0] for r in reqs]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.generated_tokens for g in batched] == [g.generated_tokens for g in single]
+    assert len({g.text for g in single}) > 1  # outputs depend on the image
+    second = [report_request(r, g.text, 16) for r, g in zip(reqs, single, strict=True)]
+    assert [g.text for g in backend.generate(second)] == \
+        [backend.generate([r])[0].text for r in second]
+
+
+def test_two_turn_conversation_is_built_as_specified(backend: LocalBackend) -> None:
+    first = findings_request(IMAGES[0])
+    reply = "<think> r </think>\n<answer> Edema </answer>"
+    second = report_request(first, reply)
+    assert second.turns == (Turn("user", DEFAULT_PROMPT), Turn("assistant", reply),
+                            Turn("user", REPORT_PROMPT))
+    assert second.image_png == first.image_png
+    text = backend.processor.apply_chat_template(backend.messages(second),
+                                                 add_generation_prompt=True)
+    assert text.count("<|image_pad|>") == 1
+    user1 = text.index("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+                       + DEFAULT_PROMPT)
+    asst = text.index("<|im_start|>assistant\n" + reply + "<|im_end|>")
+    user2 = text.index("<|im_start|>user\n" + REPORT_PROMPT + "<|im_end|>")
+    assert user1 < asst < user2
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_run_studies_uses_two_token_limits(backend: LocalBackend) -> None:
+    (result,) = run_studies(backend, [IMAGES[1]], findings_tokens=8, report_tokens=12)
+    assert result.findings.generated_tokens is not None
+    assert result.findings.generated_tokens <= 8
+    assert result.report is not None and result.report.generated_tokens is not None
+    assert result.report.generated_tokens <= 12
+    if result.findings.generated_tokens == 8:
+        assert result.parsed.status != "ok"  # random weights never close <answer>
+
+
+def test_cpu_needs_explicit_opt_in(tiny_qwen: Path) -> None:
+    with pytest.raises(BackendError, match="allow-cpu"):
+        LocalBackend(LocalOptions(model_id=str(tiny_qwen), device="cpu",
+                                  local_files_only=True))
+
+
+def test_missing_model_with_local_files_only_is_a_clear_permanent_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendError) as err:
+        LocalBackend(LocalOptions(model_id=str(tmp_path / "absent"), device="cpu",
+                                  allow_cpu=True, local_files_only=True))
+    assert err.value.permanent
+
+
+def test_default_model_revision_is_pinned() -> None:
+    assert LocalOptions().effective_revision == "056bd0383b35226554da9dc5866e095df174ae19"
+    assert LocalOptions(model_id="/some/dir").effective_revision is None
+
+
+def test_generated_lengths_stop_at_eos_and_ignore_padding() -> None:
+    import torch
+
+    rows = torch.tensor([[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [5, 0, 0, 0, 0]])
+    assert generated_lengths(rows, {2}, 0) == [3, 5, 1]
+
+
+def test_requests_with_different_limits_keep_order(backend: LocalBackend) -> None:
+    reqs = [ModelRequest(IMAGES[0], (Turn("user", DEFAULT_PROMPT),), 4),
+            ModelRequest(IMAGES[1], (Turn("user", DEFAULT_PROMPT),), 6)]
+    out = backend.generate(reqs)
+    assert out[0].text == backend.generate([reqs[0]])[0].text
+    assert out[1].text == backend.generate([reqs[1]])[0].text
