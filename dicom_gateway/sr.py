@@ -43,6 +43,7 @@ MOCK_DISCLAIMER = (
     "tests. It contains no reading of the image."
 )
 SR_SERIES_NUMBER = 9901
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 STATUS_SENTENCES = {
     "ok": "The model returned a complete, parseable answer.",
     "refused": "The model declined to analyse this image (refusal); no findings are asserted.",
@@ -254,3 +255,18 @@ def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
     )
     sr.CodingSchemeIdentificationSequence = [scheme]
     return sr
+
+
+def as_comprehensive_sr(sr: Dataset) -> Dataset:
+    """The same document as a Comprehensive SR (88.33), for PACS without 3D SR support.
+
+    A different SOP Class is a different instance, so it gets its own derived UID.
+    """
+    from copy import deepcopy
+
+    out = deepcopy(sr)
+    out.SOPClassUID = COMPREHENSIVE_SR
+    out.SOPInstanceUID = derived_uid(str(sr.SOPInstanceUID), "comprehensive-sr")
+    out.file_meta.MediaStorageSOPClassUID = out.SOPClassUID
+    out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    return out

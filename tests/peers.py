@@ -126,3 +126,75 @@ class Serve:
         )
 
 
+
+
+class Orthanc:
+    """A real Orthanc (Debian package) on loopback ports, with the DICOMweb plugin."""
+
+    DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+    def __init__(self, root: Path, gateway_port: int | None = None,
+                 allow_any_store: bool = True) -> None:
+        import json as _json
+
+        self.root = root / "orthanc"
+        self.root.mkdir(parents=True)
+        self.http_port, self.dicom_port = free_port(), free_port()
+        config: dict[str, object] = {
+            "Name": "cxr-test", "StorageDirectory": str(self.root / "db"),
+            "IndexDirectory": str(self.root / "db"), "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomAlwaysAllowStore": allow_any_store,
+            "DicomAlwaysAllowEcho": allow_any_store, "HttpProxy": "", "StableAge": 1,
+            "DicomModalities": ({"gateway": ["CXRGATEWAY", "127.0.0.1", gateway_port]}
+                                if gateway_port else {}),
+            "Plugins": [self.DICOMWEB_PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (self.root / "orthanc.json").write_text(_json.dumps(config))
+        self.log = self.root / "orthanc.log"
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen([require_tool("Orthanc"), str(self.root / "orthanc.json")],
+                                         stdout=fh, stderr=subprocess.STDOUT)
+        wait_for_port(self.http_port)
+        wait_for_port(self.dicom_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def rest(self, method: str, path: str, body: bytes | None = None) -> object:
+        import json as _json
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            data = resp.read()
+        return _json.loads(data) if data else None
+
+    def instances_in_study(self, study_uid: str) -> list[dict[str, str]]:
+        out = []
+        for iid in self.rest("GET", "/instances"):  # type: ignore[union-attr]
+            tags = self.rest("GET", f"/instances/{iid}/simplified-tags")
+            assert isinstance(tags, dict)
+            if tags.get("StudyInstanceUID") == study_uid:
+                out.append(tags)
+        return out
+
+    def wait_for_sr(self, study_uid: str, count: int = 1, timeout: float = 60.0
+                    ) -> list[dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            srs = [t for t in self.instances_in_study(study_uid) if t.get("Modality") == "SR"]
+            if len(srs) >= count:
+                return srs
+            time.sleep(0.5)
+        raise TimeoutError(f"Orthanc holds no {count} SR(s) for study {study_uid}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

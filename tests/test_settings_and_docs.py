@@ -35,3 +35,24 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
 
 def test_readme_settings_table_is_current() -> None:
     assert settings_table() in (ROOT / "README.md").read_text()
+
+
+def test_destination_kinds() -> None:
+    from dicom_gateway.destinations import parse_destinations
+
+    a, b, c = parse_destinations("PACS@10.0.0.5:104/comprehensive, reply:4242, "
+                                 "https://pacs.example.org/dicom-web/")
+    assert (a.kind, a.sr_class, str(a)) == ("dicom", "comprehensive",
+                                            "PACS@10.0.0.5:104/comprehensive")
+    assert (b.kind, b.port) == ("reply", 4242)
+    assert b.resolved("ORTHANC", "127.0.0.1:51234") == Destination("ORTHANC", "127.0.0.1", 4242)
+    assert (c.kind, c.url) == ("stow", "https://pacs.example.org/dicom-web")
+    with pytest.raises(ValueError, match="reply:PORT"):
+        parse_destinations("PACS@host")
+
+
+def test_status_classification() -> None:
+    from dicom_gateway.sender import _is_permanent
+
+    assert [_is_permanent(s) for s in (0xA700, 0xA701, 0x0110, 0xA900, 0xC000, 0xC211,
+                                       0x0122)] == [False, False, False, True, True, True, True]

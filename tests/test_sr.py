@@ -9,7 +9,7 @@ import pytest
 from highdicom.sr.utils import find_content_items
 from pydicom import Dataset, dcmread
 
-from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, build_sr
+from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, as_comprehensive_sr, build_sr
 from dicom_gateway.uids import derived_uid
 from tests.peers import require_tool
 
@@ -46,10 +46,44 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_dciodvfy_reports_no_errors(rg1: Path, tmp_path: Path, case: str) -> None:
+def test_dciodvfy_reports_no_errors_and_dcmtk_renders(rg1: Path, tmp_path: Path,
+                                                     case: str) -> None:
     sr, path = build(rg1, tmp_path, **CASES[case])
     assert dciodvfy_errors(path) == []
     assert sr.SpecificCharacterSet == "ISO_IR 192"
+    dump = subprocess.run([require_tool("dsrdump"), str(path)], capture_output=True, text=True,
+                          errors="replace")  # dsrdump cuts long values mid-character
+    assert dump.returncode == 0 and "Imaging Measurement Report" in dump.stdout, dump.stderr
+    html = subprocess.run([require_tool("dsr2html"), str(path)], capture_output=True, text=True,
+                          errors="replace")
+    assert html.returncode == 0 and "RESEARCH USE ONLY" in html.stdout, html.stderr
+    fallback = tmp_path / "comprehensive.dcm"
+    as_comprehensive_sr(sr).save_as(fallback, enforce_file_format=True)
+    assert dciodvfy_errors(fallback) == []
+
+
+def test_comprehensive_fallback_is_a_distinct_instance(rg1: Path, tmp_path: Path) -> None:
+    sr, _ = build(rg1, tmp_path)
+    alt = as_comprehensive_sr(sr)
+    assert alt.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"
+    assert alt.SOPInstanceUID != sr.SOPInstanceUID
+    assert alt.file_meta.MediaStorageSOPInstanceUID == alt.SOPInstanceUID
+    assert alt.ContentSequence == sr.ContentSequence
+
+
+def test_superseding_sr_references_its_predecessor(rg1: Path, tmp_path: Path) -> None:
+    first, _ = build(rg1, tmp_path)
+    v2 = SRIdentity(IDENTITY.series_instance_uid, derived_uid("i2"), 2, "CXR Reason Gateway",
+                    "0.1.0", "Test site", IDENTITY.device_observer_uid)
+    draft = DraftReport(status="ok", labels=("Edema",), reasoning="r", algorithm=ALGO,
+                        is_mock=False)
+    second = build_sr(dcmread(rg1, stop_before_pixels=True), draft, v2,
+                      previous_versions=[first])
+    path = tmp_path / "v2.dcm"
+    second.save_as(path, enforce_file_format=True)
+    pred = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert pred.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
+    assert dciodvfy_errors(path) == []
 
 
 def test_marking_and_text_survive(rg1: Path, tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ from pydicom import Dataset, dcmread
 from sqlalchemy import select
 
 from dicom_gateway.conversion import ConversionError, convert_file
-from dicom_gateway.sender import send_datasets
-from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, build_sr
+from dicom_gateway.destinations import SR_COMPREHENSIVE
+from dicom_gateway.sender import deliver as send_to
+from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, as_comprehensive_sr, build_sr
 from dicom_gateway.uids import derived_uid
 from models.backend import Backend
 from models.study import run_studies
@@ -185,7 +186,7 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
     source = Dataset.from_json(job.source_header, bulk_data_uri_handler=lambda *_a: b"")
     draft = draft_from_result(json.loads(job.result), job.conversion)
     identity = sr_identity(rt, job)
-    sr = build_sr(source, draft, identity)
+    sr = build_sr(source, draft, identity, previous_versions=previous_srs(rt, job))
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)
     spooled = rt.outbox.write(job.study_instance_uid, identity.sop_instance_uid, [buf.getvalue()])
@@ -204,8 +205,24 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
     return True
 
 
+def previous_srs(rt: Runtime, job: Job) -> list[Dataset]:
+    """Earlier versions' SRs for this study, so the new one names what it supersedes."""
+    with rt.db.session() as s:
+        paths = s.scalars(select(Job.sr_path).where(
+            Job.study_instance_uid == job.study_instance_uid, Job.version < job.version,
+            Job.sr_path != "").order_by(Job.version)).all()
+    return [dcmread(p, stop_before_pixels=True) for p in paths if Path(p).is_file()]
+
+
 class TransientDeliveryError(RuntimeError):
     """At least one destination failed in a way a later attempt may fix."""
+
+
+def sender_of(rt: Runtime, job: Job) -> tuple[str, str]:
+    """Calling AE title and peer address of the admitted instance (for reply destinations)."""
+    with rt.db.session() as s:
+        inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == job.sop_instance_uid))
+    return (inst.calling_ae, inst.peer) if inst is not None else ("", "")
 
 
 def deliver(rt: Runtime, job_id: int, version: int) -> bool:
@@ -221,13 +238,16 @@ def deliver(rt: Runtime, job_id: int, version: int) -> bool:
     permanent: list[str] = []
     if pending:
         sr = dcmread(sr_path)
+        variants = {SR_COMPREHENSIVE: as_comprehensive_sr(sr)}
+        sender = sender_of(rt, job)
         by_name = {str(d): d for d in rt.settings.destinations}
         for row in pending:
             dest = by_name.get(row.destination)
             if dest is None:
                 permanent.append(f"{row.destination}: no longer configured")
                 continue
-            outcome = send_datasets([sr], dest, rt.settings.ae_title)
+            dest = dest.resolved(*sender)
+            outcome = send_to([variants.get(dest.sr_class, sr)], dest, rt.settings.ae_title)
             with rt.db.session() as s:
                 d = s.get(Delivery, row.id)
                 assert d is not None

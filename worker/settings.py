@@ -42,7 +42,8 @@ class Settings:
     )
     destinations: tuple[Destination, ...] = field(
         default=(),
-        metadata={"help": "Comma list of SR destinations: AE@host:port (C-STORE)."},
+        metadata={"help": "Comma list of SR destinations: AE@host:port[/comprehensive], "
+                          "reply:PORT (back to the sender), or a DICOMweb URL (STOW-RS)."},
     )
     database_url: str = field(
         default="", metadata={"help": "SQLAlchemy URL; empty = SQLite (WAL) in the data dir."}
