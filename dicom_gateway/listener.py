@@ -3,24 +3,30 @@
 The one promise this module keeps: 0x0000 is answered only after the received bytes
 are fsynced in the spool *and* the caller's ``sink`` (the database, wired in by
 ``worker/``) has recorded them.  Everything else gets the specific PS3.4 Annex B
-status: 0xA700 out of resources, 0xA900 dataset does not match the command,
-0xC000 cannot understand.  Patient identifiers are never logged; UIDs are.
+status: 0xA700 out of resources (disk under the watermark, database unreachable),
+0xA900 dataset does not match the command or lacks mandatory attributes, 0xC000
+cannot understand.  Patient identifiers are never logged; UIDs are.
+
+Datasets are received in pynetdicom's chunked mode: written to a temporary file as
+they arrive (never held whole in memory), then moved into the spool, so a large image
+costs one write, not several copies.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import ssl
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from io import BytesIO
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pydicom.uid import UID
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -33,6 +39,25 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
+
+# Every syntax we can also decode (dicom_gateway.conversion, pylibjpeg plugins). The order
+# is pynetdicom's preference when a proposal offers several: explicit VR first.
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1 (Process 14, selection value 1)
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+MANDATORY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
 @dataclass(frozen=True)
@@ -52,11 +77,57 @@ class ReceivedInstance:
     peer: str
 
 
+@dataclass
+class AssociationRecord:
+    """One association's log entry, handed to ``on_association`` when the connection closes."""
+
+    peer: str
+    started_at: float
+    calling_ae: str = ""
+    called_ae: str = ""
+    ended_at: float = 0.0
+    stored: int = 0
+    failed: int = 0
+    outcome: str = "open"  # requested -> accepted -> released | aborted; or rejected
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    max_associations: int = 25
+    max_pdu_size: int = 0  # 0 = unlimited: fewer, larger PDUs are much faster
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 30.0
+    network_timeout: float = 60.0
+    min_free_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    certificate: Path
+    private_key: Path
+    client_ca: Path | None = None  # when set, clients must present a certificate it signed
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.certificate), str(self.private_key))
+        if self.client_ca is not None:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(str(self.client_ca))
+        return ctx
+
+
 class StorageUnavailable(RuntimeError):
     """Raised by a sink that cannot record an instance (answered as 0xA700)."""
 
 
 Sink = Callable[[ReceivedInstance], None]
+AssociationSink = Callable[[AssociationRecord], None]
+
+
+def _is_image_storage(sop_class_uid: str) -> bool:
+    return "Image Storage" in UID(sop_class_uid).name
 
 
 class StorageListener:
@@ -70,21 +141,31 @@ class StorageListener:
         spool: Spool,
         sink: Sink,
         allowed_calling_aets: tuple[str, ...] = (),
-        min_free_bytes: int = 0,
+        limits: ListenerLimits | None = None,
+        tls: TLSFiles | None = None,
+        on_association: AssociationSink | None = None,
     ) -> None:
+        _config.STORE_RECV_CHUNKED_DATASET = True
         self.ae_title = ae_title
         self.address = (host, port)
         self.spool = spool
         self.sink = sink
-        self.min_free_bytes = min_free_bytes
-        self._ae = AE(ae_title=ae_title)
-        self._ae.maximum_pdu_size = 0
-        self._ae.require_calling_aet = list(allowed_calling_aets)
-        self._ae.require_called_aet = True
+        self.limits = limits or ListenerLimits()
+        self.tls = tls
+        self.on_association = on_association
+        ae = AE(ae_title=ae_title)
+        ae.maximum_pdu_size = self.limits.max_pdu_size
+        ae.maximum_associations = self.limits.max_associations
+        ae.acse_timeout = self.limits.acse_timeout
+        ae.dimse_timeout = self.limits.dimse_timeout
+        ae.network_timeout = self.limits.network_timeout
+        ae.require_calling_aet = list(allowed_calling_aets)
+        ae.require_called_aet = True
         for cx in AllStoragePresentationContexts:
             assert cx.abstract_syntax is not None
-            self._ae.add_supported_context(cx.abstract_syntax)
-        self._ae.add_supported_context(Verification)
+            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        self._ae = ae
         self._server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
 
@@ -98,72 +179,160 @@ class StorageListener:
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_CONN_OPEN, self._conn_open),
+            (evt.EVT_REQUESTED, self._requested),
+            (evt.EVT_ACCEPTED, self._outcome("accepted")),
+            (evt.EVT_REJECTED, self._outcome("rejected")),
+            (evt.EVT_RELEASED, self._outcome("released")),
+            (evt.EVT_ABORTED, self._outcome("aborted")),
+            (evt.EVT_CONN_CLOSE, self._conn_close),
         ]
-        self._server = self._ae.start_server(self.address, block=False, evt_handlers=handlers)
-        log.info("listening as %s on %s:%s", self.ae_title, self.address[0], self.port)
+        ssl_context = self.tls.context() if self.tls else None
+        self._server = self._ae.start_server(self.address, block=False, evt_handlers=handlers,
+                                             ssl_context=ssl_context)
+        log.info("listening as %s on %s:%s%s", self.ae_title, self.address[0], self.port,
+                 " (TLS)" if ssl_context else "")
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
 
+    # -- association log ------------------------------------------------------------
+    # A record lives on its Association object.  It is written once: at the first of
+    # released / aborted / rejected, or at connection close for a connection that never
+    # asked for an association (pynetdicom may report the close of a rejected
+    # association before the rejection itself).
+
+    def _record(self, event: evt.Event) -> AssociationRecord:
+        assoc: Any = event.assoc
+        with self._lock:
+            rec: AssociationRecord | None = getattr(assoc, "_cxr_record", None)
+            if rec is None:
+                req = assoc.requestor
+                rec = AssociationRecord(peer=f"{req.address}:{req.port}", started_at=time.time())
+                assoc._cxr_record = rec
+            return rec
+
+    def _conn_open(self, event: evt.Event) -> None:
+        self._record(event)
+
+    def _requested(self, event: evt.Event) -> None:
+        self._names(event).outcome = "requested"
+
+    def _names(self, event: evt.Event) -> AssociationRecord:
+        rec = self._record(event)
+        rec.calling_ae = rec.calling_ae or str(event.assoc.requestor.ae_title).strip()
+        rec.called_ae = rec.called_ae or str(event.assoc.acceptor.ae_title).strip()
+        return rec
+
+    def _outcome(self, outcome: str) -> Callable[[evt.Event], None]:
+        def handler(event: evt.Event) -> None:
+            rec = self._names(event)  # a rejection comes before EVT_REQUESTED
+            if outcome == "accepted":
+                rec.outcome = outcome
+            else:
+                self._finish(rec, outcome)
+        return handler
+
+    def _conn_close(self, event: evt.Event) -> None:
+        rec = self._record(event)
+        if rec.outcome == "open":  # a connection that never asked for an association
+            self._finish(rec, "closed")
+
+    def _finish(self, rec: AssociationRecord, outcome: str) -> None:
+        with self._lock:
+            if rec.ended_at:
+                return
+            rec.ended_at = time.time()
+            rec.outcome = outcome
+        log.info("association from %s (%s) %s: %d stored, %d failed", rec.calling_ae,
+                 rec.peer, rec.outcome, rec.stored, rec.failed)
+        if self.on_association is not None:
+            try:
+                self.on_association(rec)
+            except Exception:  # the log must never take the listener down
+                log.exception("cannot record the association log")
+
+    # -- services -------------------------------------------------------------------
+
     def handle_echo(self, event: evt.Event) -> int:
         return STATUS_SUCCESS
 
-    def handle_store(self, event: evt.Event) -> int | tuple[int, Any]:
+    def handle_store(self, event: evt.Event) -> int:
+        status = self._store(event)
+        rec = self._record(event)
+        if status == STATUS_SUCCESS:
+            rec.stored += 1
+        else:
+            rec.failed += 1
+            key = f"0x{status:04X}"
+            rec.statuses[key] = rec.statuses.get(key, 0) + 1
+        return status
+
+    def _store(self, event: evt.Event) -> int:
         """Spool, record, then acknowledge; any doubt is a failure status."""
-        assoc = event.assoc
-        calling = assoc.requestor.ae_title.strip()
-        peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
         req: Any = event.request
-        if self.min_free_bytes and shutil.disk_usage(self.spool.root).free < self.min_free_bytes:
-            log.warning("refusing %s: free disk below watermark", req.AffectedSOPInstanceUID)
+        sop_uid = str(req.AffectedSOPInstanceUID)
+        if self.limits.min_free_bytes and \
+                shutil.disk_usage(self.spool.root).free < self.limits.min_free_bytes:
+            log.warning("refusing %s: free disk below the watermark", sop_uid)
             return STATUS_OUT_OF_RESOURCES
-        raw = event.encoded_dataset(include_meta=True)
+        received = Path(event.dataset_path)
         try:
-            ds = dcmread(BytesIO(raw), stop_before_pixels=True)
-        except (InvalidDicomError, ValueError, EOFError, TypeError, KeyError) as exc:
-            log.warning("cannot parse dataset %s: %s", req.AffectedSOPInstanceUID, exc)
+            # Header only: large values (the pixels) stay on disk.  Values are converted
+            # lazily, so everything the checks touch is read inside this try.
+            ds = dcmread(received, defer_size=1024)
+            problem = self.mismatch(ds, sop_uid, str(req.AffectedSOPClassUID))
+            modality = str(ds.get("Modality", ""))
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is "cannot understand"
+            log.warning("cannot parse dataset %s: %s", sop_uid, exc)
             return STATUS_CANNOT_UNDERSTAND
-        problem = self._mismatch(ds, req.AffectedSOPInstanceUID, req.AffectedSOPClassUID)
         if problem:
-            log.warning("dataset %s does not match: %s", req.AffectedSOPInstanceUID, problem)
+            log.warning("dataset %s refused: %s", sop_uid, problem)
             return STATUS_DATASET_MISMATCH
-        spooled = self.spool.write(ds.StudyInstanceUID, ds.SOPInstanceUID, [raw])
-        received = ReceivedInstance(
+        try:
+            spooled = self.spool.adopt(ds.StudyInstanceUID, ds.SOPInstanceUID, received)
+        except OSError as exc:
+            log.error("cannot spool %s: %s", sop_uid, exc)
+            return STATUS_OUT_OF_RESOURCES
+        assoc = event.assoc
+        instance = ReceivedInstance(
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             study_instance_uid=str(ds.StudyInstanceUID),
-            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-            modality=str(ds.get("Modality", "")),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            modality=modality,
             transfer_syntax_uid=str(event.context.transfer_syntax),
             path=spooled.path,
             size=spooled.size,
             sha256=spooled.sha256,
-            calling_ae=calling,
-            peer=peer,
+            calling_ae=assoc.requestor.ae_title.strip(),
+            peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
         )
         try:
-            self.sink(received)
-        except Exception as exc:  # noqa: BLE001 - any failure to record means "not stored"
-            log.error("cannot record %s: %s", received.sop_instance_uid, exc)
+            self.sink(instance)
+        except Exception as exc:  # any failure to record means "not stored"
+            log.error("cannot record %s: %s", instance.sop_instance_uid, exc)
             if not spooled.existed:
                 self.spool.remove(spooled.path)
             return STATUS_OUT_OF_RESOURCES
-        log.info(
-            "stored %s (study %s, %s, %d bytes) from %s",
-            received.sop_instance_uid, received.study_instance_uid, received.modality,
-            received.size, calling,
-        )
+        log.info("stored %s (study %s, %s, %d bytes) from %s", instance.sop_instance_uid,
+                 instance.study_instance_uid, instance.modality, instance.size,
+                 instance.calling_ae)
         return STATUS_SUCCESS
 
     @staticmethod
-    def _mismatch(ds: Any, sop_instance_uid: str, sop_class_uid: str) -> str | None:
-        if ds.get("SOPInstanceUID") != sop_instance_uid:
-            return "SOPInstanceUID differs from the command's Affected SOP Instance UID"
-        if ds.get("SOPClassUID") != sop_class_uid:
-            return "SOPClassUID differs from the command's Affected SOP Class UID"
-        for keyword in ("SOPInstanceUID", "StudyInstanceUID"):
+    def mismatch(ds: Any, sop_instance_uid: str, sop_class_uid: str) -> str | None:
+        """Why the dataset does not match its command (PS3.4 B.2.3 0xA900), or None."""
+        for keyword in MANDATORY:
             if not is_valid_uid(ds.get(keyword)):
-                return f"{keyword} missing or invalid"
+                return f"{keyword} missing or not a valid UID"
+        if ds.SOPInstanceUID != sop_instance_uid:
+            return "SOPInstanceUID differs from the command's Affected SOP Instance UID"
+        if ds.SOPClassUID != sop_class_uid:
+            return "SOPClassUID differs from the command's Affected SOP Class UID"
+        if _is_image_storage(sop_class_uid) and not any(
+                k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            return "image storage SOP instance without pixel data"
         return None

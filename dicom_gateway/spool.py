@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -69,16 +70,45 @@ class Spool:
                     size += len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            new_dir = not final.parent.exists()
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if new_dir:
-                _fsync_dir(self.root)
-            os.replace(tmp_name, final)
-            _fsync_dir(final.parent)
+            self._publish(Path(tmp_name), final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         return SpooledFile(final, size, digest.hexdigest(), existed)
+
+    def adopt(self, study_uid: str, sop_uid: str, received: Path) -> SpooledFile:
+        """Take a file the network layer already wrote: rename it in (copy across devices)."""
+        final = self.path_for(study_uid, sop_uid)
+        existed = final.exists()
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            try:
+                os.replace(received, tmp)
+            except OSError:  # another filesystem: stream a copy
+                shutil.copyfile(received, tmp)
+            digest = hashlib.sha256()
+            size = 0
+            with tmp.open("rb+") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                os.fsync(fh.fileno())
+            self._publish(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return SpooledFile(final, size, digest.hexdigest(), existed)
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        """Rename a complete, fsynced file into place and make the rename durable."""
+        new_dir = not final.parent.exists()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if new_dir:
+            _fsync_dir(self.root)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)

@@ -217,9 +217,29 @@ def _root(draft: DraftReport, source: Dataset, identity: SRIdentity) -> Containe
     return root
 
 
+# Type 2 Patient and General Study attributes the SR copies from the source: senders
+# often omit them, highdicom requires them present, and empty is what Type 2 allows.
+TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                     "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+                     "AccessionNumber")
+
+
+def _with_type2(source: Dataset) -> Dataset:
+    missing = [k for k in TYPE2_FROM_SOURCE if k not in source]
+    if not missing:
+        return source
+    from copy import deepcopy
+
+    filled = deepcopy(source)
+    for keyword in missing:
+        setattr(filled, keyword, "")
+    return filled
+
+
 def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
              previous_versions: Sequence[Dataset] = ()) -> Dataset:
     """Build the SR in the source study, in a new series, referencing the source image."""
+    source = _with_type2(source)
     equipment = hd.ContributingEquipment(
         manufacturer=draft.algorithm.manufacturer,
         purpose_of_reference=codes.DCM.ProcessingEquipment,

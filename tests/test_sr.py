@@ -117,3 +117,18 @@ def test_not_ok_result_cannot_assert_labels() -> None:
     with pytest.raises(ValueError, match="asserts no findings"):
         DraftReport(status="refused", labels=("Edema",), reasoning="", algorithm=ALGO,
                     is_mock=False)
+
+
+def test_source_without_type2_attributes_still_builds(rg1: Path, tmp_path: Path) -> None:
+    source = dcmread(rg1, stop_before_pixels=True)
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "StudyTime"):
+        if keyword in source:
+            delattr(source, keyword)
+    draft = DraftReport(status="ok", labels=("Edema",), reasoning="r", algorithm=ALGO,
+                        is_mock=False)
+    sr = build_sr(source, draft, IDENTITY)
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert sr.PatientBirthDate == "" and sr.StudyInstanceUID == source.StudyInstanceUID
+    assert dciodvfy_errors(path) == []

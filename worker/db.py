@@ -66,6 +66,7 @@ class Instance(Base):
     received_at: Mapped[float] = mapped_column(Float)
     admission: Mapped[str] = mapped_column(String(16), default="pending")
     skip_reason: Mapped[str] = mapped_column(Text, default="")
+    purged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Job(Base):
@@ -110,6 +111,23 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class AssociationLog(Base):
+    """One row per DICOM association: who, from where, when, what was stored, how it ended."""
+
+    __tablename__ = "associations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    called_ae: Mapped[str] = mapped_column(String(16), default="")
+    peer: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[float] = mapped_column(Float, index=True)
+    ended_at: Mapped[float] = mapped_column(Float)
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(16))
+    statuses: Mapped[str] = mapped_column(Text, default="")
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

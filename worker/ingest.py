@@ -7,11 +7,13 @@ A duplicate SOP Instance UID is success and creates no new work.
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from dicom_gateway.listener import ReceivedInstance, StorageUnavailable
-from worker.db import Database, Instance, Study, now
+from dicom_gateway.listener import AssociationRecord, ReceivedInstance, StorageUnavailable
+from worker.db import AssociationLog, Database, Instance, Study, now
 
 
 class InstanceRecorder:
@@ -66,4 +68,20 @@ class InstanceRecorder:
             else:
                 study.last_received_at = t
                 study.assembled_at = None  # a new instance re-opens the study
+            s.commit()
+
+
+class AssociationRecorder:
+    """The listener's ``on_association`` callback: one row per association."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __call__(self, rec: AssociationRecord) -> None:
+        with self.db.session() as s:
+            s.add(AssociationLog(
+                calling_ae=rec.calling_ae[:16], called_ae=rec.called_ae[:16], peer=rec.peer[:64],
+                started_at=rec.started_at, ended_at=rec.ended_at, stored=rec.stored,
+                failed=rec.failed, outcome=rec.outcome, statuses=json.dumps(rec.statuses),
+            ))
             s.commit()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 import threading
 from typing import Any
 
 from dicom_gateway.listener import StorageListener
 from worker import assembler, reconciler
 from worker.celery_app import configure_celery, purge_embedded_queue
-from worker.ingest import InstanceRecorder
+from worker.ingest import AssociationRecorder, InstanceRecorder
+from worker.retention import purge_skipped
 from worker.runtime import Runtime, configure
 from worker.settings import Settings
 
@@ -52,9 +54,13 @@ class Gateway:
             log.info("resumed %d unfinished job(s) from the database", n)
         if self.with_worker:
             self._start_worker(app)
+        # pynetdicom writes each incoming dataset to a temporary file: keep those in the
+        # spool's own .tmp so moving one into the spool is a rename, not a copy.
+        tempfile.tempdir = str(self.rt.spool.tmp)
         self.listener = StorageListener(
             s.ae_title, s.host, s.port, self.rt.spool, InstanceRecorder(self.rt.db),
-            allowed_calling_aets=s.allowed_calling_aets,
+            allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
+            on_association=AssociationRecorder(self.rt.db),
         )
         self.listener.start()
         self._loop_thread = threading.Thread(target=self._loop, name="assembler", daemon=True)
@@ -81,6 +87,7 @@ class Gateway:
                                          tasks.enqueue_prepare)
                 reconciler.reconcile(self.rt.db, s.job_lease_seconds, tasks.enqueue_prepare,
                                      tasks.enqueue_report)
+                purge_skipped(self.rt.db, s.skipped_retention_hours * 3600)
             except Exception:  # keep serving; the next tick retries from the database
                 log.exception("assembler/reconciler tick failed")
 

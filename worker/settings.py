@@ -19,6 +19,7 @@ from typing import Any
 
 from dicom_gateway.conversion import CONVERSIONS
 from dicom_gateway.destinations import Destination, parse_destinations
+from dicom_gateway.listener import ListenerLimits, TLSFiles
 from models.registry import BACKENDS, BackendConfig, canonical
 
 ENV_PREFIX = "CXR_"
@@ -39,6 +40,24 @@ class Settings:
     port: int = field(default=11112, metadata={"help": "Listener TCP port."})
     allowed_calling_aets: tuple[str, ...] = field(
         default=(), metadata={"help": "Comma list of calling AE titles allowed; empty = any."}
+    )
+    max_associations: int = field(
+        default=25, metadata={"help": "Concurrent associations; more are rejected (transient)."}
+    )
+    max_pdu_size: int = field(default=0, metadata={"help": "Largest PDU we receive; 0 = no limit."})
+    acse_timeout: float = field(default=30.0, metadata={"help": "Association setup timeout (s)."})
+    dimse_timeout: float = field(default=30.0, metadata={"help": "DIMSE message timeout (s)."})
+    network_timeout: float = field(default=60.0, metadata={"help": "Idle network timeout (s)."})
+    min_free_mb: int = field(
+        default=256, metadata={"help": "Answer 0xA700 when the spool has less free disk (MiB)."}
+    )
+    tls_cert_file: str = field(default="", metadata={"help": "TLS: server certificate (PEM)."})
+    tls_key_file: str = field(default="", metadata={"help": "TLS: server private key (PEM)."})
+    tls_ca_file: str = field(
+        default="", metadata={"help": "TLS: CA for client certificates (set = required)."}
+    )
+    skipped_retention_hours: float = field(
+        default=24.0, metadata={"help": "Keep skipped instances' files this long, then delete."}
     )
     destinations: tuple[Destination, ...] = field(
         default=(),
@@ -110,6 +129,23 @@ class Settings:
             raise SettingsError(f"CXR_CONVERSION must be one of {', '.join(CONVERSIONS)}")
         if canonical(self.model_backend) not in BACKENDS:
             raise SettingsError(f"CXR_MODEL_BACKEND must be one of {', '.join(BACKENDS)}")
+
+    @property
+    def tls(self) -> TLSFiles | None:
+        if not (self.tls_cert_file or self.tls_key_file):
+            return None
+        if not (self.tls_cert_file and self.tls_key_file):
+            raise SettingsError("TLS needs both CXR_TLS_CERT_FILE and CXR_TLS_KEY_FILE")
+        return TLSFiles(Path(self.tls_cert_file), Path(self.tls_key_file),
+                        Path(self.tls_ca_file) if self.tls_ca_file else None)
+
+    @property
+    def limits(self) -> ListenerLimits:
+        return ListenerLimits(
+            max_associations=self.max_associations, max_pdu_size=self.max_pdu_size,
+            acse_timeout=self.acse_timeout, dimse_timeout=self.dimse_timeout,
+            network_timeout=self.network_timeout, min_free_bytes=self.min_free_mb * 2**20,
+        )
 
     @property
     def previews_dir(self) -> Path:

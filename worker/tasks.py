@@ -6,16 +6,53 @@ transition (see ``worker.pipeline``).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from celery.exceptions import Retry
+from sqlalchemy.exc import OperationalError
+
+from models.backend import BackendError
 from worker import pipeline
 from worker.celery_app import app
 from worker.runtime import runtime
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def fails_job_on_error(stage: str, bound: bool = False) -> Callable[[F], F]:
+    """An unexpected error ends the job as failed with its reason, instead of leaving it
+    stuck until its lease expires.  Errors a later attempt may fix (database unreachable,
+    a transient backend error) propagate: the lease and the reconciler retry them."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            job_id, version = args[1:3] if bound else args[0:2]
+            try:
+                fn(*args, **kwargs)
+            except (Retry, OperationalError):
+                raise
+            except BackendError as exc:
+                if not exc.permanent:
+                    raise
+                pipeline.fail(runtime(), job_id, version, f"{stage}: {exc}")
+            except Exception as exc:
+                log.exception("job %s v%s: %s failed", job_id, version, stage)
+                pipeline.fail(runtime(), job_id, version,
+                              f"{stage} failed: {type(exc).__name__}: {exc}")
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 MAX_DELIVERY_RETRIES = 8
 
 
 @app.task(name="cxr.prepare", ignore_result=True)
+@fails_job_on_error("prepare")
 def prepare(job_id: int, version: int) -> None:
     prepared = pipeline.prepare(runtime(), job_id, version)
     if prepared is not None:
@@ -23,12 +60,14 @@ def prepare(job_id: int, version: int) -> None:
 
 
 @app.task(name="cxr.infer", ignore_result=True)
+@fails_job_on_error("inference")
 def infer(job_id: int, version: int, image_b64: str) -> None:
     if pipeline.infer(runtime(), pipeline.Prepared(job_id, version, image_b64)):
         report.apply_async((job_id, version))
 
 
 @app.task(name="cxr.report", bind=True, ignore_result=True, max_retries=MAX_DELIVERY_RETRIES)
+@fails_job_on_error("report", bound=True)
 def report(self: Any, job_id: int, version: int) -> None:
     rt = runtime()
     pipeline.report(rt, job_id, version)

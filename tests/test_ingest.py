@@ -1,0 +1,290 @@
+"""Ingest you can trust, against dcmtk storescu/echoscu and the real `serve` process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from dicom_gateway.conversion import convert_file
+from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_store, save
+from tests.peers import StoreSCP, require_tool, sample_file
+from tests.test_end_to_end import assert_stored, db_for, wait_job
+from worker.db import AssociationLog, Instance, Job
+
+pytestmark = pytest.mark.integration
+
+
+def instance_count(data_dir: Path) -> int:
+    with db_for(data_dir).session() as s:
+        return int(s.scalar(select(func.count()).select_from(Instance)) or 0)
+
+
+def associations(data_dir: Path, timeout: float = 5.0, at_least: int = 1
+                 ) -> list[AssociationLog]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with db_for(data_dir).session() as s:
+            rows = list(s.scalars(select(AssociationLog).order_by(AssociationLog.started_at)).all())
+        # connections that never asked for an association (our port probes) are logged
+        # as "closed"; leave them out
+        rows = [r for r in rows if r.outcome != "closed"]
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+# storescu's option proposing each syntax (it has none for JPEG Lossless process 14
+# without SV1, 1.2.840.10008.1.2.4.57, which the listener accepts but dcmtk cannot send).
+STORESCU_PROPOSAL = {
+    "1.2.840.10008.1.2.1": "-xe", "1.2.840.10008.1.2": "-xi", "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd", "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx", "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv", "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+
+def syntax_files(tmp: Path) -> dict[str, Path]:
+    """One small CR per transfer syntax (each its own SOP Instance), made with dcmtk."""
+    count = iter(range(100))
+
+    def fresh(bits: int = 12) -> Path:
+        n = next(count)
+        return save(make_cr(bits=bits, seed=n), tmp / f"base{n}.dcm")
+
+    def conv(tool: str, option: str, bits: int = 12) -> Path:
+        return dcmtk_convert(tool, [option] if option else [], fresh(bits),
+                             tmp / f"{tool}{option.strip('+')}{bits}.dcm")
+
+    files = {
+        "1.2.840.10008.1.2.1": fresh(),
+        "1.2.840.10008.1.2": conv("dcmconv", "+ti"),
+        "1.2.840.10008.1.2.2": conv("dcmconv", "+tb"),
+        "1.2.840.10008.1.2.1.99": conv("dcmconv", "+td"),
+        "1.2.840.10008.1.2.4.50": conv("dcmcjpeg", "+eb", bits=8),
+        "1.2.840.10008.1.2.4.51": conv("dcmcjpeg", "+ee"),
+        "1.2.840.10008.1.2.4.70": conv("dcmcjpeg", "+e1"),
+        "1.2.840.10008.1.2.4.80": conv("dcmcjpls", "+el"),
+        "1.2.840.10008.1.2.4.81": conv("dcmcjpls", "+en"),
+        "1.2.840.10008.1.2.5": conv("dcmcrle", ""),
+        # dcmtk has no JPEG 2000 encoder: pydicom-data's RG1 in both J2K syntaxes
+        "1.2.840.10008.1.2.4.90": sample_file("RG1_J2KR.dcm"),
+        "1.2.840.10008.1.2.4.91": sample_file("RG1_J2KI.dcm"),
+    }
+    for ts, path in files.items():
+        assert dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == ts
+    return files
+
+
+def test_every_transfer_syntax_is_stored_as_sent_and_decodes(serve_factory, tmp_path: Path
+                                                              ) -> None:
+    files = syntax_files(tmp_path)
+    srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600"}).start()
+    for ts, path in files.items():
+        # propose the file's own syntax, so nothing is converted on the way
+        out = srv.storescu(path, extra=("-v", "-R", STORESCU_PROPOSAL[ts]))
+        assert_stored(out)
+        sop = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        with db_for(srv.data_dir).session() as s:
+            inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == sop))
+            assert inst is not None, ts
+            assert inst.transfer_syntax_uid == ts
+            stored = Path(inst.path)
+        assert stored.read_bytes()[132:] and convert_file(stored).width > 0, ts
+
+
+def test_unknown_calling_or_called_ae_is_rejected(serve_factory, rg1: Path) -> None:
+    srv = serve_factory.new({"CXR_ALLOWED_CALLING_AETS": "GOODSCU"}).start()
+    bad = srv.storescu(rg1, calling="BADSCU", extra=("-v",))
+    assert bad.returncode != 0 and "Association Rejected" in bad.stderr, bad.stderr
+    assert "Calling AE Title Not Recognized" in bad.stderr
+    wrong_called = subprocess.run(
+        [require_tool("storescu"), "-aet", "GOODSCU", "-aec", "NOTUS", "-v", "127.0.0.1",
+         str(srv.port), str(rg1)], capture_output=True, text=True, timeout=60)
+    assert "Called AE Title Not Recognized" in wrong_called.stderr, wrong_called.stderr
+    assert instance_count(srv.data_dir) == 0
+    assert_stored(srv.storescu(rg1, calling="GOODSCU", extra=("-v",)))
+    rows = associations(srv.data_dir, at_least=3)
+    assert [r.outcome for r in rows] == ["rejected", "rejected", "released"]
+    assert rows[0].calling_ae == "BADSCU" and rows[2].stored == 1
+    assert rows[2].peer.startswith("127.0.0.1:")
+
+
+def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path) -> None:
+    def cert(name: str) -> tuple[Path, Path]:
+        key, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
+        subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(key),
+                        "-out", str(crt)], check=True, capture_output=True)
+        return key, crt
+
+    server_key, server_crt = cert("localhost")
+    client_key, client_crt = cert("client")
+    srv = serve_factory.new({"CXR_TLS_CERT_FILE": str(server_crt),
+                             "CXR_TLS_KEY_FILE": str(server_key)}).start()
+    tls = ("-v", "+tls", str(client_key), str(client_crt), "-rc", "+cf", str(server_crt))
+    assert_stored(srv.storescu(rg1, extra=tls))
+    plain = srv.storescu(rg1, extra=("-v",))  # a plain association cannot talk to it
+    assert "Store Response (Success)" not in plain.stderr
+    assert instance_count(srv.data_dir) == 1
+
+
+def test_watermark_refuses_with_a700_and_stores_nothing(serve_factory, rg1: Path) -> None:
+    srv = serve_factory.new({"CXR_MIN_FREE_MB": str(1 << 40)}).start()
+    out = srv.storescu(rg1, extra=("-v",))
+    assert "0xa700" in out.stderr.lower() or "Refused: OutOfResources" in out.stderr, out.stderr
+    assert instance_count(srv.data_dir) == 0
+    study = dcmread(rg1, stop_before_pixels=True).StudyInstanceUID
+    assert not (srv.data_dir / "spool" / study).exists()
+    assert list((srv.data_dir / "spool" / ".tmp").iterdir()) == []
+
+
+def test_mismatch_missing_attributes_and_unparseable(serve_factory) -> None:
+    srv = serve_factory.new().start()
+    good = make_cr()
+    assert raw_c_store(srv.port, good.SOPInstanceUID, encode_dataset(good)) == 0x0000
+    assert raw_c_store(srv.port, generate_uid(), encode_dataset(make_cr())) == 0xA900
+    no_study = make_cr()
+    del no_study.StudyInstanceUID
+    assert raw_c_store(srv.port, no_study.SOPInstanceUID, encode_dataset(no_study)) == 0xA900
+    no_pixels = make_cr()
+    del no_pixels.PixelData
+    assert raw_c_store(srv.port, no_pixels.SOPInstanceUID, encode_dataset(no_pixels)) == 0xA900
+    bad_path = make_cr()
+    bad_path.StudyInstanceUID = "../../etc"
+    assert raw_c_store(srv.port, bad_path.SOPInstanceUID, encode_dataset(bad_path)) == 0xA900
+    garbage = b"\x08\x00\x16\x00XX\x04\x001.2." + bytes(range(256))
+    assert raw_c_store(srv.port, generate_uid(), garbage) == 0xC000
+    assert instance_count(srv.data_dir) == 1  # only the good one
+    spooled = [p for p in (srv.data_dir / "spool").rglob("*.dcm")]
+    assert [p.stem for p in spooled] == [good.SOPInstanceUID]
+    assert_stored(srv.storescu(save(make_cr(), srv.data_dir.parent / "after.dcm"),
+                               extra=("-v",)))  # still serving
+
+
+def test_duplicate_is_success_and_adds_no_work(serve_factory, storescp: StoreSCP,
+                                               rg1: Path) -> None:
+    srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination}).start()
+    assert_stored(srv.storescu(rg1, extra=("-v",)))
+    assert_stored(srv.storescu(rg1, extra=("-v",)))
+    study = dcmread(rg1, stop_before_pixels=True).StudyInstanceUID
+    wait_job(srv.data_dir, study, ("done",))
+    assert_stored(srv.storescu(rg1, extra=("-v",)))  # after the job, too
+    time.sleep(2.5)
+    assert instance_count(srv.data_dir) == 1
+    with db_for(srv.data_dir).session() as s:
+        assert len(s.scalars(select(Job)).all()) == 1
+    assert len(storescp.files()) == 1
+
+
+def test_ten_parallel_associations_of_twenty(serve_factory, tmp_path: Path) -> None:
+    srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "2"}).start()
+    studies = []
+    for a in range(10):
+        folder = tmp_path / f"study{a}"
+        folder.mkdir()
+        study_uid = generate_uid()
+        studies.append(study_uid)
+        for i in range(20):
+            view = "PA" if i == 0 else "LL" if i % 2 else "AP"
+            save(make_cr(study_uid, view=view, number=i + 1, seed=a * 100 + i),
+                 folder / f"{i:02d}.dcm")
+    procs = [subprocess.Popen(
+        [require_tool("storescu"), "-aet", f"SCU{a}", "-aec", "CXRGATEWAY", "-v", "+sd",
+         "127.0.0.1", str(srv.port), str(tmp_path / f"study{a}")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for a in range(10)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and err.count("Store Response (Success)") == 20, err[-2000:]
+    assert instance_count(srv.data_dir) == 200
+    for study_uid in studies:
+        job = wait_job(srv.data_dir, study_uid, ("done",), timeout=120)
+        assert job.version == 1
+    with db_for(srv.data_dir).session() as s:
+        assert len(s.scalars(select(Job)).all()) == 10
+    rows = associations(srv.data_dir, at_least=10)
+    assert sorted(r.stored for r in rows) == [20] * 10
+
+
+def test_late_instance_creates_one_new_version(serve_factory, storescp: StoreSCP,
+                                               tmp_path: Path) -> None:
+    srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination}).start()
+    study_uid = generate_uid()
+    ap = save(make_cr(study_uid, view="AP", seed=1), tmp_path / "ap.dcm")
+    pa = save(make_cr(study_uid, view="PA", seed=2), tmp_path / "pa.dcm")
+    lateral = save(make_cr(study_uid, view="LL", seed=3), tmp_path / "ll.dcm")
+    assert_stored(srv.storescu(ap, extra=("-v",)))
+    v1 = wait_job(srv.data_dir, study_uid, ("done",))
+    assert_stored(srv.storescu(pa, extra=("-v",)))  # late, and a better image
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with db_for(srv.data_dir).session() as s:
+            jobs = s.scalars(select(Job).order_by(Job.version)).all()
+        if len(jobs) == 2 and jobs[1].state == "done":
+            break
+        time.sleep(0.2)
+    assert [j.version for j in jobs] == [1, 2] and jobs[1].state == "done"
+    assert jobs[1].sop_instance_uid == dcmread(pa, stop_before_pixels=True).SOPInstanceUID
+    assert_stored(srv.storescu(lateral, extra=("-v",)))  # late, but changes nothing
+    time.sleep(3)
+    files = storescp.wait_files(2)
+    srs = {dcmread(f).SOPInstanceUID: dcmread(f) for f in files}
+    assert set(srs) == {v1.sr_sop_instance_uid, jobs[1].sr_sop_instance_uid}
+    pred = srs[jobs[1].sr_sop_instance_uid].PredecessorDocumentsSequence[0]
+    assert pred.ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == v1.sr_sop_instance_uid
+    with db_for(srv.data_dir).session() as s:
+        assert len(s.scalars(select(Job)).all()) == 2
+
+
+def test_sigkill_during_an_association_leaves_no_partial_file(serve_factory, rg1: Path,
+                                                             tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    source = dcmread(rg1)
+    study_uid = generate_uid()
+    for i in range(12):
+        source.SOPInstanceUID = generate_uid()
+        source.file_meta.MediaStorageSOPInstanceUID = source.SOPInstanceUID
+        source.StudyInstanceUID = study_uid
+        source.save_as(folder / f"{i:02d}.dcm", enforce_file_format=True)
+    srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600"}).start()
+    sender = subprocess.Popen(
+        [require_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
+         str(srv.port), str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 120
+    while instance_count(srv.data_dir) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    srv.kill()
+    _, err = sender.communicate(timeout=120)
+    assert err.count("Store Response (Success)") < 12  # the sender saw the failure
+    assert "E:" in err or sender.returncode != 0
+    recorded = instance_count(srv.data_dir)
+    expected_size = len(source.PixelData)
+    for path in (srv.data_dir / "spool" / study_uid).glob("*.dcm"):
+        ds = dcmread(path)  # every visible file is complete
+        assert len(ds.PixelData) == expected_size
+    srv.start()
+    assert list((srv.data_dir / "spool" / ".tmp").iterdir()) == []  # partials swept
+    resend = subprocess.run(
+        [require_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
+         str(srv.port), str(folder)], capture_output=True, text=True, timeout=300)
+    assert resend.stderr.count("Store Response (Success)") == 12, resend.stderr[-2000:]
+    assert instance_count(srv.data_dir) == 12 >= recorded
+
+
+def test_association_log_counts_failures(serve_factory) -> None:
+    srv = serve_factory.new().start()
+    raw_c_store(srv.port, generate_uid(), encode_dataset(make_cr()))
+    (row,) = associations(srv.data_dir)
+    assert (row.calling_ae, row.stored, row.failed, row.outcome) == ("RAWSCU", 0, 1, "released")
+    assert json.loads(row.statuses) == {"0xA900": 1}

@@ -1,0 +1,29 @@
+"""Retention: instances admission did not use are kept a while (for audit and for late
+re-admission), then their spool files are deleted; the database row and reason stay."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+
+from worker.db import Database, Instance, now
+
+log = logging.getLogger(__name__)
+
+
+def purge_skipped(db: Database, retention_seconds: float, limit: int = 500) -> int:
+    """Delete spool files of instances skipped longer than ``retention_seconds`` ago."""
+    cutoff = now() - retention_seconds
+    with db.session() as s:
+        rows = s.scalars(select(Instance).where(
+            Instance.admission == "skipped", Instance.purged_at.is_(None),
+            Instance.received_at < cutoff).limit(limit)).all()
+        for inst in rows:
+            Path(inst.path).unlink(missing_ok=True)
+            inst.purged_at = now()
+        s.commit()
+    if rows:
+        log.info("purged %d skipped instance file(s) past retention", len(rows))
+    return len(rows)
