@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from dicom_gateway.listener import AssociationRecord, ReceivedInstance, StorageUnavailable
@@ -34,41 +36,36 @@ class InstanceRecorder:
                 raise StorageUnavailable(f"database unavailable: {exc}") from exc
 
     def _record(self, r: ReceivedInstance) -> None:
+        """Two statements and one commit: this runs before every acknowledgement."""
         t = now()
-        with self.db.session() as s:
-            existing = s.scalar(
-                select(Instance).where(Instance.sop_instance_uid == r.sop_instance_uid)
-            )
-            if existing is not None:
+        values = {
+            "sop_instance_uid": r.sop_instance_uid, "sop_class_uid": r.sop_class_uid,
+            "study_instance_uid": r.study_instance_uid,
+            "series_instance_uid": r.series_instance_uid, "modality": r.modality,
+            "transfer_syntax_uid": r.transfer_syntax_uid, "path": str(r.path), "size": r.size,
+            "sha256": r.sha256, "calling_ae": r.calling_ae, "peer": r.peer, "received_at": t,
+            "admission": "pending", "skip_reason": "",
+        }
+        dialect_insert = pg_insert if self.db.engine.dialect.name == "postgresql" \
+            else sqlite_insert
+        with self.db.engine.begin() as conn:
+            inserted = conn.execute(dialect_insert(Instance).values(**values)
+                                    .on_conflict_do_nothing(index_elements=["sop_instance_uid"]))
+            if inserted.rowcount == 0:
                 # Same instance again: the spool file was atomically replaced with the new
                 # bytes; keep the row, refresh what could differ, no new work.
-                existing.size, existing.sha256 = r.size, r.sha256
-                s.commit()
+                conn.execute(update(Instance)
+                             .where(Instance.sop_instance_uid == r.sop_instance_uid)
+                             .values(size=r.size, sha256=r.sha256))
                 return
-            s.add(Instance(
-                sop_instance_uid=r.sop_instance_uid,
-                sop_class_uid=r.sop_class_uid,
-                study_instance_uid=r.study_instance_uid,
-                series_instance_uid=r.series_instance_uid,
-                modality=r.modality,
-                transfer_syntax_uid=r.transfer_syntax_uid,
-                path=str(r.path),
-                size=r.size,
-                sha256=r.sha256,
-                calling_ae=r.calling_ae,
-                peer=r.peer,
-                received_at=t,
-            ))
-            study = s.scalar(
-                select(Study).where(Study.study_instance_uid == r.study_instance_uid)
+            touched = conn.execute(
+                update(Study).where(Study.study_instance_uid == r.study_instance_uid)
+                .values(last_received_at=t, assembled_at=None)  # a new instance re-opens it
             )
-            if study is None:
-                s.add(Study(study_instance_uid=r.study_instance_uid, first_received_at=t,
-                            last_received_at=t))
-            else:
-                study.last_received_at = t
-                study.assembled_at = None  # a new instance re-opens the study
-            s.commit()
+            if touched.rowcount == 0:
+                conn.execute(insert(Study).values(
+                    study_instance_uid=r.study_instance_uid, first_received_at=t,
+                    last_received_at=t, outcome=""))
 
 
 class AssociationRecorder:
