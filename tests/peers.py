@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,13 +96,16 @@ class Serve:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "serve.log"
 
-    def start(self) -> Serve:
+    def start(self, *extra: str) -> Serve:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve"], env=self.env,
-                                         stdout=fh, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve", *extra],
+                                         env=self.env, stdout=fh, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=60)
         return self
+
+    def start_no_worker(self) -> Serve:
+        return self.start("--no-worker")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -198,3 +202,118 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port (restartable, no persistence)."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [require_tool("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    stop = kill
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (initdb as user postgres) that a test may stop."""
+
+    def __init__(self, root: Path) -> None:
+        import glob
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            pytest.fail("PostgreSQL server binaries not found (Debian postgresql)")
+        self.bin = Path(bins[-1])
+        import tempfile
+
+        # pytest's folders are private to root; the server runs as user postgres
+        self.root = Path(tempfile.mkdtemp(prefix="cxr-pg-"))
+        shutil.chown(self.root, "postgres", "postgres")
+        self.data = self.root / "pgdata"
+        self.log = self.root / "pg.log"
+        self.port = free_port()
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
+                          "-U", "postgres")
+
+    def _as_postgres(self, *cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
+                       capture_output=True, cwd="/tmp")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PostgresCluster:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                          "-o", f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1",
+                          "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                          "-w", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def fresh_database(admin_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+                   ) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the machine's PostgreSQL; returns its URL and a dropper."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"cxr_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+class Worker:
+    """``cxr-gateway worker`` as a real process."""
+
+    def __init__(self, env: dict[str, str], log: Path, name: str,
+                 queues: str = "cpu,gpu") -> None:
+        with log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [str(BIN / "cxr-gateway"), "worker", "--queues", queues, "--hostname",
+                 f"{name}@test"], env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -54,20 +54,80 @@ def test_unexpected_error_fails_the_job_with_its_reason(rt: Runtime, tmp_path: P
 
 def test_redelivered_stages_do_nothing_once_past(rt: Runtime, tmp_path: Path) -> None:
     job = queued_job(rt, tmp_path)
-    prepared = pipeline.prepare(rt, job.id, job.version)
-    assert prepared is not None
-    assert pipeline.infer(rt, prepared)
+    assert pipeline.prepare(rt, job.id, job.version)
+    assert pipeline.infer_batch(rt, job.id, job.version, "w1") == [(job.id, job.version)]
     assert pipeline.report(rt, job.id, job.version)
     assert pipeline.deliver(rt, job.id, job.version)  # no destinations: done
     # every stage again, as a redelivered message would run it
-    assert pipeline.prepare(rt, job.id, job.version) is None
-    assert not pipeline.infer(rt, prepared)
+    assert not pipeline.prepare(rt, job.id, job.version)
+    assert pipeline.infer_batch(rt, job.id, job.version, "w2") == []
     assert not pipeline.report(rt, job.id, job.version)
     assert not pipeline.deliver(rt, job.id, job.version)
     with rt.db.session() as s:
         states = [e.state for e in jobs.timeline(s, job.id)]
         row = s.scalar(select(Job))
-    assert states == ["received", "queued", "preparing", "inferring", "reporting",
+    assert states == ["received", "queued", "preparing", "prepared", "inferring", "reporting",
                       "delivering", "done"]
     assert row is not None and row.state == "done"
     assert len(list((rt.settings.outbox_dir).rglob("*.dcm"))) == 1
+
+
+def test_gpu_batch_takes_live_before_batch_and_respects_size(
+        rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = []
+    for i in range(4):
+        (tmp_path / f"j{i}").mkdir()
+        job = queued_job(rt, tmp_path / f"j{i}")
+        assert pipeline.prepare(rt, job.id, job.version)
+        made.append(job)
+    with rt.db.session() as s:  # the first two are retrospective batch work
+        for job in made[:2]:
+            row = s.get(Job, job.id)
+            assert row is not None
+            row.priority = 9
+        s.commit()
+    monkeypatch.setattr(rt, "settings", rt.settings.replace(gpu_batch_size=3,
+                                                             gpu_batch_wait_seconds=0))
+    done = pipeline.infer_batch(rt, made[0].id, 1, "w1")
+    # the triggering job, then live jobs (priority 0) before the other batch job
+    assert [j for j, _ in done] == [made[0].id, made[2].id, made[3].id]
+    with rt.db.session() as s:
+        assert s.get(Job, made[1].id).state == jobs.PREPARED  # type: ignore[union-attr]
+
+
+def test_jobs_show_has_the_timeline(rt: Runtime, tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from tests.peers import BIN
+
+    job = queued_job(rt, tmp_path)
+    assert pipeline.prepare(rt, job.id, job.version)
+    out = subprocess.run([str(BIN / "cxr-gateway"), "jobs", "show", str(job.id), "--data-dir",
+                          str(rt.settings.data_dir)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert [t["state"] for t in shown["timeline"]] == ["received", "queued", "preparing",
+                                                       "prepared"]
+    assert all(t["at"] > 0 for t in shown["timeline"])
+    listed = subprocess.run([str(BIN / "cxr-gateway"), "jobs", "list", "--data-dir",
+                             str(rt.settings.data_dir)], capture_output=True, text=True)
+    assert "prepared" in listed.stdout
+
+
+def test_jobs_retry_requeues_failed_jobs(rt: Runtime, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.peers import BIN
+
+    job = queued_job(rt, tmp_path)
+    pipeline.fail(rt, job.id, job.version, "conversion failed: test")
+    cmd = [str(BIN / "cxr-gateway"), "jobs", "retry", "--failed", "--data-dir",
+           str(rt.settings.data_dir)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "re-queued 1 job(s)" in out.stdout, out.stderr
+    with rt.db.session() as s:
+        row = s.get(Job, job.id)
+        assert row is not None and (row.state, row.reason, row.attempts) == ("queued", "", 0)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "nothing to retry" in again.stderr

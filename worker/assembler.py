@@ -39,7 +39,12 @@ def _candidates(instances: list[Instance]) -> tuple[list[Candidate], dict[str, s
     return cands, unreadable
 
 
-def assemble_study(db: Database, study_uid: str, lease_seconds: float) -> int | None:
+LIVE_PRIORITY = 0
+BATCH_PRIORITY = 9
+
+
+def assemble_study(db: Database, study_uid: str, lease_seconds: float,
+                   batch_calling_aets: tuple[str, ...] = ()) -> int | None:
     """Admit one settled study; return the new job's id (None when no new job)."""
     with db.session() as s:
         study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
@@ -76,6 +81,8 @@ def assemble_study(db: Database, study_uid: str, lease_seconds: float) -> int | 
             study_instance_uid=study_uid, version=version, sop_instance_uid=decision.admitted,
             state=jobs.QUEUED, created_at=t, updated_at=t, lease_until=t + lease_seconds,
             source_header=header_json(Path(admitted.path)),
+            priority=BATCH_PRIORITY if admitted.calling_ae in batch_calling_aets
+            else LIVE_PRIORITY,
         )
         s.add(job)
         if latest is not None and latest.state not in jobs.TERMINAL:
@@ -93,7 +100,7 @@ def assemble_study(db: Database, study_uid: str, lease_seconds: float) -> int | 
 
 
 def assemble_ready(db: Database, quiet_seconds: float, lease_seconds: float,
-                   enqueue: Enqueue) -> list[int]:
+                   enqueue: Enqueue, batch_calling_aets: tuple[str, ...] = ()) -> list[int]:
     """Assemble every study quiet for ``quiet_seconds``; enqueue the jobs created."""
     cutoff = now() - quiet_seconds
     with db.session() as s:
@@ -104,7 +111,7 @@ def assemble_ready(db: Database, quiet_seconds: float, lease_seconds: float,
         ).all()
     created = []
     for uid in ready:
-        job_id = assemble_study(db, uid, lease_seconds)
+        job_id = assemble_study(db, uid, lease_seconds, batch_calling_aets)
         if job_id is not None:
             created.append(job_id)
             with db.session() as s:

@@ -39,12 +39,17 @@ def broker_config(settings: Settings) -> dict[str, Any]:
                 "polling_interval": min(settings.poll_seconds, 0.1),
             },
         }
+    # Redis redelivers an unacknowledged message after the visibility timeout: keep it
+    # well above the longest job; the database lease and reconciler recover sooner.
+    visibility = int(max(settings.job_lease_seconds * 4, 3600))
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": {
-            "visibility_timeout": int(settings.job_lease_seconds * 4),
+            "visibility_timeout": visibility,
             "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
         },
+        "result_backend_transport_options": {"visibility_timeout": visibility},
     }
 
 
@@ -64,6 +69,9 @@ def configure_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_enable_remote_control=not settings.embedded_broker,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_queue_max_priority=9,
+        task_default_priority=0,
+        broker_connection_max_retries=None,
     )
     return app
 

@@ -46,6 +46,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker process: solo pool, one job (or GPU batch) at a time.
+
+    On the gpu queue the model is loaded before the first message is taken, once per
+    process; run one such process per GPU (``CXR_DEVICE=cuda:N``).
+    """
+    from worker import tasks  # noqa: F401 - registers the tasks
+    from worker.celery_app import configure_celery
+    from worker.runtime import configure
+
+    settings = _settings(args)
+    if settings.embedded_broker:
+        print("error: a separate worker needs a shared broker (set CXR_BROKER_URL, e.g. "
+              "redis://...); the embedded default runs its worker inside serve",
+              file=sys.stderr)
+        return 2
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    rt = configure(settings, migrate=False)
+    if "gpu" in queues:
+        backend = rt.backend  # load now, before consuming
+        print(f"model backend {backend.info.name} ({backend.info.model_id}@"
+              f"{backend.info.model_revision}) ready", flush=True)
+    app = configure_celery(settings)
+    worker = app.Worker(queues=queues, pool="solo", concurrency=1,
+                        hostname=args.hostname or None, loglevel="INFO" if args.verbose
+                        else "WARNING", without_gossip=True, without_mingle=True)
+    worker.start()
+    return int(worker.exitcode or 0)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -59,6 +89,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from worker.runtime import configure
 
     rt = configure(_settings(args))
+    if args.action == "retry":
+        return _retry(rt, args)
     with rt.db.session() as s:
         if args.action == "list":
             for job in s.scalars(select(Job).order_by(Job.id)).all():
@@ -71,6 +103,37 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             return 2
         print(json.dumps(jobs.job_summary(s, job_row), indent=2))
     return 0
+
+
+def _retry(rt: Any, args: argparse.Namespace) -> int:
+    """Put one failed job (or all failed jobs) back in the queue."""
+    from worker import jobs, tasks
+    from worker.celery_app import configure_celery
+    from worker.db import Job
+
+    configure_celery(rt.settings)
+    with rt.db.session() as s:
+        if args.failed:
+            targets = s.scalars(select(Job).where(Job.state == jobs.FAILED)).all()
+        elif args.job_id is not None:
+            job = s.get(Job, args.job_id)
+            targets = [job] if job is not None else []
+        else:
+            print("error: give a job id or --failed", file=sys.stderr)
+            return 2
+        if not targets:
+            print("error: nothing to retry", file=sys.stderr)
+            return 2
+        retried = 0
+        for job in targets:
+            if jobs.transition(s, job.id, job.version, (jobs.FAILED,), jobs.QUEUED,
+                               rt.settings.job_lease_seconds, "retried by operator"):
+                job.attempts, job.reason = 0, ""
+                s.commit()
+                tasks.enqueue_prepare(job.id, job.version)
+                retried += 1
+    print(f"re-queued {retried} job(s)")
+    return 0 if retried else 2
 
 
 def cmd_settings(_args: argparse.Namespace) -> int:
@@ -92,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gateway-only node: no in-process worker")
     serve.set_defaults(func=cmd_serve)
 
+    wk = sub.add_parser("worker", help="a Celery worker for the cpu and/or gpu queue "
+                        "(needs CXR_BROKER_URL)")
+    wk.add_argument("--queues", default="cpu,gpu", help="comma list: cpu, gpu")
+    wk.add_argument("--hostname", help="Celery node name (default: celery@host)")
+    wk.add_argument("--backend")
+    wk.set_defaults(func=cmd_worker)
+
     demo = sub.add_parser("demo", help="send RG1 through the whole path and print the result")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temp folder)")
     demo.add_argument("--backend")
@@ -99,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     jobs_p = sub.add_parser("jobs", help="inspect jobs")
-    jobs_p.add_argument("action", choices=["list", "show"])
+    jobs_p.add_argument("action", choices=["list", "show", "retry"])
     jobs_p.add_argument("job_id", type=int, nargs="?")
+    jobs_p.add_argument("--failed", action="store_true", help="retry: every failed job")
     jobs_p.add_argument("--data-dir")
     jobs_p.set_defaults(func=cmd_jobs)
 

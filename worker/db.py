@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -88,6 +89,11 @@ class Job(Base):
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     sr_path: Mapped[str] = mapped_column(Text, default="")
+    # 0 = live PACS traffic, 9 = retrospective batch (Celery/Redis order: lower first)
+    priority: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    # the model-ready PNG: small, and what lets any GPU node run the job (no shared disk)
+    model_input: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    worker: Mapped[str] = mapped_column(String(128), default="")
 
 
 class JobEvent(Base):

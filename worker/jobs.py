@@ -20,6 +20,7 @@ from worker.db import Delivery, Job, JobEvent, now
 RECEIVED = "received"
 QUEUED = "queued"
 PREPARING = "preparing"
+PREPARED = "prepared"  # model input stored, waiting for a GPU worker
 INFERRING = "inferring"
 REPORTING = "reporting"
 DELIVERING = "delivering"
@@ -28,9 +29,9 @@ SKIPPED = "skipped"
 FAILED = "failed"
 SUPERSEDED = "superseded"
 
-ACTIVE = (QUEUED, PREPARING, INFERRING, REPORTING, DELIVERING)
+ACTIVE = (QUEUED, PREPARING, PREPARED, INFERRING, REPORTING, DELIVERING)
 TERMINAL = (DONE, SKIPPED, FAILED, SUPERSEDED)
-STAGES = (RECEIVED, QUEUED, PREPARING, INFERRING, REPORTING, DELIVERING, DONE)
+STAGES = (RECEIVED, QUEUED, PREPARING, PREPARED, INFERRING, REPORTING, DELIVERING, DONE)
 
 
 def transition(session: Session, job_id: int, version: int, from_states: Iterable[str],

@@ -8,15 +8,17 @@ makes a redelivered message harmless.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from dicom_gateway.conversion import ConversionError, convert_file
 from dicom_gateway.destinations import SR_COMPREHENSIVE
@@ -24,7 +26,7 @@ from dicom_gateway.sender import deliver as send_to
 from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, as_comprehensive_sr, build_sr
 from dicom_gateway.uids import derived_uid
 from models.backend import Backend
-from models.study import run_studies
+from models.study import StudyResult, run_studies
 from worker import __version__, jobs
 from worker.db import Delivery, Instance, Job, now
 from worker.runtime import Runtime
@@ -34,13 +36,6 @@ log = logging.getLogger(__name__)
 MANUFACTURER = "CXR Reason Gateway"
 
 
-@dataclass(frozen=True)
-class Prepared:
-    job_id: int
-    version: int
-    image_b64: str
-
-
 def fail(rt: Runtime, job_id: int, version: int, reason: str) -> None:
     with rt.db.session() as s:
         jobs.transition(s, job_id, version, jobs.ACTIVE, jobs.FAILED,
@@ -48,38 +43,42 @@ def fail(rt: Runtime, job_id: int, version: int, reason: str) -> None:
     log.warning("job %d v%d failed: %s", job_id, version, reason)
 
 
-def prepare(rt: Runtime, job_id: int, version: int) -> Prepared | None:
-    """Decode and convert the admitted image; None when there is nothing to do."""
+def prepare(rt: Runtime, job_id: int, version: int) -> bool:
+    """Decode and convert the admitted image into the job; False when there is nothing to do.
+
+    The model-ready PNG is stored with the job (a few hundred kB), so any GPU node can run
+    it and a lost message costs nothing but a re-enqueue.
+    """
     with rt.db.session() as s:
         if not jobs.transition(s, job_id, version, (jobs.QUEUED, jobs.PREPARING), jobs.PREPARING,
                                rt.settings.job_lease_seconds):
-            return None
+            return False
         job = s.get(Job, job_id)
         assert job is not None
         inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == job.sop_instance_uid))
     if inst is None:
         fail(rt, job_id, version, "admitted instance is not recorded")
-        return None
+        return False
     try:
         image = convert_file(Path(inst.path), rt.settings.conversion,
                              rt.settings.max_source_pixels)
     except (ConversionError, OSError) as exc:
         fail(rt, job_id, version, f"conversion failed: {exc}")
-        return None
+        return False
     preview = rt.settings.previews_dir / f"job-{job_id}-v{version}.png"
     preview.parent.mkdir(parents=True, exist_ok=True)
     preview.write_bytes(image.png)  # for people and the dashboard; not part of the promise
     with rt.db.session() as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        job.conversion = "; ".join((image.conversion, *image.notes))
+        s.execute(update(Job).where(Job.id == job_id, Job.version == version,
+                                    Job.state == jobs.PREPARING)
+                  .values(conversion="; ".join((image.conversion, *image.notes)),
+                          model_input=image.png))
         s.commit()
-    return Prepared(job_id, version, base64.b64encode(image.png).decode("ascii"))
+        return jobs.transition(s, job_id, version, (jobs.PREPARING,), jobs.PREPARED,
+                               rt.settings.job_lease_seconds)
 
 
-def _result_payload(backend: Backend, image_b64: str) -> dict[str, object]:
-    png = base64.b64decode(image_b64)
-    result = run_studies(backend, [png])[0]
+def result_payload(backend: Backend, result: StudyResult) -> dict[str, object]:
     info = backend.info
     sections = result.sections
     return {
@@ -107,21 +106,102 @@ def _result_payload(backend: Backend, image_b64: str) -> dict[str, object]:
     }
 
 
-def infer(rt: Runtime, prepared: Prepared) -> bool:
-    """Run the model's two turns and store the result; False when already past this stage."""
+@contextmanager
+def lease_heartbeat(rt: Runtime, job_ids: list[int], state: str) -> Iterator[None]:
+    """Keep renewing the jobs' leases while a long step runs in this (live) process.
+
+    A generation may take longer than the lease; without renewal the reconciler would
+    hand a job that is still being worked on to another worker.  When this process
+    dies, the renewals stop and the lease expires as it should.
+    """
+    lease = rt.settings.job_lease_seconds
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(max(0.5, lease / 3)):
+            try:
+                with rt.db.session() as s:
+                    s.execute(update(Job).where(Job.id.in_(job_ids), Job.state == state)
+                              .values(lease_until=now() + lease))
+                    s.commit()
+            except Exception:  # a missed beat only shortens the lease
+                log.warning("lease renewal failed for jobs %s", job_ids)
+
+    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def claim(rt: Runtime, job_id: int, version: int, worker: str) -> bool:
+    """Take one prepared job for inference (atomic: two workers never both win)."""
     with rt.db.session() as s:
-        if not jobs.transition(s, prepared.job_id, prepared.version,
-                               (jobs.PREPARING, jobs.INFERRING), jobs.INFERRING,
-                               rt.settings.job_lease_seconds):
+        if not jobs.transition(s, job_id, version, (jobs.PREPARED,), jobs.INFERRING,
+                               rt.settings.job_lease_seconds, worker):
             return False
-    payload = _result_payload(rt.backend, prepared.image_b64)
-    with rt.db.session() as s:
-        job = s.get(Job, prepared.job_id)
-        if job is None or job.version != prepared.version or job.state != jobs.INFERRING:
-            return False
-        job.result = json.dumps(payload)
+        s.execute(update(Job).where(Job.id == job_id).values(worker=worker))
         s.commit()
-    return True
+        return True
+
+
+def claim_more(rt: Runtime, limit: int, worker: str) -> list[tuple[int, int]]:
+    """Claim up to ``limit`` other prepared jobs, live traffic before batch, oldest first."""
+    if limit <= 0:
+        return []
+    with rt.db.session() as s:
+        ready = s.execute(select(Job.id, Job.version).where(Job.state == jobs.PREPARED)
+                          .order_by(Job.priority, Job.created_at).limit(limit * 2)).all()
+    won: list[tuple[int, int]] = []
+    for job_id, version in ready:
+        if len(won) >= limit:
+            break
+        if claim(rt, job_id, version, worker):
+            won.append((job_id, version))
+    return won
+
+
+def infer_batch(rt: Runtime, job_id: int, version: int, worker: str) -> list[tuple[int, int]]:
+    """Run the model on this job plus up to ``gpu_batch_size - 1`` other ready jobs.
+
+    The message only says "there is work": the batch is whatever is ready in the database
+    when it arrives (waiting up to ``gpu_batch_wait_seconds`` to fill), so one generation
+    serves several studies.  Returns the (job, version) pairs that now have a result.
+    """
+    settings = rt.settings
+    batch: list[tuple[int, int]] = []
+    if claim(rt, job_id, version, worker):
+        batch.append((job_id, version))
+    deadline = time.monotonic() + settings.gpu_batch_wait_seconds
+    while True:
+        batch += claim_more(rt, settings.gpu_batch_size - len(batch), worker)
+        if len(batch) >= settings.gpu_batch_size or time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    if not batch:
+        return []
+    with rt.db.session() as s:
+        inputs = {row.id: row.model_input for row in s.scalars(
+            select(Job).where(Job.id.in_([j for j, _ in batch]))).all()}
+    runnable = [(j, v) for j, v in batch if inputs.get(j)]
+    for j, v in batch:
+        if not inputs.get(j):
+            fail(rt, j, v, "no model input stored for the job")
+    with lease_heartbeat(rt, [j for j, _ in runnable], jobs.INFERRING):
+        results = run_studies(rt.backend, [inputs[j] or b"" for j, _ in runnable])
+    done = []
+    for (j, v), result in zip(runnable, results, strict=True):
+        with rt.db.session() as s:
+            stored = s.execute(update(Job).where(Job.id == j, Job.version == v,
+                                                 Job.state == jobs.INFERRING)
+                               .values(result=json.dumps(result_payload(rt.backend, result))))
+            s.commit()
+        if stored.rowcount == 1:  # type: ignore[attr-defined]
+            done.append((j, v))
+    log.info("%s: batch of %d job(s) inferred", worker, len(runnable))
+    return done
 
 
 def sr_identity(rt: Runtime, job: Job) -> SRIdentity:

@@ -49,7 +49,8 @@ class Gateway:
         if s.embedded_broker:
             purge_embedded_queue(s)
         n = reconciler.reconcile(self.rt.db, s.job_lease_seconds, tasks.enqueue_prepare,
-                                 tasks.enqueue_report, force=s.embedded_broker)
+                                 tasks.enqueue_report, tasks.enqueue_infer,
+                                 force=s.embedded_broker)
         if n:
             log.info("resumed %d unfinished job(s) from the database", n)
         if self.with_worker:
@@ -84,9 +85,9 @@ class Gateway:
         while not self._stop.wait(s.poll_seconds):
             try:
                 assembler.assemble_ready(self.rt.db, s.study_quiet_seconds, s.job_lease_seconds,
-                                         tasks.enqueue_prepare)
+                                         tasks.enqueue_prepare, s.batch_calling_aets)
                 reconciler.reconcile(self.rt.db, s.job_lease_seconds, tasks.enqueue_prepare,
-                                     tasks.enqueue_report)
+                                     tasks.enqueue_report, tasks.enqueue_infer)
                 purge_skipped(self.rt.db, s.skipped_retention_hours * 3600)
             except Exception:  # keep serving; the next tick retries from the database
                 log.exception("assembler/reconciler tick failed")

@@ -109,6 +109,16 @@ class Settings:
         default=64 * 1024 * 1024,
         metadata={"help": "Refuse images with more pixels than this (decompression guard)."},
     )
+    gpu_batch_size: int = field(
+        default=8, metadata={"help": "GPU worker: most studies in one batched generation."}
+    )
+    gpu_batch_wait_seconds: float = field(
+        default=0.5, metadata={"help": "GPU worker: longest wait for a batch to fill."}
+    )
+    batch_calling_aets: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Calling AE titles of retrospective batch senders (run after live)."},
+    )
     study_quiet_seconds: float = field(
         default=5.0, metadata={"help": "A study is assembled this long after its last instance."}
     )
