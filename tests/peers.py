@@ -104,9 +104,6 @@ class Serve:
         wait_for_port(self.port, timeout=60)
         return self
 
-    def start_no_worker(self) -> Serve:
-        return self.start("--no-worker")
-
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()

@@ -1,4 +1,4 @@
-"""Redis + PostgreSQL: separate gateway and worker processes, and what may go wrong."""
+"""Redis + PostgreSQL: a gateway node and separate GPU worker processes, and what may go wrong."""
 
 from __future__ import annotations
 
@@ -65,13 +65,16 @@ class Cluster:
         self.workers: list[Worker] = []
 
     def start(self, workers: int = 2) -> Cluster:
-        self.gateway.start_no_worker()
+        # the gateway node prepares and reports (spool and outbox are local to it); the
+        # worker processes take only the gpu queue and never touch its disk
+        self.gateway.start("--worker-queues", "cpu")
         for _ in range(workers):
             self.add_worker()
         return self
 
     def add_worker(self) -> Worker:
-        w = Worker(self.gateway.env, self.tmp / "workers.log", f"w{len(self.workers)}")
+        w = Worker(self.gateway.env, self.tmp / "workers.log", f"w{len(self.workers)}",
+                   queues="gpu")
         self.workers.append(w)
         return w
 

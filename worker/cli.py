@@ -33,7 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from worker.service import Gateway
 
     settings = _settings(args)
-    gw = Gateway(settings, with_worker=not args.no_worker)
+    queues = () if args.no_worker else tuple(
+        q.strip() for q in args.worker_queues.split(",") if q.strip())
+    gw = Gateway(settings, worker_queues=queues)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -152,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--backend")
     serve.add_argument("--no-worker", action="store_true",
-                       help="gateway-only node: no in-process worker")
+                       help="no in-process worker at all")
+    serve.add_argument("--worker-queues", default="cpu,gpu",
+                       help="queues of the in-process worker (default cpu,gpu; 'cpu' on a "
+                            "gateway node with GPU workers elsewhere)")
     serve.set_defaults(func=cmd_serve)
 
     wk = sub.add_parser("worker", help="a Celery worker for the cpu and/or gpu queue "

@@ -1,5 +1,10 @@
 """The ``serve`` process: listener, study assembler, reconciler and (optionally) a worker.
 
+The in-process worker takes the ``cpu`` queue (prepare, report: the steps that read the
+spool and write the outbox, which live on this node) and, on the embedded default, the
+``gpu`` queue too.  GPU workers elsewhere need no shared filesystem: the model input
+travels in the database.
+
 Start-up order matters for "nothing acknowledged is lost": migrate, sweep partial
 spool writes, re-enqueue every unfinished job from the database, and only then open
 the DICOM port.
@@ -27,9 +32,10 @@ log = logging.getLogger(__name__)
 class Gateway:
     """Everything ``cxr-gateway serve`` runs, startable and stoppable in-process."""
 
-    def __init__(self, settings: Settings, with_worker: bool = True) -> None:
+    def __init__(self, settings: Settings,
+                 worker_queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
         self.settings = settings
-        self.with_worker = with_worker
+        self.worker_queues = worker_queues
         self.rt: Runtime | None = None
         self.listener: StorageListener | None = None
         self._worker: Any = None
@@ -53,7 +59,7 @@ class Gateway:
                                  force=s.embedded_broker)
         if n:
             log.info("resumed %d unfinished job(s) from the database", n)
-        if self.with_worker:
+        if self.worker_queues:
             self._start_worker(app)
         # pynetdicom writes each incoming dataset to a temporary file: keep those in the
         # spool's own .tmp so moving one into the spool is a rename, not a copy.
@@ -70,7 +76,7 @@ class Gateway:
     def _start_worker(self, app: Any) -> None:
         self._worker = app.WorkController(
             app=app, concurrency=1, pool="solo", hostname=f"cxr@{socket.gethostname()}",
-            queues=["cpu", "gpu"], without_heartbeat=True, without_mingle=True,
+            queues=list(self.worker_queues), without_heartbeat=True, without_mingle=True,
             without_gossip=True, loglevel="WARNING",
         )
         self._worker_thread = threading.Thread(target=self._worker.start, name="celery-worker",

@@ -113,7 +113,9 @@ class Settings:
         default=8, metadata={"help": "GPU worker: most studies in one batched generation."}
     )
     gpu_batch_wait_seconds: float = field(
-        default=0.5, metadata={"help": "GPU worker: longest wait for a batch to fill."}
+        default=0.0,
+        metadata={"help": "GPU worker: wait this long for a batch to fill (0: take what is "
+                          "ready, so batches grow with the backlog)."},
     )
     batch_calling_aets: tuple[str, ...] = field(
         default=(),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.exceptions import Retry
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from models.backend import BackendError
@@ -25,6 +26,10 @@ from worker.runtime import runtime
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., None])
 
+# A later attempt may succeed: the job keeps its state, its lease expires, the reconciler
+# re-enqueues it.  (A broker outage while publishing the next stage lands here too.)
+TRANSIENT = (Retry, OperationalError, BrokerError, ConnectionError, TimeoutError)
+
 MAX_DELIVERY_RETRIES = 8
 MAX_BACKEND_RETRIES = 5
 WORKER_NAME = f"{socket.gethostname()}"
@@ -32,8 +37,9 @@ WORKER_NAME = f"{socket.gethostname()}"
 
 def fails_job_on_error(stage: str, bound: bool = False) -> Callable[[F], F]:
     """An unexpected error ends the job as failed with its reason, instead of leaving it
-    stuck until its lease expires.  Errors a later attempt may fix (database unreachable,
-    a transient backend error, a Celery retry) propagate: retries and leases handle them."""
+    stuck until its lease expires.  Errors a later attempt may fix (database or broker
+    unreachable, a transient backend error, a Celery retry) propagate: retries and leases
+    handle them."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
@@ -41,7 +47,7 @@ def fails_job_on_error(stage: str, bound: bool = False) -> Callable[[F], F]:
             job_id, version = args[1:3] if bound else args[0:2]
             try:
                 fn(*args, **kwargs)
-            except (Retry, OperationalError):
+            except TRANSIENT:
                 raise
             except BackendError as exc:
                 if not exc.permanent:
