@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,23 +37,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.dicom_factory import make_cr, save  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} not listening")
+from tests.peers import free_port, wait_for_port  # noqa: E402
 
 
 def make_sets(root: Path) -> dict[str, Path]:
@@ -108,7 +91,7 @@ class Target:
                    "CXR_STUDY_QUIET_SECONDS": "3600", "CXR_MIN_FREE_MB": "0"}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        wait_for_port(self.port)
         self.out = out
 
     def stop(self) -> None:

@@ -37,6 +37,18 @@ def require_tool(name: str) -> str:
     return path
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it does not go."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,8 +93,7 @@ class StoreSCP:
         raise TimeoutError(f"storescp received {len(self.files())} file(s), wanted {count}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout=10)
 
 
 class Serve:
@@ -110,13 +121,7 @@ class Serve:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def storescu(self, *files: Path, calling: str = "TESTSCU",
                  extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
@@ -193,12 +198,7 @@ class Orthanc:
         raise TimeoutError(f"Orthanc holds no {count} SR(s) for study {study_uid}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 class RedisServer:
@@ -307,10 +307,4 @@ class Worker:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

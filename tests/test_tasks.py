@@ -131,3 +131,25 @@ def test_jobs_retry_requeues_failed_jobs(rt: Runtime, tmp_path: Path) -> None:
         assert row is not None and (row.state, row.reason, row.attempts) == ("queued", "", 0)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "nothing to retry" in again.stderr
+
+
+def test_skipped_files_are_purged_after_retention(rt: Runtime, tmp_path: Path) -> None:
+    from worker.retention import purge_skipped
+
+    paths = []
+    with rt.db.session() as s:
+        for age, admission in ((7200, "skipped"), (60, "skipped"), (7200, "admitted")):
+            ds = make_cr()
+            path = save(ds, tmp_path / f"{admission}-{age}.dcm")
+            paths.append(path)
+            s.add(Instance(sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
+                           study_instance_uid=ds.StudyInstanceUID, path=str(path),
+                           size=1, sha256="0" * 64, received_at=now() - age,
+                           admission=admission, skip_reason="lateral view (ViewPosition LL)"))
+        s.commit()
+    assert purge_skipped(rt.db, retention_seconds=3600) == 1
+    assert [p.exists() for p in paths] == [False, True, True]
+    with rt.db.session() as s:
+        old = s.scalar(select(Instance).where(Instance.path == str(paths[0])))
+        assert old is not None and old.purged_at is not None and old.skip_reason  # row kept
+    assert purge_skipped(rt.db, retention_seconds=3600) == 0

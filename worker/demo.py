@@ -86,8 +86,10 @@ def print_summary(gw: Gateway, job: Job, root: Path) -> int:
     print(f"job {summary['job_id']} (study {summary['study_instance_uid']}, "
           f"version {summary['version']}): {summary['state']}"
           + (f" - {summary['reason']}" if summary["reason"] else ""))
-    print(f"  backend: {summary['backend']}  result: {summary['status']}  "
-          f"labels: {', '.join(summary['labels']) or '(none)'}")  # type: ignore[arg-type]
+    labels = ", ".join(summary["labels"]) or "(none)"  # type: ignore[arg-type]
+    if summary["backend"] == "mock":
+        labels += "  (MOCK placeholders from the image checksum, not a reading)"
+    print(f"  backend: {summary['backend']}  result: {summary['status']}  labels: {labels}")
     print("  timeline:")
     for stage in summary["timeline"]:  # type: ignore[attr-defined]
         secs = stage["seconds"]

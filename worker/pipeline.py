@@ -140,7 +140,7 @@ def claim(rt: Runtime, job_id: int, version: int, worker: str) -> bool:
     """Take one prepared job for inference (atomic: two workers never both win)."""
     with rt.db.session() as s:
         if not jobs.transition(s, job_id, version, (jobs.PREPARED,), jobs.INFERRING,
-                               rt.settings.job_lease_seconds, worker):
+                               rt.settings.job_lease_seconds, f"worker {worker}"):
             return False
         s.execute(update(Job).where(Job.id == job_id).values(worker=worker))
         s.commit()
