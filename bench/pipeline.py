@@ -1,7 +1,8 @@
 """Queue overhead: 200 studies through the whole gateway against a bare loop, same run.
 
-* ``redis+pg``: ``serve --worker-queues cpu`` plus two ``cxr-gateway worker --queues gpu``
-  processes on a private Redis and a fresh PostgreSQL database;
+* ``redis+pg``: ``serve --worker-queues cpu`` plus one more ``cxr-gateway worker --queues
+  cpu`` on the gateway node and two ``cxr-gateway worker --queues gpu`` processes, on a
+  private Redis and a fresh PostgreSQL database;
 * ``embedded``: ``serve`` alone (SQLite, embedded broker, in-process worker);
 * ``bare loop``: one Python loop per study, no queue and no database: write the file
   (fsync), convert it, run the mock backend, build the SR, C-STORE it.
@@ -94,8 +95,10 @@ def run_gateway(kind: str, files: list[Path], trickle: list[Path], root: Path
     try:
         if redis is not None:
             srv.start("--worker-queues", "cpu")
-            workers = [Worker(srv.env, root / "workers.log", f"w{i}", queues="gpu")
+            workers = [Worker(srv.env, root / "workers.log", f"gpu{i}", queues="gpu")
                        for i in range(2)]
+            # a second cpu worker on the gateway node (it shares the spool and outbox)
+            workers.append(Worker(srv.env, root / "workers.log", "cpu1", queues="cpu"))
         else:
             srv.start()
         db = Database(env.get("CXR_DATABASE_URL")
