@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dicom_gateway.conversion import convert_file  # noqa: E402
 from dicom_gateway.destinations import Destination  # noqa: E402
 from dicom_gateway.sender import send_datasets  # noqa: E402
-from dicom_gateway.sr import build_sr  # noqa: E402
+from dicom_gateway.sr import SRIdentity, build_sr  # noqa: E402
+from dicom_gateway.uids import derived_uid  # noqa: E402
 from models.mock import MockBackend  # noqa: E402
 from models.study import run_studies  # noqa: E402
 from tests.dicom_factory import make_cr, save  # noqa: E402
@@ -159,10 +160,7 @@ def run_bare_loop(files: list[Path], root: Path) -> float:
         scp.stop()
 
 
-def _identity(source: Dataset):  # type: ignore[no-untyped-def]
-    from dicom_gateway.sr import SRIdentity
-    from dicom_gateway.uids import derived_uid
-
+def _identity(source: Dataset) -> SRIdentity:
     return SRIdentity(derived_uid("bare", source.StudyInstanceUID), derived_uid(
         "bare-sr", source.StudyInstanceUID), 1, "bare loop", "0", "bench", derived_uid("d"))
 
