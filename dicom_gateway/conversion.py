@@ -180,6 +180,8 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 def mimic_gray(ds: Any, stored: np.ndarray, notes: list[str]) -> np.ndarray:
     """The MIMIC-CXR-JPG steps, as one lookup table when the pixels are integers."""
     photometric = str(ds.PhotometricInterpretation).upper()
+    # Padding is declared in stored values: find it before any rescale changes them.
+    mask = padding_mask(ds, stored) if stored.ndim == 2 else None
     if stored.ndim == 3:
         notes.append(f"{photometric} input converted to luminance")
         stored = _luminance(stored.astype(np.float64))
@@ -190,7 +192,6 @@ def mimic_gray(ds: Any, stored: np.ndarray, notes: list[str]) -> np.ndarray:
     elif "ModalityLUTSequence" in ds:
         notes.append("Modality LUT Sequence applied before scaling")
         stored = np.asarray(apply_modality_lut(stored, ds))
-    mask = padding_mask(ds, stored)
     invert = photometric == "MONOCHROME1"
     if np.issubdtype(stored.dtype, np.integer) and stored.dtype.itemsize <= 2:
         return _mimic_by_lut(stored, mask, invert)

@@ -45,11 +45,29 @@ MOCK_DISCLAIMER = (
 SR_SERIES_NUMBER = 9901
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 STATUS_SENTENCES = {
-    "ok": "The model returned a complete, parseable answer.",
-    "refused": "The model declined to analyse this image (refusal); no findings are asserted.",
-    "truncated": "The model's output was truncated before it finished; no findings are asserted.",
-    "unparseable": "The model's output had no parseable answer; no findings are asserted.",
+    "ok": "The model's answer names {n} of the 14 CheXpert labels; each is coded below as "
+          "an unverified AI finding.",
+    "refused": "The model declined to analyse this image (refusal). No findings are asserted; "
+               "this is not a normal result.",
+    "truncated": "The model's output was cut off before its answer was complete. No findings "
+                 "are asserted; this is not a normal result.",
+    "unparseable": "The model's output had no answer section that could be read. No findings "
+                   "are asserted; this is not a normal result.",
+    "no_labels": "The model's answer named none of the 14 CheXpert labels (not even "
+                 "'No Finding'). No findings are asserted; this is not a normal result.",
+    "mock": "MOCK: no model read this image. The gateway's mock backend produced this SR to "
+            "test the wiring; nothing in it is a finding.",
 }
+MOCK_WITH_LABELS = (
+    "MOCK: no model read this image. The coded labels below were named by the gateway's "
+    "configuration (CXR_MOCK_LABELS) for a wiring test; they are not findings."
+)
+REPORT_TRUNCATED = (
+    "The structured report was cut off at its token limit; the report text below is "
+    "incomplete."
+)
+NO_REPORT = "No structured report was requested, because the first answer was not a reading."
+LABELLED_STATUSES = ("ok", "mock")
 
 
 @dataclass(frozen=True)
@@ -64,29 +82,43 @@ class Algorithm:
 
 @dataclass(frozen=True)
 class DraftReport:
-    """Everything the SR says, as plain values (no model objects cross this line)."""
+    """Everything the SR says, as plain values (no model objects cross this line).
 
-    status: str  # ok | refused | truncated | unparseable
+    ``report_sections`` is the structured report as the model wrote it: (heading, items)
+    in order, heading "" for text before the first heading.  The constructor refuses a
+    draft that would code findings for a result that is not a reading.
+    """
+
+    status: str  # ok | refused | truncated | unparseable | no_labels | mock
     labels: tuple[str, ...]
     reasoning: str
     algorithm: Algorithm
     is_mock: bool
-    indication: str = ""
-    comparison: str = ""
-    technique: str = ""
-    findings: tuple[tuple[str, str], ...] = ()
-    impression: tuple[str, ...] = ()
+    answer_text: str = ""
+    report_sections: tuple[tuple[str, tuple[str, ...]], ...] = ()
     report_text: str = ""
+    report_reasoning: str = ""
+    report_truncated: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.status not in STATUS_SENTENCES:
             raise ValueError(f"unknown result status {self.status!r}")
+        if (self.status == "mock") != self.is_mock:
+            raise ValueError("a mock result has status 'mock', and only a mock result has it")
         unknown = [lab for lab in self.labels if lab not in sr_codes.LABEL_CODES]
         if unknown:
             raise ValueError(f"labels without a code: {unknown}")
-        if self.status != "ok" and self.labels:
-            raise ValueError("a result that is not ok asserts no findings")
+        if self.status not in LABELLED_STATUSES and self.labels:
+            raise ValueError(f"a {self.status} result asserts no findings")
+        if self.status == "ok" and not self.labels:
+            raise ValueError("an ok result names at least one label")
+
+    @property
+    def status_sentence(self) -> str:
+        if self.status == "mock" and self.labels:
+            return MOCK_WITH_LABELS
+        return STATUS_SENTENCES[self.status].format(n=len(self.labels))
 
 
 @dataclass(frozen=True)
@@ -99,6 +131,25 @@ class SRIdentity:
     site_name: str
     device_observer_uid: str
 
+    @classmethod
+    def derive(cls, installation_seed: str, study_uid: str, job_key: str, version: int,
+               model_key: str, manufacturer: str, software_version: str,
+               site_name: str) -> SRIdentity:
+        """UIDs from this installation's seed: the same job version gives the same UIDs
+        (a repeated task overwrites, never duplicates); another installation, database or
+        model (``model_key``: backend, model id and revision) gives different ones."""
+        return cls(
+            series_instance_uid=derived_uid(installation_seed, "sr-series", study_uid,
+                                            model_key),
+            sop_instance_uid=derived_uid(installation_seed, "sr-instance", study_uid,
+                                         job_key, str(version), model_key),
+            instance_number=version,
+            manufacturer=manufacturer,
+            software_version=software_version,
+            site_name=site_name,
+            device_observer_uid=derived_uid(installation_seed, "device-observer", model_key),
+        )
+
 
 def _text(name: Any, value: str) -> TextContentItem:
     return TextContentItem(
@@ -106,27 +157,51 @@ def _text(name: Any, value: str) -> TextContentItem:
     )
 
 
+SECTION_CODES = {
+    "INDICATION": sr_codes.INDICATION, "COMPARISON": sr_codes.COMPARISON,
+    "TECHNIQUE": sr_codes.TECHNIQUE, "FINDINGS": sr_codes.FINDING,
+    "IMPRESSION": sr_codes.IMPRESSION,
+}
+
+
+def _report_items(draft: DraftReport) -> list[TextContentItem]:
+    """The report as written: each item once, under the heading it came with."""
+    out: list[TextContentItem] = []
+    for heading, texts in draft.report_sections:
+        code = SECTION_CODES.get(heading)
+        for text in texts:
+            if code is not None:
+                out.append(_text(code, text))
+            elif heading:
+                out.append(_text(sr_codes.REPORT_SECTION, f"{heading}: {text}"))
+            else:
+                out.append(_text(sr_codes.REPORT_PREAMBLE, text))
+    return out
+
+
 def _qualitative_container(draft: DraftReport) -> ContainerContentItem:
     items: list[TextContentItem] = [_text(sr_codes.COMMENT, DISCLAIMER)]
     if draft.is_mock:
         items.append(_text(sr_codes.COMMENT, MOCK_DISCLAIMER))
-    items.append(_text(sr_codes.RESULT_STATUS, STATUS_SENTENCES[draft.status]))
+    items.append(_text(sr_codes.RESULT_STATUS, draft.status_sentence))
     for note in draft.notes:
         items.append(_text(sr_codes.COMMENT, note))
-    if draft.indication:
-        items.append(_text(sr_codes.INDICATION, draft.indication))
-    if draft.comparison:
-        items.append(_text(sr_codes.COMPARISON, draft.comparison))
-    if draft.technique:
-        items.append(_text(sr_codes.TECHNIQUE, draft.technique))
-    for region, text in draft.findings:
-        items.append(_text(sr_codes.FINDING, f"{region}: {text}" if region else text))
-    for bullet in draft.impression:
-        items.append(_text(sr_codes.IMPRESSION, bullet))
-    if draft.report_text and not (draft.findings or draft.impression):
-        items.append(_text(sr_codes.COMMENT, draft.report_text))
-    if draft.reasoning:
-        items.append(_text(sr_codes.REASONING, draft.reasoning))
+    if draft.report_truncated:
+        items.append(_text(sr_codes.COMMENT, REPORT_TRUNCATED))
+    if not draft.report_text and draft.status not in LABELLED_STATUSES:
+        items.append(_text(sr_codes.COMMENT, NO_REPORT))
+    items.extend(_report_items(draft))
+    # TID 4019's identity also outside the finding groups: a result with no group (a
+    # refusal, the mock) must still say which algorithm, version and parameters made it.
+    items.append(_text(codes.DCM.AlgorithmName, draft.algorithm.name))
+    items.append(_text(codes.DCM.AlgorithmVersion, draft.algorithm.version))
+    items.extend(_text(codes.DCM.AlgorithmParameters, p) for p in draft.algorithm.parameters)
+    for code, value in ((sr_codes.ANSWER, draft.answer_text),
+                        (sr_codes.REASONING, draft.reasoning),
+                        (sr_codes.REPORT_TEXT, draft.report_text),
+                        (sr_codes.REPORT_REASONING, draft.report_reasoning)):
+        if value.strip():
+            items.append(_text(code, value))
     container = ContainerContentItem(
         name=sr_codes.QUALITATIVE_EVALUATIONS,
         relationship_type=RelationshipTypeValues.CONTAINS,
@@ -236,6 +311,13 @@ def _with_type2(source: Dataset) -> Dataset:
     return filled
 
 
+def lo_values(text: str, limit: int = 64) -> list[str]:
+    """A long identifier as LO values (64 characters at most each), split at '@' and then
+    in pieces, so that nothing is cut off: ``model@revision`` becomes two values."""
+    return [part[i:i + limit] for part in text.split("@") if part
+            for i in range(0, len(part), limit)]
+
+
 def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
              previous_versions: Sequence[Dataset] = ()) -> Dataset:
     """Build the SR in the source study, in a new series, referencing the source image."""
@@ -244,7 +326,7 @@ def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
         manufacturer=draft.algorithm.manufacturer,
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=draft.algorithm.name[:64],
-        software_versions=[identity.software_version, draft.algorithm.version[:64]],
+        software_versions=[identity.software_version, *lo_values(draft.algorithm.version)],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source, *previous_versions],

@@ -10,6 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+DEFAULT_MODEL_ID = "nvidia/NV-Reason-CXR-3B"
+# The revision NVIDIA's own wrapper pins; recorded in every artefact made with the default.
+PINNED_REVISION = "056bd0383b35226554da9dc5866e095df174ae19"
+
+
+def pinned_revision(model_id: str) -> str:
+    """The pin for the default model, "" for any other (whose revision is whatever loads)."""
+    return PINNED_REVISION if model_id == DEFAULT_MODEL_ID else ""
+
 
 @dataclass(frozen=True)
 class Turn:

@@ -19,12 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.backend import BackendError, BackendInfo, Generation, ModelRequest
+from models.backend import (
+    DEFAULT_MODEL_ID,
+    BackendError,
+    BackendInfo,
+    Generation,
+    ModelRequest,
+    pinned_revision,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_ID = "nvidia/NV-Reason-CXR-3B"
-PINNED_REVISION = "056bd0383b35226554da9dc5866e095df174ae19"
 MIN_PIXELS = 128 * 128
 MAX_PIXELS = 476 * 476
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -47,20 +51,30 @@ class LocalOptions:
     def effective_revision(self) -> str | None:
         if self.revision:
             return self.revision
-        return PINNED_REVISION if self.model_id == DEFAULT_MODEL_ID else None
+        return pinned_revision(self.model_id) or None
 
 
 def resolve_device(device: str, allow_cpu: bool) -> str:
+    """The device to load on; the wording follows NVIDIA's wrapper for the same mistakes."""
     import torch
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendError("CUDA was requested but no CUDA device is visible", permanent=True)
     if device == "cpu" and not allow_cpu:
         raise BackendError(
-            "no CUDA device: CPU inference is very slow and must be asked for explicitly "
-            "(--device cpu --allow-cpu, or CXR_ALLOW_CPU=1)", permanent=True)
+            "CPU live inference is very slow. Pass --allow-cpu (CXR_ALLOW_CPU=1) to confirm "
+            "that you intentionally want CPU inference, or use --mock for a wiring check.",
+            permanent=True)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"requested --device {device} but torch.cuda.is_available() is "
+                           "false", permanent=True)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if not allow_cpu:
+            raise BackendError(
+                "CUDA is not available for live inference. Use a CUDA host, pass --allow-cpu "
+                "(CXR_ALLOW_CPU=1) for a slow explicit CPU run, or use --mock for setup "
+                "checks.", permanent=True)
+        return "cpu"
     return device
 
 

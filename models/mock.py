@@ -1,42 +1,54 @@
-"""The mock backend: deterministic text in the trained format, for wiring only.
+"""The mock backend: deterministic text for wiring, never a reading.
 
-Its output always says it is a mock, so no artefact it reaches can be mistaken for
-a model's reading.  Labels are picked from a checksum of the image so that the
-single- and multi-label paths downstream both get exercised.
+By default it asserts nothing: its findings reply carries no ``<answer>``, in the spirit
+of NVIDIA's wrapper mock ("it does not assert clinical findings"), so the SR it leads to
+has no coded finding.  A wiring test that needs labels names them explicitly
+(``CXR_MOCK_LABELS``); the reply then carries exactly those, still marked as mock in
+every artefact.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 
-from models.backend import BackendInfo, Generation, ModelRequest
-from models.labels import CHEXPERT_LABELS, NO_FINDING
+from models.backend import BackendInfo, Generation, ModelRequest, pinned_revision
+from models.labels import CHEXPERT_LABELS
 from models.prompts import REPORT_PROMPT
 
 MOCK_NOTICE = "MOCK BACKEND OUTPUT - not produced by NV-Reason-CXR-3B; wiring test only."
-
-
-def mock_labels(image_png: bytes) -> tuple[str, ...]:
-    digest = hashlib.sha256(image_png).digest()
-    count = digest[0] % 3
-    if count == 0:
-        return (NO_FINDING,)
-    pool = [lab for lab in CHEXPERT_LABELS if lab != NO_FINDING]
-    picked = {pool[b % len(pool)] for b in digest[1:1 + count]}
-    return tuple(sorted(picked))
+MOCK_FINDINGS = (
+    f"{MOCK_NOTICE} This deterministic response verifies input loading, prompt wiring, "
+    "and JSON output only; it does not assert clinical findings."
+)
+MOCK_REPORT = (
+    f"{MOCK_NOTICE}\n"
+    "INDICATION: Not provided to the mock.\n"
+    "COMPARISON: None.\n"
+    "TECHNIQUE: Single frontal view of the chest (as received).\n"
+    "FINDINGS: Lungs: Mock placeholder text; no image was read.\n"
+    "Heart: Mock placeholder text.\n"
+    "IMPRESSION:\n"
+    "1. Mock output for pipeline testing; no reading was performed.\n"
+)
 
 
 class MockBackend:
     """Returns canned, clearly labelled replies; never loads a model."""
 
     def __init__(self, model_id: str = "nvidia/NV-Reason-CXR-3B",
-                 latency_seconds: float = 0.0, response: str | None = None) -> None:
+                 latency_seconds: float = 0.0, response: str | None = None,
+                 labels: Sequence[str] = ()) -> None:
+        unknown = [lab for lab in labels if lab not in CHEXPERT_LABELS]
+        if unknown:
+            raise ValueError(f"mock labels must be CheXpert labels, not {unknown}")
         self.latency_seconds = latency_seconds
         self.response = response
+        self.labels = tuple(labels)
         self.info = BackendInfo(
-            name="mock", model_id=model_id, model_revision="mock", is_mock=True
+            name="mock", model_id=model_id, model_revision=pinned_revision(model_id),
+            is_mock=True,
+            settings={"labels": ", ".join(self.labels)} if self.labels else {},
         )
 
     def generate(self, requests: Sequence[ModelRequest]) -> list[Generation]:
@@ -53,22 +65,12 @@ class MockBackend:
     def _reply(self, req: ModelRequest) -> str:
         if self.response is not None and len(req.turns) == 1:
             return self.response  # a fixture's canned response, verbatim
-        labels = mock_labels(req.image_png)
         if req.turns[-1].text == REPORT_PROMPT:
-            return (
-                f"{MOCK_NOTICE}\n"
-                "INDICATION: Not provided to the mock.\n"
-                "COMPARISON: None.\n"
-                "TECHNIQUE: Single frontal view of the chest (as received).\n"
-                "FINDINGS:\n"
-                f"Lungs: Mock placeholder text; placeholder labels {', '.join(labels)}.\n"
-                "Heart and mediastinum: Mock placeholder text.\n"
-                "IMPRESSION:\n"
-                "1. Mock output for pipeline testing; no reading was performed.\n"
-            )
+            return MOCK_REPORT
+        if not self.labels:
+            return MOCK_FINDINGS
         return (
-            f"<think> {MOCK_NOTICE} The image arrived with a checksum-derived placeholder "
-            "answer so the parser, the report and the delivery path can be exercised. "
-            "No lung fields, heart border or devices were looked at. </think>\n"
-            f"<answer> {', '.join(labels)} </answer>"
+            f"<think> {MOCK_NOTICE} The labels below were named by the configuration "
+            "(CXR_MOCK_LABELS) for a wiring test; no image was read. </think>\n"
+            f"<answer> {', '.join(self.labels)} </answer>"
         )

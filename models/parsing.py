@@ -1,10 +1,15 @@
-"""Parsing the model's output.
+"""Parsing the model's output: the findings answer and the structured report.
 
-Labels follow the training reward's parser (``accuracy_reward``): the text inside
-``<answer>`` split on commas, matched case-insensitively against the 14 CheXpert
-strings.  We add near-miss normalisation (case, spaces, underscores, plurals are *not*
-guessed) and report it as such, and we never turn a missing ``<answer>`` into
-"No Finding": that is a refusal or an unparseable output.
+Labels are exactly what the training reward's parser (``accuracy_reward``, the paper's
+Φ) would count: the first ``<answer>...</answer>`` span split on commas, each item
+stripped and lower-cased, intersected with the 14 CheXpert strings.  Anything else in
+the answer is reported beside the labels and never becomes one: near misses
+(``Pleural_Effusion``) as near misses, the rest as unknown items.  A statistic computed
+from our labels is therefore the statistic the paper's protocol computes.
+
+A result is ``ok`` only when the answer holds at least one label ("No Finding" is one).
+Everything else says what happened instead (``refused``, ``truncated``, ``unparseable``,
+``no_labels``), because "no labels" shown to a reader looks like "nothing found".
 """
 
 from __future__ import annotations
@@ -12,17 +17,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from models.labels import BY_LOWER
+from models.labels import BY_LOWER, NO_FINDING
+
+OK = "ok"
+REFUSED = "refused"
+TRUNCATED = "truncated"
+UNPARSEABLE = "unparseable"
+NO_LABELS = "no_labels"
+ANSWER_STATUSES = (OK, REFUSED, TRUNCATED, UNPARSEABLE, NO_LABELS)
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+# The paper's trained fallback (section 2.3) and the refusal seen upstream (issue #2).
 _REFUSAL = re.compile(
+    r"i'?m sorry,? i'?m specialized in medical chest x-?ray analysis|"
     r"please provide (a|an) (frontal )?chest x-?ray|not a (frontal )?chest x-?ray|"
     r"cannot (analy[sz]e|interpret) (this|the) image",
     re.IGNORECASE,
 )
 _SQUASH = re.compile(r"[\s_\-]+")
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 
 def _squash(text: str) -> str:
@@ -32,144 +47,215 @@ def _squash(text: str) -> str:
 _BY_SQUASHED = {_squash(label): label for label in BY_LOWER.values()}
 
 
+def near_miss(item: str) -> str | None:
+    """The label an item almost is (case, spacing, underscores, a plural), or None."""
+    squashed = _squash(item)
+    return _BY_SQUASHED.get(squashed) or (
+        _BY_SQUASHED.get(squashed[:-1]) if squashed.endswith("s") else None)
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.search(text.replace("\u2019", "'")))
+
+
+def training_labels(answer: str) -> tuple[str, ...]:
+    """The labels Φ counts in an answer span, in the order they appear, each once."""
+    out: list[str] = []
+    for item in answer.strip().split(","):
+        label = BY_LOWER.get(item.strip().lower())
+        if label is not None and label not in out:
+            out.append(label)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ParsedOutput:
     """What one findings reply says, and how much of it can be trusted."""
 
+    status: str
     reasoning: str
-    answer: str | None
-    labels: tuple[str, ...]
+    answer: str | None  # the first complete <answer> span, stripped; None when there is none
+    labels: tuple[str, ...] = ()
     near_misses: dict[str, str] = field(default_factory=dict)
     unknown: tuple[str, ...] = ()
     format_ok: bool = False
-    refused: bool = False
-    truncated: bool = False
+    hit_token_limit: bool = False
+    notes: tuple[str, ...] = ()
 
     @property
-    def status(self) -> str:
-        """One word for the reader: ok, refused, truncated or unparseable."""
-        if self.refused:
-            return "refused"
-        if self.truncated:
-            return "truncated"
-        if self.answer is None:
-            return "unparseable"
-        return "ok"
+    def refused(self) -> bool:
+        return self.status == REFUSED
+
+    @property
+    def truncated(self) -> bool:
+        return self.status == TRUNCATED
+
+
+def _reasoning(text: str) -> str:
+    think = _THINK.search(text)
+    if think:
+        return think.group(1).strip()
+    start = text.find("<think>")  # unterminated: the reasoning still deserves showing
+    if start < 0:
+        return ""
+    rest = text[start + len("<think>"):]
+    end = rest.find("<answer>")
+    return (rest[:end] if end >= 0 else rest).strip()
 
 
 def parse_output(text: str, generated_tokens: int | None = None,
                  max_new_tokens: int | None = None) -> ParsedOutput:
-    """Split reasoning and answer; extract labels exactly as training did, plus near misses."""
-    think = _THINK.search(text)
-    if think:
-        reasoning = think.group(1).strip()
-    else:
-        # An unterminated <think> (truncation) still carries reasoning worth showing.
-        start = text.find("<think>")
-        reasoning = text[start + len("<think>"):].strip() if start >= 0 else ""
-        end = reasoning.find("<answer>")
-        if end >= 0:
-            reasoning = reasoning[:end].strip()
-    answer_match = _ANSWER.search(text)
-    hit_limit = (
-        generated_tokens is not None and max_new_tokens is not None
-        and generated_tokens >= max_new_tokens
-    )
-    truncated = hit_limit or ("</answer>" not in text and "<answer>" in text) or (
-        "<think>" in text and "</think>" not in text
-    )
-    if answer_match is None:
-        refused = not truncated and bool(_REFUSAL.search(text))
-        return ParsedOutput(reasoning, None, (), format_ok=False, refused=refused,
-                            truncated=truncated)
-    answer = answer_match.group(1).strip()
-    labels: list[str] = []
+    """Split reasoning and answer, extract labels as training did, and name the status."""
+    reasoning = _reasoning(text)
+    hit_limit = (generated_tokens is not None and max_new_tokens is not None
+                 and generated_tokens >= max_new_tokens)
+    match = _ANSWER.search(text)
+    if match is None:
+        cut_off = hit_limit or ("<think>" in text and "</think>" not in text) or \
+            "<answer>" in text
+        status = TRUNCATED if cut_off else REFUSED if is_refusal(text) else UNPARSEABLE
+        return ParsedOutput(status, reasoning, None, hit_token_limit=hit_limit)
+    answer = match.group(1).strip()
+    labels = training_labels(answer)
     near: dict[str, str] = {}
     unknown: list[str] = []
     for raw in (p.strip() for p in answer.split(",")):
-        if not raw:
+        if not raw or raw.lower() in BY_LOWER:
             continue
-        exact = BY_LOWER.get(raw.lower())
-        close = _BY_SQUASHED.get(_squash(raw))
-        if exact:
-            label = exact
-        elif close:
-            label = close
+        close = near_miss(raw)
+        if close is not None:
             near[raw] = close
-        else:
+        elif raw not in unknown:
             unknown.append(raw)
-            continue
-        if label not in labels:
-            labels.append(label)
-    tags_once = all(text.count(t) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>"))
+    notes = []
+    if NO_FINDING in labels and len(labels) > 1:
+        notes.append(f"The answer names {NO_FINDING!r} together with other labels; "
+                     "both are kept as the training parser would.")
+    status = OK if labels else REFUSED if is_refusal(text) else NO_LABELS
+    tags_once = all(text.count(t) == 1 for t in _TAGS)
     return ParsedOutput(
-        reasoning=reasoning,
-        answer=answer,
-        labels=tuple(labels),
-        near_misses=near,
-        unknown=tuple(unknown),
-        format_ok=bool(_FORMAT.match(text)) and tags_once,
-        refused=False,
-        truncated=truncated,
+        status=status, reasoning=reasoning, answer=answer, labels=labels, near_misses=near,
+        unknown=tuple(unknown), format_ok=bool(_FORMAT.match(text)) and tags_once,
+        hit_token_limit=hit_limit, notes=tuple(notes),
     )
 
 
-SECTION_NAMES = ("INDICATION", "COMPARISON", "TECHNIQUE", "FINDINGS", "IMPRESSION")
+# -- the structured report ---------------------------------------------------------------
+
+# The paper's template (section 2.5) plus the headings radiology reports commonly carry.
+KNOWN_HEADINGS = {
+    "EXAMINATION": "EXAMINATION", "EXAM": "EXAMINATION", "INDICATION": "INDICATION",
+    "INDICATIONS": "INDICATION", "CLINICAL HISTORY": "INDICATION", "HISTORY": "INDICATION",
+    "COMPARISON": "COMPARISON", "COMPARISONS": "COMPARISON", "TECHNIQUE": "TECHNIQUE",
+    "FINDINGS": "FINDINGS", "FINDING": "FINDINGS", "IMPRESSION": "IMPRESSION",
+    "IMPRESSIONS": "IMPRESSION", "RECOMMENDATION": "RECOMMENDATIONS",
+    "RECOMMENDATIONS": "RECOMMENDATIONS",
+}
+# FINDINGS regions of the paper's template, which it writes several to a line.
+FINDING_REGIONS = ("Medical devices", "Support devices", "Central airways",
+                   "Lungs and pleural space", "Lungs and pleura", "Lungs", "Pleura",
+                   "Mediastinum and hila", "Heart", "Cardiomediastinal silhouette",
+                   "Upper abdomen and diaphragm", "Bones and soft tissues")
+_KNOWN = "|".join(sorted(KNOWN_HEADINGS, key=len, reverse=True))
+# A heading is a known name with a colon, an ALL-CAPS name with a colon, or a markdown
+# heading / bold name (known or ALL-CAPS), always at the start of a line.  A sentence
+# that merely begins with "Impression" is not one: it has no colon.
 _HEADING = re.compile(
-    r"^\s*(?:#+\s*|\*\*)?(INDICATION|COMPARISON|TECHNIQUE|FINDINGS|IMPRESSION)S?"
-    r"(?:\*\*)?\s*:?\s*(?:\*\*)?\s*",
-    re.IGNORECASE | re.MULTILINE,
+    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?[ \t]*"
+    rf"(?P<name>(?i:{_KNOWN})|[A-Z][A-Z /&()-]{{1,38}}[A-Z)])"
+    r"[ \t]*(?:\*\*[ \t]*:|:[ \t]*\*\*|:|\*\*(?=[ \t]*$)|(?<=[A-Za-z)])(?=[ \t]*$))",
+    re.MULTILINE,
 )
+_MARKDOWN_LINE = re.compile(r"^[ \t]*(#{1,6}|\*\*)")
+# Any markdown heading line ("## Follow-up") is a heading, whatever its case.
+_MARKDOWN_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+(?P<name>[^\n#:*]{1,60}?)[ \t]*:?[ \t]*$",
+                               re.MULTILINE)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022\u25aa\u25cf]|\d{1,2}[.)])\s+")
+_REGION_SPLIT = re.compile(
+    r"(?<=[.;])\s+(?=(?i:" + "|".join(FINDING_REGIONS) + r")\s*:)")
 
 
 @dataclass(frozen=True)
-class ReportSections:
-    """A structured report split by heading; absent sections stay empty, nothing is invented."""
+class ReportSection:
+    """One heading and its text, split into items (one per finding line or bullet).
 
-    indication: str = ""
-    comparison: str = ""
-    technique: str = ""
-    findings: tuple[tuple[str, str], ...] = ()  # (region, text); region "" when not given
-    impression: tuple[str, ...] = ()
-    unsectioned: str = ""
+    ``heading`` is the canonical name for a known heading, the heading as written for any
+    other, and "" for text before the first heading.
+    """
 
-
-def _strip_tags(text: str) -> str:
-    answer = _ANSWER.search(text)
-    body = answer.group(1) if answer else text
-    return _THINK.sub("", body).replace("<answer>", "").replace("</answer>", "").strip()
+    heading: str
+    items: tuple[str, ...]
+    known: bool = True
 
 
-def parse_report(text: str) -> ReportSections:
-    """Split a structured-report reply into INDICATION ... IMPRESSION (tolerantly)."""
-    body = _strip_tags(text)
-    matches = list(_HEADING.finditer(body))
-    chunks: dict[str, str] = {}
-    unsectioned = body[: matches[0].start()].strip() if matches else body.strip()
+@dataclass(frozen=True)
+class ParsedReport:
+    """The report reply, nothing dropped: reasoning, the body, and the body by heading."""
+
+    reasoning: str
+    body: str
+    sections: tuple[ReportSection, ...]
+    truncated: bool = False
+
+    def section(self, heading: str) -> tuple[str, ...]:
+        """All items under a heading (joined over repeats), for callers that want one."""
+        return tuple(i for s in self.sections if s.heading == heading for i in s.items)
+
+
+def _body(text: str) -> tuple[str, str]:
+    """(reasoning, body): every think block out of the body, answer tags removed."""
+    reasoning = _reasoning(text)
+    body = _THINK.sub("", text)
+    start = body.find("<think>")
+    if start >= 0:  # unterminated think: the rest is reasoning, not report
+        body = body[:start]
+    body = body.replace("<answer>", "").replace("</answer>", "")
+    return reasoning, body.strip()
+
+
+def _items(heading: str, text: str) -> tuple[str, ...]:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if heading == "FINDINGS":
+        out: list[str] = []
+        for line in lines:
+            line = _BULLET.sub("", line).strip()
+            out.extend(p.strip() for p in _REGION_SPLIT.split(line) if p.strip())
+        return tuple(out)
+    if heading == "IMPRESSION":
+        return tuple(s for s in (_BULLET.sub("", ln).strip() for ln in lines) if s)
+    joined = "\n".join(lines)
+    return (joined,) if joined else ()
+
+
+def _is_heading(body: str, m: re.Match[str]) -> bool:
+    """Known names may stand alone on their line; other ALL-CAPS names need a colon or a
+    markdown marker, so that a lone capitalised word in the text stays text."""
+    name = m.group("name")
+    marked = ":" in m.group(0) or bool(_MARKDOWN_LINE.match(body, m.start()))
+    return marked or name.upper() in KNOWN_HEADINGS
+
+
+def parse_report(text: str, generated_tokens: int | None = None,
+                 max_new_tokens: int | None = None) -> ParsedReport:
+    """Split a structured-report reply by heading, keeping every sentence exactly once."""
+    reasoning, body = _body(text)
+    found = {m.start(): m for m in _MARKDOWN_HEADING.finditer(body)}
+    for m in _HEADING.finditer(body):
+        if _is_heading(body, m):
+            found.setdefault(m.start(), m)
+    matches = [found[k] for k in sorted(found)]
+    sections: list[ReportSection] = []
+    preamble = body[: matches[0].start()] if matches else body
+    if preamble.strip():
+        sections.append(ReportSection("", _items("", preamble), known=False))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(body)
-        name = m.group(1).upper()
-        chunks[name] = (chunks.get(name, "") + "\n" + body[m.end():end]).strip()
-    findings: list[tuple[str, str]] = []
-    for line in chunks.get("FINDINGS", "").splitlines():
-        line = line.strip().lstrip("-*• ").strip()
-        if not line:
-            continue
-        region, sep, rest = line.partition(":")
-        if sep and 0 < len(region) <= 40 and rest.strip():
-            findings.append((region.strip(), rest.strip()))
-        else:
-            findings.append(("", line))
-    impression = tuple(
-        re.sub(r"^(\d+[.)]|[-*•])\s*", "", ln.strip()).strip()
-        for ln in chunks.get("IMPRESSION", "").splitlines()
-        if ln.strip()
-    )
-    return ReportSections(
-        indication=chunks.get("INDICATION", ""),
-        comparison=chunks.get("COMPARISON", ""),
-        technique=chunks.get("TECHNIQUE", ""),
-        findings=tuple(findings),
-        impression=impression,
-        unsectioned=unsectioned,
-    )
+        written = m.group("name").strip()
+        canonical = KNOWN_HEADINGS.get(written.upper())
+        heading = canonical or written
+        items = _items(heading, body[m.end():end])
+        sections.append(ReportSection(heading, items, known=canonical is not None))
+    hit_limit = (generated_tokens is not None and max_new_tokens is not None
+                 and generated_tokens >= max_new_tokens)
+    unterminated = "<think>" in text and "</think>" not in text
+    return ParsedReport(reasoning, body, tuple(sections), truncated=hit_limit or unterminated)

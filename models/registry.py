@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.backend import Backend
+from models.backend import DEFAULT_MODEL_ID, Backend
 
 BACKENDS = ("mock", "local", "openai", "hf-space")
 ALIASES = {"hf-space-api": "hf-space"}
-DEFAULT_MODEL_ID = "nvidia/NV-Reason-CXR-3B"
 
 
 @dataclass(frozen=True)
@@ -22,6 +21,7 @@ class BackendConfig:
     local_files_only: bool = False
     mock_latency_seconds: float = 0.0
     mock_response: str | None = None
+    mock_labels: tuple[str, ...] = ()
     openai_url: str = ""
     openai_api_key: str = ""
     hf_space_url: str = ""
@@ -38,7 +38,7 @@ def get_backend(cfg: BackendConfig) -> Backend:
         from models.mock import MockBackend
 
         return MockBackend(cfg.model_id, latency_seconds=cfg.mock_latency_seconds,
-                           response=cfg.mock_response)
+                           response=cfg.mock_response, labels=cfg.mock_labels)
     if name == "local":
         from models.local import LocalBackend, LocalOptions
 

@@ -1,7 +1,9 @@
 """One study's two-turn conversation: findings, then the structured report.
 
 Turn 2 is the same conversation (image in the first user turn, the first reply
-verbatim) plus "Write a structured report.", as the public demo does it.
+verbatim) plus "Write a structured report.", as the public demo does it.  It runs only
+after a first turn that gave labels: a report written after a refusal or a cut-off
+answer would read as a reading that never happened.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.backend import Backend, Generation, ModelRequest, Turn
-from models.parsing import ParsedOutput, ReportSections, parse_output, parse_report
+from models.parsing import OK, ParsedOutput, ParsedReport, parse_output, parse_report
 from models.prompts import (
     DEFAULT_PROMPT,
     FINDINGS_MAX_NEW_TOKENS,
     REPORT_MAX_NEW_TOKENS,
     REPORT_PROMPT,
 )
+
+MOCK = "mock"
+STATUSES = ("ok", "refused", "truncated", "unparseable", "no_labels", MOCK)
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,19 @@ class StudyResult:
     findings: Generation
     parsed: ParsedOutput
     report: Generation | None
-    sections: ReportSections | None
+    parsed_report: ParsedReport | None
+    is_mock: bool = False
+    findings_max_new_tokens: int = FINDINGS_MAX_NEW_TOKENS
+
+    @property
+    def status(self) -> str:
+        """What happened: a mock never reads an image, whatever its text says."""
+        return MOCK if self.is_mock else self.parsed.status
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Labels worth coding: only from an ``ok`` answer (or a mock told to name some)."""
+        return self.parsed.labels if self.parsed.status == OK else ()
 
 
 def findings_request(image_png: bytes, prompt: str = DEFAULT_PROMPT,
@@ -49,11 +66,13 @@ def run_studies(backend: Backend, images: Sequence[bytes], prompt: str = DEFAULT
     parsed = [parse_output(g.text, g.generated_tokens, findings_tokens) for g in gens]
     reports: list[Generation | None] = [None] * len(images)
     if with_report:
-        seconds = [report_request(f, g.text, report_tokens) for f, g in zip(firsts, gens,
-                                                                          strict=True)]
-        reports = list(backend.generate(seconds))
+        wanted = [i for i, p in enumerate(parsed) if p.status == OK]
+        seconds = [report_request(firsts[i], gens[i].text, report_tokens) for i in wanted]
+        for i, gen in zip(wanted, backend.generate(seconds) if seconds else [], strict=True):
+            reports[i] = gen
     return [
-        StudyResult(prompt, g, p, r, parse_report(r.text) if r else None)
+        StudyResult(prompt, g, p, r,
+                    parse_report(r.text, r.generated_tokens, report_tokens) if r else None,
+                    is_mock=backend.info.is_mock, findings_max_new_tokens=findings_tokens)
         for g, p, r in zip(gens, parsed, reports, strict=True)
     ]
-

@@ -37,6 +37,32 @@ def require_tool(name: str) -> str:
     return path
 
 
+def dicom_tool(name: str) -> str:
+    """A dcmtk or dicom3tools program from /usr/bin: pynetdicom installs Python scripts of
+    the same names (storescu, storescp, echoscu) into the venv, which must not stand in."""
+    path = require_tool(name)
+    resolved = Path(path).resolve()
+    assert not str(resolved).startswith(str(BIN.resolve().parent)), \
+        f"{name} resolves to {resolved}, not the Debian package's program"
+    return path
+
+
+def dciodvfy_errors(path: Path, iod: str = "SR") -> list[str]:
+    """dicom3tools' verdict on a file: its Error lines (empty when clean).
+
+    Checked so that a verifier that did not run cannot look like a clean result: the
+    output must name the IOD it recognised, and the exit code must agree with the
+    Error lines (0 exactly when there are none).
+    """
+    out = subprocess.run([dicom_tool("dciodvfy"), str(path)], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert text.strip(), f"dciodvfy printed nothing for {path}"
+    assert iod in text, f"dciodvfy did not recognise {path} as {iod}:\n{text}"
+    errors = [ln for ln in text.splitlines() if ln.startswith("Error")]
+    assert (out.returncode == 0) == (not errors), f"dciodvfy rc {out.returncode}:\n{text}"
+    return errors
+
+
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
     """SIGTERM, then SIGKILL if it does not go."""
     if proc is None or proc.poll() is not None:
@@ -69,7 +95,8 @@ class StoreSCP:
         self.ae_title = ae_title
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [require_tool("storescp"), "--output-directory", str(self.dir), "-aet", ae_title,
+            [dicom_tool("storescp"), "--output-directory", str(self.dir), "-aet", ae_title,
+             "--unique-filenames",
              "--accept-all", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -81,6 +108,14 @@ class StoreSCP:
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.dir.iterdir() if p.is_file())
+
+    def delivered_uids(self) -> list[str]:
+        """The SOP Instance UID of every delivery: storescp keeps each one in its own file
+        (``--unique-filenames``), so a duplicate delivery shows as a repeated UID."""
+        from pydicom import dcmread
+
+        return sorted(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                      for p in self.files())
 
     def wait_files(self, count: int, timeout: float = 60.0) -> list[Path]:
         deadline = time.monotonic() + timeout
@@ -126,7 +161,7 @@ class Serve:
     def storescu(self, *files: Path, calling: str = "TESTSCU",
                  extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [require_tool("storescu"), "-aet", calling, "-aec", "CXRGATEWAY", *extra,
+            [dicom_tool("storescu"), "-aet", calling, "-aec", "CXRGATEWAY", *extra,
              "127.0.0.1", str(self.port), *map(str, files)],
             capture_output=True, text=True, timeout=120,
         )

@@ -92,6 +92,18 @@ def test_mimic_padding_is_excluded_and_black() -> None:
     assert (mimic_gray(ranged, px, [])[px >= 4000] == 0).all()
 
 
+def test_mimic_padding_found_in_stored_values_when_the_slope_is_negative() -> None:
+    px = RAMP.copy()
+    px[:2, :] = 4095  # padding band, declared in stored values
+    ds = synthetic(px, PixelPaddingValue=4095, RescaleSlope=-1, RescaleIntercept=4095)
+    out = mimic_gray(ds, px, notes := [])
+    assert any("negative RescaleSlope" in n for n in notes)
+    assert (out[:2] == 0).all()  # padding black, not the brightest value after the flip
+    body = px[2:].astype(int)
+    expected = equalize_hist(min_max_uint8(-body))  # polarity from the Modality LUT
+    assert np.array_equal(out[2:], expected)
+
+
 def test_window_linear_with_rescale() -> None:
     ds = synthetic(RescaleSlope=2, RescaleIntercept=-100, WindowCenter=3000, WindowWidth=2000)
     out = window_gray(ds, RAMP, [])

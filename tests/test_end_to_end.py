@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from tests.peers import BIN, StoreSCP, require_tool, sample_file
+from tests.peers import BIN, StoreSCP, dciodvfy_errors, sample_file
 from worker.db import Database, Instance, Job, Study
 
 pytestmark = pytest.mark.integration
@@ -52,11 +52,6 @@ def assert_stored(result: subprocess.CompletedProcess[str]) -> None:
     assert "Store Response (Success)" in result.stderr, result.stderr
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True)
-    return [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
-
-
 def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path) -> None:
     srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination}).start()
     assert_stored(srv.storescu(rg1, extra=("-v",)))
@@ -86,6 +81,28 @@ def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path)
     params = [i.TextValue for i in find_content_items(sr, value_type="TEXT", recursive=True)
               if i.ConceptNameCodeSequence[0].CodeValue == "111002"]  # Algorithm Parameters
     assert "conversion=mimic-v1" in params
+
+
+def _identity(sr_path: Path) -> tuple[str, str, str]:
+    sr = dcmread(sr_path)
+    (observer,) = [i.UID for i in find_content_items(sr, value_type="UIDREF", recursive=True)
+                   if i.ConceptNameCodeSequence[0].CodeValue == "121012"]  # Device Observer
+    return str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID), str(observer)
+
+
+def test_two_installations_give_the_same_study_different_sr_uids(
+        serve_factory, storescp: StoreSCP, rg1: Path, tmp_path: Path) -> None:
+    """Two data directories (two installations, or a reset database) never reuse a UID."""
+    identities = []
+    for n in (1, 2):
+        srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination},
+                                data_dir=tmp_path / f"gateway{n}").start()
+        assert_stored(srv.storescu(rg1, extra=("-v",)))
+        files = storescp.wait_files(n)
+        identities.append(_identity(max(files, key=lambda p: p.stat().st_mtime)))
+        srv.stop()
+    first, second = identities
+    assert all(a != b for a, b in zip(first, second, strict=True)), identities
 
 
 def _lateral_copy(rg1: Path, out: Path) -> Path:
@@ -156,9 +173,10 @@ def test_sigkill_mid_pipeline_resumes_with_one_sr(
     assert storescp.files() == []
     srv.start()
     job = wait_job(srv.data_dir, study_uid, ("done",))
-    files = storescp.wait_files(1)
-    # storescp names files by SOP Instance UID: at most one distinct SR instance
-    assert {dcmread(f).SOPInstanceUID for f in files} == {job.sr_sop_instance_uid}
+    storescp.wait_files(1)
+    time.sleep(2)  # a second delivery, if there were one, would arrive in this time
+    # storescp keeps every delivery in its own file: exactly one, with the job's UID
+    assert storescp.delivered_uids() == [job.sr_sop_instance_uid]
 
 
 def test_demo_command_prints_a_full_timeline(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from dicom_gateway.conversion import convert_file
 from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_store, save
-from tests.peers import StoreSCP, require_tool, sample_file
+from tests.peers import StoreSCP, dicom_tool, require_tool, sample_file
 from tests.test_end_to_end import assert_stored, db_for, wait_job
 from worker.db import AssociationLog, Instance, Job
 
@@ -107,7 +107,7 @@ def test_unknown_calling_or_called_ae_is_rejected(serve_factory, rg1: Path) -> N
     assert bad.returncode != 0 and "Association Rejected" in bad.stderr, bad.stderr
     assert "Calling AE Title Not Recognized" in bad.stderr
     wrong_called = subprocess.run(
-        [require_tool("storescu"), "-aet", "GOODSCU", "-aec", "NOTUS", "-v", "127.0.0.1",
+        [dicom_tool("storescu"), "-aet", "GOODSCU", "-aec", "NOTUS", "-v", "127.0.0.1",
          str(srv.port), str(rg1)], capture_output=True, text=True, timeout=60)
     assert "Called AE Title Not Recognized" in wrong_called.stderr, wrong_called.stderr
     assert instance_count(srv.data_dir) == 0
@@ -198,7 +198,7 @@ def test_ten_parallel_associations_of_twenty(serve_factory, tmp_path: Path) -> N
             save(make_cr(study_uid, view=view, number=i + 1, seed=a * 100 + i),
                  folder / f"{i:02d}.dcm")
     procs = [subprocess.Popen(
-        [require_tool("storescu"), "-aet", f"SCU{a}", "-aec", "CXRGATEWAY", "-v", "+sd",
+        [dicom_tool("storescu"), "-aet", f"SCU{a}", "-aec", "CXRGATEWAY", "-v", "+sd",
          "127.0.0.1", str(srv.port), str(tmp_path / f"study{a}")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for a in range(10)]
     for p in procs:
@@ -258,7 +258,7 @@ def test_sigkill_during_an_association_leaves_no_partial_file(serve_factory, rg1
         source.save_as(folder / f"{i:02d}.dcm", enforce_file_format=True)
     srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600"}).start()
     sender = subprocess.Popen(
-        [require_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
+        [dicom_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
          str(srv.port), str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
     deadline = time.monotonic() + 120
@@ -276,7 +276,7 @@ def test_sigkill_during_an_association_leaves_no_partial_file(serve_factory, rg1
     srv.start()
     assert list((srv.data_dir / "spool" / ".tmp").iterdir()) == []  # partials swept
     resend = subprocess.run(
-        [require_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
+        [dicom_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
          str(srv.port), str(folder)], capture_output=True, text=True, timeout=300)
     assert resend.stderr.count("Store Response (Success)") == 12, resend.stderr[-2000:]
     assert instance_count(srv.data_dir) == 12 >= recorded

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.backend import BackendError, ModelRequest, Turn
+from models.backend import BackendError, Generation, ModelRequest, Turn
 from models.local import LocalBackend, LocalOptions, generated_lengths
 from models.prompts import DEFAULT_PROMPT, REPORT_PROMPT
 from models.registry import BackendConfig, get_backend
@@ -74,14 +74,38 @@ def test_two_turn_conversation_is_built_as_specified(backend: LocalBackend) -> N
     assert text.endswith("<|im_start|>assistant\n")
 
 
-def test_run_studies_uses_two_token_limits(backend: LocalBackend) -> None:
+class ScriptedFirstTurn:
+    """The real backend, except that the findings turn answers as a trained model would
+    (random weights never close an <answer>), so the report turn runs on the real model."""
+
+    def __init__(self, real: LocalBackend) -> None:
+        self.real, self.info, self.calls = real, real.info, []  # type: ignore[var-annotated]
+
+    def generate(self, requests):  # type: ignore[no-untyped-def]
+        self.calls.append([r.max_new_tokens for r in requests])
+        if all(len(r.turns) == 1 for r in requests):
+            return [Generation("<think> r </think>\n<answer> Edema </answer>", 9)
+                    for _ in requests]
+        return self.real.generate(requests)
+
+
+def test_report_turn_runs_after_labels_with_its_own_limit(backend: LocalBackend) -> None:
+    scripted = ScriptedFirstTurn(backend)
+    (result,) = run_studies(scripted, [IMAGES[1]], findings_tokens=8, report_tokens=12)
+    assert result.parsed.status == "ok" and result.labels == ("Edema",)
+    assert scripted.calls == [[8], [12]]
+    assert result.report is not None and result.report.generated_tokens is not None
+    assert 0 < result.report.generated_tokens <= 12
+    assert result.parsed_report is not None
+    assert result.parsed_report.truncated == (result.report.generated_tokens == 12)
+
+
+def test_no_report_turn_after_an_answer_without_labels(backend: LocalBackend) -> None:
     (result,) = run_studies(backend, [IMAGES[1]], findings_tokens=8, report_tokens=12)
     assert result.findings.generated_tokens is not None
     assert result.findings.generated_tokens <= 8
-    assert result.report is not None and result.report.generated_tokens is not None
-    assert result.report.generated_tokens <= 12
-    if result.findings.generated_tokens == 8:
-        assert result.parsed.status != "ok"  # random weights never close <answer>
+    assert result.parsed.status != "ok"  # random weights never close <answer>
+    assert result.report is None and result.parsed_report is None
 
 
 def test_cpu_needs_explicit_opt_in(tiny_qwen: Path) -> None:

@@ -153,3 +153,55 @@ def test_skipped_files_are_purged_after_retention(rt: Runtime, tmp_path: Path) -
         old = s.scalar(select(Instance).where(Instance.path == str(paths[0])))
         assert old is not None and old.purged_at is not None and old.skip_reason  # row kept
     assert purge_skipped(rt.db, retention_seconds=3600) == 0
+
+
+def test_a_repeated_report_task_writes_the_same_sr(rt: Runtime, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    job = queued_job(rt, tmp_path)
+    assert pipeline.prepare(rt, job.id, job.version)
+    assert pipeline.infer_batch(rt, job.id, job.version, "w1")
+    assert pipeline.report(rt, job.id, job.version)
+    with rt.db.session() as s:
+        first = s.get(Job, job.id)
+        assert first is not None
+        s.execute(update(Job).where(Job.id == job.id).values(state=jobs.REPORTING))
+        s.commit()  # the same task once more, as after a lost acknowledgement
+    assert pipeline.report(rt, job.id, job.version)
+    with rt.db.session() as s:
+        again = s.get(Job, job.id)
+        assert again is not None
+    assert again.sr_sop_instance_uid == first.sr_sop_instance_uid
+    assert [p.name for p in rt.settings.outbox_dir.rglob("*.dcm")] == [
+        f"{first.sr_sop_instance_uid}.dcm"]
+
+
+def inferred_result(rt: Runtime, tmp_path: Path) -> dict[str, object]:
+    """A new job taken through prepare and inference; its stored result."""
+    import json
+
+    job = queued_job(rt, tmp_path)
+    assert pipeline.prepare(rt, job.id, job.version)
+    assert pipeline.infer_batch(rt, job.id, job.version, "w1")
+    with rt.db.session() as s:
+        row = s.get(Job, job.id)
+        assert row is not None and row.result is not None
+        result: dict[str, object] = json.loads(row.result)
+    return result
+
+
+def test_default_mock_result_is_mock_with_no_labels_and_no_report(rt: Runtime,
+                                                                 tmp_path: Path) -> None:
+    result = inferred_result(rt, tmp_path)
+    assert (result["status"], result["labels"], result["report_text"]) == ("mock", [], "")
+    assert result["model_revision"] == "056bd0383b35226554da9dc5866e095df174ae19"
+
+
+def test_mock_labels_are_named_by_a_setting(tmp_path: Path) -> None:
+    rt = configure(load_settings(None, {"CXR_MOCK_LABELS": "Edema, Pneumothorax"},
+                                 data_dir=tmp_path / "data"))
+    result = inferred_result(rt, tmp_path)
+    assert result["status"] == "mock" and result["labels"] == ["Edema", "Pneumothorax"]
+    assert result["report_sections"]  # the report turn ran after an answer with labels
+    with pytest.raises(Exception, match="CXR_MOCK_LABELS"):
+        load_settings(None, {"CXR_MOCK_LABELS": "Pleural_Effusion"})

@@ -138,8 +138,17 @@ def _retry(rt: Any, args: argparse.Namespace) -> int:
     return 0 if retried else 2
 
 
-def cmd_settings(_args: argparse.Namespace) -> int:
+def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
+    settings = _settings(args)
+    db_file = settings.data_dir / "gateway.db"
+    if settings.database_url or db_file.exists():
+        from worker.db import Database
+
+        seed = Database(settings.effective_database_url).installation_seed()
+        print(f"\ninstallation identity (root of every SR UID): {seed}")
+    else:
+        print(f"\ninstallation identity: none yet ({db_file} is created by the first serve)")
     return 0
 
 
@@ -185,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(run_p)
     run_p.set_defaults(func=cmd_run, quiet=True)
 
-    st = sub.add_parser("settings", help="print the settings table")
+    st = sub.add_parser("settings", help="print the settings table and this installation's "
+                        "identity")
+    st.add_argument("--data-dir", help="the data folder whose database to read")
     st.set_defaults(func=cmd_settings)
     return p
 

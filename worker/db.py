@@ -7,6 +7,7 @@ on SQLite and PostgreSQL.  The schema is created by Alembic migrations
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 UID = String(64)
@@ -136,6 +138,21 @@ class AssociationLog(Base):
     statuses: Mapped[str] = mapped_column(Text, default="")
 
 
+class Installation(Base):
+    """This database's identity: one row, created once, never changed.
+
+    Every UID the gateway creates (SR series and instance, device observer) derives
+    from ``uid_seed``, so two installations, or one database reset, can never give the
+    same UID to different content.
+    """
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid_seed: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
     cur.execute("PRAGMA journal_mode=WAL")
@@ -170,3 +187,18 @@ class Database:
 
     def migrate(self) -> None:
         migrate(self.url)
+
+    def installation_seed(self) -> str:
+        """The installation's UID seed, created on first call (race-safe: one row, id 1)."""
+        with self.session() as s:
+            row = s.get(Installation, 1)
+            if row is not None:
+                return row.uid_seed
+            s.add(Installation(id=1, uid_seed=secrets.token_hex(16), created_at=now()))
+            try:
+                s.commit()
+            except IntegrityError:  # another process created it first: use theirs
+                s.rollback()
+            row = s.get(Installation, 1)
+            assert row is not None
+            return row.uid_seed

@@ -88,8 +88,10 @@ def print_summary(gw: Gateway, job: Job, root: Path) -> int:
           + (f" - {summary['reason']}" if summary["reason"] else ""))
     labels = ", ".join(summary["labels"]) or "(none)"  # type: ignore[arg-type]
     if summary["backend"] == "mock":
-        labels += "  (MOCK placeholders from the image checksum, not a reading)"
+        labels += "  (MOCK backend: no model read the image; nothing is asserted)"
     print(f"  backend: {summary['backend']}  result: {summary['status']}  labels: {labels}")
+    if summary["status"] == "mock":
+        print("  run the real model with --backend local on a GPU worker with the weights")
     print("  timeline:")
     for stage in summary["timeline"]:  # type: ignore[attr-defined]
         secs = stage["seconds"]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset, dcmread
 from sqlalchemy import select, update
@@ -24,7 +25,6 @@ from dicom_gateway.conversion import ConversionError, convert_file
 from dicom_gateway.destinations import SR_COMPREHENSIVE
 from dicom_gateway.sender import deliver as send_to
 from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, as_comprehensive_sr, build_sr
-from dicom_gateway.uids import derived_uid
 from models.backend import Backend
 from models.study import StudyResult, run_studies
 from worker import __version__, jobs
@@ -79,30 +79,34 @@ def prepare(rt: Runtime, job_id: int, version: int) -> bool:
 
 
 def result_payload(backend: Backend, result: StudyResult) -> dict[str, object]:
+    """The job's stored result: everything the SR, the API and predictions files read."""
     info = backend.info
-    sections = result.sections
+    parsed, report = result.parsed, result.parsed_report
     return {
         "backend": info.name,
         "is_mock": info.is_mock,
         "model_id": info.model_id,
         "model_revision": info.model_revision,
         "prompt": result.prompt,
+        "status": result.status,
+        "answer_status": parsed.status,
+        "labels": list(result.labels),
+        "near_misses": parsed.near_misses,
+        "unknown_labels": list(parsed.unknown),
+        "format_ok": parsed.format_ok,
+        "notes": list(parsed.notes),
         "findings_text": result.findings.text,
         "findings_tokens": result.findings.generated_tokens,
+        "findings_hit_token_limit": parsed.hit_token_limit,
+        "answer": parsed.answer,
+        "reasoning": parsed.reasoning,
         "report_text": result.report.text if result.report else "",
-        "status": result.parsed.status,
-        "labels": list(result.parsed.labels),
-        "reasoning": result.parsed.reasoning,
-        "near_misses": result.parsed.near_misses,
-        "unknown_labels": list(result.parsed.unknown),
-        "format_ok": result.parsed.format_ok,
-        "sections": {
-            "indication": sections.indication if sections else "",
-            "comparison": sections.comparison if sections else "",
-            "technique": sections.technique if sections else "",
-            "findings": [list(f) for f in sections.findings] if sections else [],
-            "impression": list(sections.impression) if sections else [],
-        },
+        "report_tokens": result.report.generated_tokens if result.report else None,
+        "report_truncated": bool(report and report.truncated),
+        "report_reasoning": report.reasoning if report else "",
+        "report_sections": [{"heading": sec.heading, "known": sec.known,
+                             "items": list(sec.items)} for sec in report.sections]
+        if report else [],
     }
 
 
@@ -204,51 +208,62 @@ def infer_batch(rt: Runtime, job_id: int, version: int, worker: str) -> list[tup
     return done
 
 
-def sr_identity(rt: Runtime, job: Job) -> SRIdentity:
-    key = (job.study_instance_uid, str(job.version))
-    return SRIdentity(
-        series_instance_uid=derived_uid("sr-series", job.study_instance_uid),
-        sop_instance_uid=derived_uid("sr-instance", *key),
-        instance_number=job.version,
-        manufacturer=MANUFACTURER,
-        software_version=f"cxr-reason-gateway {__version__}",
-        site_name=rt.settings.site_name,
-        device_observer_uid=derived_uid("device-observer", rt.settings.ae_title),
-    )
+def model_key(result: dict[str, Any]) -> str:
+    """Which model made a result: part of every SR UID, so the mock and the real model
+    (or two revisions) never share one."""
+    return f"{result.get('backend')}|{result.get('model_id')}@{result.get('model_revision')}"
 
 
-def draft_from_result(result: dict[str, object], conversion: str) -> DraftReport:
-    sections = result.get("sections") or {}
-    assert isinstance(sections, dict)
+def sr_identity(rt: Runtime, job: Job, result: dict[str, Any]) -> SRIdentity:
+    return SRIdentity.derive(
+        rt.installation_seed, job.study_instance_uid, f"job-{job.id}", job.version,
+        model_key(result), MANUFACTURER, f"cxr-reason-gateway {__version__}",
+        rt.settings.site_name)
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    notes = [str(n) for n in result.get("notes") or []]
+    near = result.get("near_misses") or {}
+    if near:
+        notes.append("Answer items close to a CheXpert label but not one, so not counted "
+                     "(as the training parser would not): "
+                     + "; ".join(f"{raw!r} (like {label})" for raw, label in
+                                 near.items()))
+    unknown = result.get("unknown_labels") or []
+    if unknown:
+        notes.append("Answer items outside the 14 CheXpert labels, not counted: "
+                     + "; ".join(repr(u) for u in unknown))
+    return notes
+
+
+def draft_from_result(result: dict[str, Any], conversion: str) -> DraftReport:
     status = str(result["status"])
-    raw_labels = result.get("labels") or []
-    assert isinstance(raw_labels, list)
-    labels = tuple(str(x) for x in raw_labels) if status == "ok" else ()
+    labels = tuple(str(x) for x in result.get("labels") or [])
     is_mock = bool(result.get("is_mock"))
-    notes = []
-    if result.get("near_misses"):
-        notes.append(f"Labels normalised from near misses: {result['near_misses']}")
-    if result.get("unknown_labels"):
-        notes.append(f"Answer items outside the 14 CheXpert labels: {result['unknown_labels']}")
+    sections = tuple(
+        (str(sec["heading"]), tuple(str(i) for i in sec["items"]))
+        for sec in result.get("report_sections") or []
+    )
+    revision = result.get("model_revision") or "unrecorded revision"
     return DraftReport(
         status=status,
         labels=labels,
-        reasoning=str(result.get("reasoning") or result.get("findings_text") or ""),
+        reasoning=str(result.get("reasoning") or ""),
         algorithm=Algorithm(
             name=("MOCK " if is_mock else "") + "NV-Reason-CXR-3B",
-            version=f"hf:{result['model_id']}@{result['model_revision']}",
+            version=f"hf:{result['model_id']}@{revision}",
             manufacturer="NVIDIA",
             parameters=(f"backend={result['backend']}", f"prompt={result['prompt']}",
                         f"conversion={conversion}"),
         ),
         is_mock=is_mock,
-        indication=str(sections.get("indication", "")),
-        comparison=str(sections.get("comparison", "")),
-        technique=str(sections.get("technique", "")),
-        findings=tuple((str(r), str(t)) for r, t in sections.get("findings", [])),
-        impression=tuple(str(b) for b in sections.get("impression", [])),
-        report_text=str(result.get("report_text", "")),
-        notes=tuple(notes),
+        answer_text=str(result.get("answer") or "") if result.get("answer") is not None
+        else str(result.get("findings_text") or ""),
+        report_sections=sections,
+        report_text=str(result.get("report_text") or ""),
+        report_reasoning=str(result.get("report_reasoning") or ""),
+        report_truncated=bool(result.get("report_truncated")),
+        notes=tuple(_notes(result)),
     )
 
 
@@ -264,8 +279,9 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
         fail(rt, job_id, version, "no model result to report")
         return False
     source = Dataset.from_json(job.source_header, bulk_data_uri_handler=lambda *_a: b"")
-    draft = draft_from_result(json.loads(job.result), job.conversion)
-    identity = sr_identity(rt, job)
+    result = json.loads(job.result)
+    draft = draft_from_result(result, job.conversion)
+    identity = sr_identity(rt, job, result)
     sr = build_sr(source, draft, identity, previous_versions=previous_srs(rt, job))
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)

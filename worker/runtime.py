@@ -23,7 +23,15 @@ class Runtime:
     spool: Spool
     outbox: Spool
     _backend: Backend | None = None
+    _seed: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def installation_seed(self) -> str:
+        """This database's identity, the root of every UID the gateway creates."""
+        if self._seed is None:
+            self._seed = self.db.installation_seed()
+        return self._seed
 
     @property
     def backend(self) -> Backend:
@@ -42,6 +50,7 @@ def configure(settings: Settings, migrate: bool = True) -> Runtime:
     db = Database(settings.effective_database_url)
     if migrate:
         db.migrate()
+        db.installation_seed()  # created with the database, kept for its lifetime
     _current = Runtime(settings, db, Spool(settings.spool_dir), Spool(settings.outbox_dir))
     return _current
 

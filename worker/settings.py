@@ -20,6 +20,7 @@ from typing import Any
 from dicom_gateway.conversion import CONVERSIONS
 from dicom_gateway.destinations import Destination, parse_destinations
 from dicom_gateway.listener import ListenerLimits, TLSFiles
+from models.labels import CHEXPERT_LABELS
 from models.registry import BACKENDS, BackendConfig, canonical
 
 ENV_PREFIX = "CXR_"
@@ -101,6 +102,11 @@ class Settings:
     mock_latency_seconds: float = field(
         default=0.0, metadata={"help": "Mock backend only: simulated seconds per generation."}
     )
+    mock_labels: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Mock backend only: CheXpert labels its answer names, for wiring "
+                          "tests (empty: the mock asserts nothing)."},
+    )
     conversion: str = field(
         default="mimic",
         metadata={"help": "Model input conversion: mimic (training-like) or window (viewer-like)."},
@@ -141,6 +147,10 @@ class Settings:
             raise SettingsError(f"CXR_CONVERSION must be one of {', '.join(CONVERSIONS)}")
         if canonical(self.model_backend) not in BACKENDS:
             raise SettingsError(f"CXR_MODEL_BACKEND must be one of {', '.join(BACKENDS)}")
+        wrong = [lab for lab in self.mock_labels if lab not in CHEXPERT_LABELS]
+        if wrong:
+            raise SettingsError(f"CXR_MOCK_LABELS: {', '.join(wrong)} not among the 14 "
+                                f"CheXpert labels ({', '.join(CHEXPERT_LABELS)})")
 
     @property
     def tls(self) -> TLSFiles | None:
@@ -190,7 +200,8 @@ class Settings:
             name=canonical(self.model_backend), model_id=self.model_id,
             revision=self.model_revision or None, device=self.device, allow_cpu=self.allow_cpu,
             torch_dtype=self.torch_dtype, local_files_only=self.local_files_only,
-            mock_latency_seconds=self.mock_latency_seconds, openai_url=self.openai_url,
+            mock_latency_seconds=self.mock_latency_seconds, mock_labels=self.mock_labels,
+            openai_url=self.openai_url,
             openai_api_key=self.openai_api_key, hf_space_url=self.hf_space_url,
         )
 
