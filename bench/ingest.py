@@ -112,7 +112,7 @@ def main() -> int:
     if shutil.which("storescu") is None or shutil.which("storescp") is None:
         print("dcmtk is not installed (scripts/bootstrap installs it)")
         return 2
-    with tempfile.TemporaryDirectory(prefix="cxr-ingest-bench-", dir=os.getcwd()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="cxr-ingest-bench-") as tmp:
         root = Path(tmp)
         sets = make_sets(root)
         sizes = {k: sum(p.stat().st_size for p in v.iterdir()) for k, v in sets.items()}

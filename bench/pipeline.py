@@ -174,7 +174,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--studies", type=int, default=200)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cxr-pipeline-bench-", dir=os.getcwd()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="cxr-pipeline-bench-") as tmp:
         root = Path(tmp)
         files = make_studies(root / "in", args.studies)
         trickle = make_studies(root / "trickle", 10)
