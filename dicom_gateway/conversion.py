@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
+from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels import pixel_array as decode_frame
 
 MIMIC = "mimic"
@@ -43,6 +45,7 @@ MIN_PIXELS = 128 * 128
 MAX_PIXELS = 476 * 476
 DEFAULT_MAX_SOURCE_PIXELS = 64 * 1024 * 1024
 GREY = ("MONOCHROME1", "MONOCHROME2")
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
 
 
@@ -147,6 +150,7 @@ def _guard(ds: Any, max_source_pixels: int) -> list[str]:
         raise ConversionError(
             f"{cols}x{rows} pixels exceeds the limit of {max_source_pixels} (decompression guard)"
         )
+    _codestream_guard(ds, rows, cols, frames)
     if frames > 1:
         notes.append(f"multi-frame ({frames}): first frame used")
     bits = int(ds.get("BitsAllocated", 0) or 0)
@@ -160,6 +164,57 @@ def _guard(ds: Any, max_source_pixels: int) -> list[str]:
     return notes
 
 
+_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG SOFn and JPEG-LS SOF55
+
+
+def codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) that a JPEG, JPEG-LS or JPEG 2000 codestream declares, or None.
+
+    Read before decoding: a decoder allocates what the codestream says, whatever the
+    DICOM header claims, so a 60000 x 60000 stream under a 64 x 64 header is a memory
+    bomb unless the two are compared first.
+    """
+    if frame[:4] == b"\xff\x4f\xff\x51" and len(frame) >= 24:  # J2K: SOC, then SIZ
+        xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", frame[8:24])
+        return ysiz - yosiz, xsiz - xosiz
+    box = frame.find(b"ihdr")  # JP2 file format: the image header box
+    if frame[4:8] == b"jP  " and box > 0 and len(frame) >= box + 12:
+        height, width = struct.unpack(">II", frame[box + 4:box + 12])
+        return height, width
+    if frame[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(frame):
+        if frame[i] != 0xFF:
+            i += 1
+            continue
+        marker = frame[i + 1]
+        if marker in _SOF:
+            height, width = struct.unpack(">HH", frame[i + 5:i + 9])
+            return height, width
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2 if marker != 0xFF else 1
+            continue
+        i += 2 + struct.unpack(">H", frame[i + 2:i + 4])[0]
+    return None
+
+
+def _codestream_guard(ds: Any, rows: int, cols: int, frames: int) -> None:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None or not ts.is_encapsulated or str(ts) == RLE_LOSSLESS:
+        return
+    try:
+        first = get_frame(ds.PixelData, 0, number_of_frames=frames)
+    except Exception as exc:  # noqa: BLE001 - unreadable items: say so, do not decode
+        raise ConversionError(f"encapsulated pixel data ({ts.name}) cannot be read: {exc}") \
+            from exc
+    size = codestream_size(bytes(first))
+    if size is not None and size != (rows, cols):
+        raise ConversionError(
+            f"the compressed image is {size[1]}x{size[0]} but the header says {cols}x{rows}; "
+            "refused before decoding (decompression guard)")
+
+
 def decode(ds: Any) -> np.ndarray:
     """The first frame's stored values (colour converted to RGB), naming the syntax on error."""
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -167,10 +222,20 @@ def decode(ds: Any) -> np.ndarray:
         return np.asarray(decode_frame(ds, index=0))
     except Exception as exc:  # a missing plugin or corrupt data
         name = getattr(ts, "name", None) or str(ts or "unknown")
-        raise ConversionError(
-            f"cannot decode pixel data ({name}, {ts}): {exc}; "
-            "install pylibjpeg with its openjpeg, libjpeg and rle plugins"
-        ) from exc
+        raise ConversionError(f"cannot decode pixel data ({name}): {_why_not(ts, exc)}") \
+            from exc
+
+
+def _why_not(ts: Any, exc: Exception) -> str:
+    """Corrupt data, or a decoder missing here: the remedy differs, so say which."""
+    try:
+        decoder = get_decoder(ts)
+    except Exception:  # noqa: BLE001 - a transfer syntax pydicom does not know at all
+        return f"{exc} (no decoder exists for this transfer syntax)"
+    if decoder.is_available:
+        return f"the data is corrupt or inconsistent with its header: {exc}"
+    return (f"{exc}; no decoder is installed for it (install pylibjpeg with its openjpeg, "
+            "libjpeg and rle plugins)")
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -294,6 +359,9 @@ def convert_dataset(ds: Any, conversion: str = MIMIC,
         raise ConversionError(f"unknown conversion {conversion!r} (choose {CONVERSIONS})")
     notes = _guard(ds, max_source_pixels)
     stored = decode(ds)
+    if stored.size and stored.min() == stored.max():
+        raise ConversionError(f"the decoded image is blank (every pixel is {stored.flat[0]}): "
+                              "corrupt data, or no exposure")
     convert = mimic_gray if conversion == MIMIC else window_gray
     gray = convert(ds, stored, notes)
     png, w, h = to_png(gray)

@@ -4,8 +4,9 @@ The one promise this module keeps: 0x0000 is answered only after the received by
 are fsynced in the spool *and* the caller's ``sink`` (the database, wired in by
 ``worker/``) has recorded them.  Everything else gets the specific PS3.4 Annex B
 status: 0xA700 out of resources (disk under the watermark, database unreachable),
-0xA900 dataset does not match the command or lacks mandatory attributes, 0xC000
-cannot understand.  Patient identifiers are never logged; UIDs are.
+0xA900 dataset does not match the command, lacks mandatory attributes or holds less
+pixel data than its header declares, 0xC000 cannot understand (including encapsulated
+pixel data whose items do not parse).  Patient identifiers are never logged; UIDs are.
 
 Datasets are received in pynetdicom's chunked mode: written to a temporary file as
 they arrive (never held whole in memory), then moved into the spool, so a large image
@@ -32,6 +33,8 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_gateway.integrity import PixelProblem, pixel_data_problem
+from dicom_gateway.pynetdicom_compat import discard_partial_dataset
 from dicom_gateway.spool import Spool
 from dicom_gateway.uids import is_valid_uid
 
@@ -244,6 +247,10 @@ class StorageListener:
         return handler
 
     def _conn_close(self, event: evt.Event) -> None:
+        partial = discard_partial_dataset(event.assoc)
+        if partial is not None:
+            log.warning("association from %s ended mid-transfer: partial dataset removed",
+                        self._record(event).peer)
         rec = self._record(event)
         if rec.outcome == "open":  # a connection that never asked for an association
             self._finish(rec, "closed")
@@ -291,14 +298,25 @@ class StorageListener:
             # Header only: large values (the pixels) stay on disk.  Values are converted
             # lazily, so everything the checks touch is read inside this try.
             ds = dcmread(received, defer_size=1024)
+            if len(ds) == 0:  # pydicom gives up quietly on some malformed values
+                raise ValueError("no data element could be read")
             problem = self.mismatch(ds, sop_uid, str(req.AffectedSOPClassUID))
             modality = str(ds.get("Modality", ""))
         except Exception as exc:  # noqa: BLE001 - any decoding failure is "cannot understand"
-            log.warning("cannot parse dataset %s: %s", sop_uid, exc)
+            log.warning("dataset %s refused (0xC000): cannot parse: %s", sop_uid, exc)
             return STATUS_CANNOT_UNDERSTAND
         if problem:
-            log.warning("dataset %s refused: %s", sop_uid, problem)
+            log.warning("dataset %s refused (0xA900): %s", sop_uid, problem)
             return STATUS_DATASET_MISMATCH
+        try:
+            broken = pixel_data_problem(ds, received)
+        except Exception as exc:  # noqa: BLE001 - a header we cannot even measure
+            broken = PixelProblem(f"pixel data cannot be checked: {exc}", parses=False)
+        if broken:
+            status = STATUS_DATASET_MISMATCH if broken.parses else STATUS_CANNOT_UNDERSTAND
+            log.warning("dataset %s refused (0x%04X): not whole: %s", sop_uid, status,
+                        broken.reason)
+            return status
         try:
             spooled = self.spool.adopt(ds.StudyInstanceUID, ds.SOPInstanceUID, received)
         except OSError as exc:

@@ -62,14 +62,16 @@ def encode_dataset(ds: Dataset) -> bytes:
 
 
 def raw_c_store(port: int, command_sop_instance: str, data: bytes,
-                sop_class: str = CR, called: str = "CXRGATEWAY") -> int:
-    """Send ``data`` as the dataset of a C-STORE whose command names another instance.
+                sop_class: str = CR, called: str = "CXRGATEWAY",
+                transfer_syntax: str = ExplicitVRLittleEndian) -> int | None:
+    """Send ``data`` as the dataset of a C-STORE whose command names ``command_sop_instance``.
 
-    dcmtk's storescu always takes the command's UIDs from the dataset, so a mismatch or
-    an unparseable dataset needs this lower-level sender.
+    dcmtk's storescu takes the command's UIDs from the dataset and refuses to send what
+    it cannot parse, so mismatched or malformed datasets need this lower-level sender.
+    Returns the response status, or None when the peer answered nothing (it aborted).
     """
     ae = AE(ae_title="RAWSCU")
-    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    ae.add_requested_context(sop_class, transfer_syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
     assert assoc.is_established
     req = C_STORE()
@@ -83,6 +85,6 @@ def raw_c_store(port: int, command_sop_instance: str, data: bytes,
     assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
     _, rsp = assoc.dimse.get_msg(block=True)
     assoc._reactor_checkpoint.set()
-    assoc.release()
-    assert rsp is not None, "no C-STORE response"
-    return int(rsp.Status)
+    if assoc.is_established:
+        assoc.release()
+    return None if rsp is None else int(rsp.Status)

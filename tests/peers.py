@@ -159,10 +159,11 @@ class Serve:
         stop_process(self.proc)
 
     def storescu(self, *files: Path, calling: str = "TESTSCU",
-                 extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+                 extra: tuple[str, ...] = (), port: int | None = None
+                 ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [dicom_tool("storescu"), "-aet", calling, "-aec", "CXRGATEWAY", *extra,
-             "127.0.0.1", str(self.port), *map(str, files)],
+             "127.0.0.1", str(port or self.port), *map(str, files)],
             capture_output=True, text=True, timeout=120,
         )
 

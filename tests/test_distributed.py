@@ -57,7 +57,8 @@ class Cluster:
     def __init__(self, factory, tmp: Path, redis_url: str, db_url: str, dest: str,
                  extra: dict[str, str] | None = None) -> None:
         env = {"CXR_BROKER_URL": redis_url, "CXR_DATABASE_URL": db_url,
-               "CXR_DESTINATIONS": dest, "CXR_JOB_LEASE_SECONDS": "4",
+               "CXR_DESTINATIONS": dest, "CXR_LIVENESS_TIMEOUT_SECONDS": "4",
+               "CXR_HEARTBEAT_SECONDS": "1", "CXR_REQUEUE_SECONDS": "5",
                "CXR_GPU_BATCH_WAIT_SECONDS": "0.2", **(extra or {})}
         self.tmp = tmp
         self.gateway = factory.new(env)

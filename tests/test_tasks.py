@@ -29,7 +29,7 @@ def queued_job(rt: Runtime, tmp_path: Path) -> Job:
                        study_instance_uid=ds.StudyInstanceUID, path=str(path),
                        size=path.stat().st_size, sha256="0" * 64, received_at=now()))
         s.commit()
-    job_id = assembler.assemble_study(rt.db, ds.StudyInstanceUID, 60)
+    job_id = assembler.assemble_study(rt.db, ds.StudyInstanceUID)
     assert job_id is not None
     with rt.db.session() as s:
         job = s.get(Job, job_id)
@@ -55,12 +55,12 @@ def test_unexpected_error_fails_the_job_with_its_reason(rt: Runtime, tmp_path: P
 def test_redelivered_stages_do_nothing_once_past(rt: Runtime, tmp_path: Path) -> None:
     job = queued_job(rt, tmp_path)
     assert pipeline.prepare(rt, job.id, job.version)
-    assert pipeline.infer_batch(rt, job.id, job.version, "w1") == [(job.id, job.version)]
+    assert pipeline.infer_batch(rt, job.id, job.version) == [(job.id, job.version)]
     assert pipeline.report(rt, job.id, job.version)
     assert pipeline.deliver(rt, job.id, job.version)  # no destinations: done
     # every stage again, as a redelivered message would run it
     assert not pipeline.prepare(rt, job.id, job.version)
-    assert pipeline.infer_batch(rt, job.id, job.version, "w2") == []
+    assert pipeline.infer_batch(rt, job.id, job.version) == []
     assert not pipeline.report(rt, job.id, job.version)
     assert not pipeline.deliver(rt, job.id, job.version)
     with rt.db.session() as s:
@@ -88,7 +88,7 @@ def test_gpu_batch_takes_live_before_batch_and_respects_size(
         s.commit()
     monkeypatch.setattr(rt, "settings", rt.settings.replace(gpu_batch_size=3,
                                                              gpu_batch_wait_seconds=0))
-    done = pipeline.infer_batch(rt, made[0].id, 1, "w1")
+    done = pipeline.infer_batch(rt, made[0].id, 1)
     # the triggering job, then live jobs (priority 0) before the other batch job
     assert [j for j, _ in done] == [made[0].id, made[2].id, made[3].id]
     with rt.db.session() as s:
@@ -109,7 +109,9 @@ def test_jobs_show_has_the_timeline(rt: Runtime, tmp_path: Path) -> None:
     shown = json.loads(out.stdout)
     assert [t["state"] for t in shown["timeline"]] == ["received", "queued", "preparing",
                                                        "prepared"]
-    assert all(t["at"] > 0 for t in shown["timeline"])
+    from datetime import datetime
+
+    assert all(datetime.fromisoformat(t["at"]).timestamp() > 0 for t in shown["timeline"])
     listed = subprocess.run([str(BIN / "cxr-gateway"), "jobs", "list", "--data-dir",
                              str(rt.settings.data_dir)], capture_output=True, text=True)
     assert "prepared" in listed.stdout
@@ -160,12 +162,12 @@ def test_a_repeated_report_task_writes_the_same_sr(rt: Runtime, tmp_path: Path) 
 
     job = queued_job(rt, tmp_path)
     assert pipeline.prepare(rt, job.id, job.version)
-    assert pipeline.infer_batch(rt, job.id, job.version, "w1")
+    assert pipeline.infer_batch(rt, job.id, job.version)
     assert pipeline.report(rt, job.id, job.version)
     with rt.db.session() as s:
         first = s.get(Job, job.id)
         assert first is not None
-        s.execute(update(Job).where(Job.id == job.id).values(state=jobs.REPORTING))
+        s.execute(update(Job).where(Job.id == job.id).values(state=jobs.REPORTING, holder=""))
         s.commit()  # the same task once more, as after a lost acknowledgement
     assert pipeline.report(rt, job.id, job.version)
     with rt.db.session() as s:
@@ -182,7 +184,7 @@ def inferred_result(rt: Runtime, tmp_path: Path) -> dict[str, object]:
 
     job = queued_job(rt, tmp_path)
     assert pipeline.prepare(rt, job.id, job.version)
-    assert pipeline.infer_batch(rt, job.id, job.version, "w1")
+    assert pipeline.infer_batch(rt, job.id, job.version)
     with rt.db.session() as s:
         row = s.get(Job, job.id)
         assert row is not None and row.result is not None

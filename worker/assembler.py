@@ -43,7 +43,7 @@ LIVE_PRIORITY = 0
 BATCH_PRIORITY = 9
 
 
-def assemble_study(db: Database, study_uid: str, lease_seconds: float,
+def assemble_study(db: Database, study_uid: str,
                    batch_calling_aets: tuple[str, ...] = ()) -> int | None:
     """Admit one settled study; return the new job's id (None when no new job)."""
     with db.session() as s:
@@ -79,7 +79,7 @@ def assemble_study(db: Database, study_uid: str, lease_seconds: float,
         version = 1 if latest is None else latest.version + 1
         job = Job(
             study_instance_uid=study_uid, version=version, sop_instance_uid=decision.admitted,
-            state=jobs.QUEUED, created_at=t, updated_at=t, lease_until=t + lease_seconds,
+            state=jobs.QUEUED, created_at=t, updated_at=t,
             source_header=header_json(Path(admitted.path)),
             priority=BATCH_PRIORITY if admitted.calling_ae in batch_calling_aets
             else LIVE_PRIORITY,
@@ -99,8 +99,8 @@ def assemble_study(db: Database, study_uid: str, lease_seconds: float,
         return job.id
 
 
-def assemble_ready(db: Database, quiet_seconds: float, lease_seconds: float,
-                   enqueue: Enqueue, batch_calling_aets: tuple[str, ...] = ()) -> list[int]:
+def assemble_ready(db: Database, quiet_seconds: float, enqueue: Enqueue,
+                   batch_calling_aets: tuple[str, ...] = ()) -> list[int]:
     """Assemble every study quiet for ``quiet_seconds``; enqueue the jobs created."""
     cutoff = now() - quiet_seconds
     with db.session() as s:
@@ -111,7 +111,7 @@ def assemble_ready(db: Database, quiet_seconds: float, lease_seconds: float,
         ).all()
     created = []
     for uid in ready:
-        job_id = assemble_study(db, uid, lease_seconds, batch_calling_aets)
+        job_id = assemble_study(db, uid, batch_calling_aets)
         if job_id is not None:
             created.append(job_id)
             with db.session() as s:

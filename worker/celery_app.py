@@ -7,6 +7,7 @@ once, and idempotent tasks make that safe.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import Any
 
@@ -14,6 +15,7 @@ from celery import Celery
 
 from worker.settings import Settings
 
+log = logging.getLogger(__name__)
 app = Celery("cxr_gateway", include=["worker.tasks"])
 
 CPU_QUEUE = "cpu"
@@ -40,8 +42,9 @@ def broker_config(settings: Settings) -> dict[str, Any]:
             },
         }
     # Redis redelivers an unacknowledged message after the visibility timeout: keep it
-    # well above the longest job; the database lease and reconciler recover sooner.
-    visibility = int(max(settings.job_lease_seconds * 4, 3600))
+    # above the longest stage; the database's liveness sweep recovers a dead worker's
+    # jobs long before (the redelivered message then finds its job taken: a no-op).
+    visibility = int(max(settings.stage_timeout_seconds + 600, 3600))
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": {
@@ -74,6 +77,21 @@ def configure_celery(settings: Settings) -> Celery:
         broker_connection_max_retries=None,
     )
     return app
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in a queue (not those a worker holds), or None if unknown."""
+    from kombu.exceptions import ChannelError
+
+    try:
+        with app.connection_for_read() as conn:
+            ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+            return int(ok.message_count)
+    except ChannelError:  # Redis: a queue with no key is simply empty
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the broker may be down: say we do not know
+        log.debug("queue depth of %s unknown: %s", queue, exc)
+        return None
 
 
 def purge_embedded_queue(settings: Settings) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from worker.run_command import add_arguments as add_run_arguments
 from worker.run_command import cmd_run
@@ -29,6 +30,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if args.config else None, None, **overrides)
 
 
+def exit_now(code: int = 0) -> None:
+    """Leave without waiting for library threads (broker connections, association
+    threads): everything acknowledged is already on disk and in the database, and what is
+    in flight is taken over by the reconciler."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def stop_within(stop: Any, grace: float, what: str) -> None:
+    """Run ``stop`` for at most ``grace`` seconds."""
+    t = threading.Thread(target=stop, name="shutdown", daemon=True)
+    t.start()
+    t.join(grace)
+    if t.is_alive():
+        logging.getLogger("worker.cli").warning(
+            "%s did not stop within %.1f s; exiting anyway (in-flight work is taken over)",
+            what, grace)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker.service import Gateway
 
@@ -44,7 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"(data {settings.data_dir}, broker {settings.broker_url}, "
           f"backend {settings.model_backend})", flush=True)
     stop.wait()
-    gw.stop()
+    stop_within(gw.stop, settings.shutdown_grace_seconds, "serve")
+    exit_now(0)
     return 0
 
 
@@ -52,10 +75,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker process: solo pool, one job (or GPU batch) at a time.
 
     On the gpu queue the model is loaded before the first message is taken, once per
-    process; run one such process per GPU (``CXR_DEVICE=cuda:N``).
+    process; run one such process per GPU (``CXR_DEVICE=cuda:N``).  Its name is unique
+    per process (``worker-<pid>@host``) unless ``--hostname`` gives one (``%h`` is the
+    host name).  SIGTERM ends it within ``CXR_SHUTDOWN_GRACE_SECONDS``, even mid-batch:
+    its jobs are taken over by the reconciler.
     """
+    from celery.signals import worker_shutting_down
+    from celery.utils.nodenames import default_nodename, host_format
+
     from worker import tasks  # noqa: F401 - registers the tasks
     from worker.celery_app import configure_celery
+    from worker.liveness import Liveness
     from worker.runtime import configure
 
     settings = _settings(args)
@@ -65,17 +95,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    rt = configure(settings, migrate=False)
+    rt = configure(settings, migrate=False, kind="worker")
+    if args.hostname:
+        rt.worker_name = host_format(default_nodename(args.hostname))
+    liveness = Liveness(rt.db, rt.worker_name, "worker", ",".join(queues),
+                        settings.heartbeat_seconds)
+    liveness.start()
+
+    def on_shutdown(**_kw: Any) -> None:
+        liveness.stop()
+        watchdog = threading.Timer(settings.shutdown_grace_seconds, exit_now)
+        watchdog.daemon = True
+        watchdog.start()
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
     if "gpu" in queues:
         backend = rt.backend  # load now, before consuming
         print(f"model backend {backend.info.name} ({backend.info.model_id}@"
               f"{backend.info.model_revision}) ready", flush=True)
     app = configure_celery(settings)
-    worker = app.Worker(queues=queues, pool="solo", concurrency=1,
-                        hostname=args.hostname or None, loglevel="INFO" if args.verbose
-                        else "WARNING", without_gossip=True, without_mingle=True)
+    worker = app.Worker(queues=queues, pool="solo", concurrency=1, hostname=rt.worker_name,
+                        loglevel="INFO" if args.verbose else "WARNING", without_gossip=True,
+                        without_mingle=True)
+    print(f"worker {rt.worker_name} consuming {','.join(queues)}", flush=True)
     worker.start()
-    return int(worker.exitcode or 0)
+    liveness.stop()
+    exit_now(int(worker.exitcode or 0))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -128,9 +174,10 @@ def _retry(rt: Any, args: argparse.Namespace) -> int:
             return 2
         retried = 0
         for job in targets:
-            if jobs.transition(s, job.id, job.version, (jobs.FAILED,), jobs.QUEUED,
-                               rt.settings.job_lease_seconds, "retried by operator"):
-                job.attempts, job.reason = 0, ""
+            if jobs.requeue(s, job.id, job.version, ("",), (jobs.FAILED,), jobs.QUEUED,
+                            "retried by operator", count_attempt=False):
+                s.execute(update(Job).where(Job.id == job.id)
+                          .values(attempts=0, retries=0, reason="", last_error=""))
                 s.commit()
                 tasks.enqueue_prepare(job.id, job.version)
                 retried += 1
@@ -172,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="a Celery worker for the cpu and/or gpu queue "
                         "(needs CXR_BROKER_URL)")
     wk.add_argument("--queues", default="cpu,gpu", help="comma list: cpu, gpu")
-    wk.add_argument("--hostname", help="Celery node name (default: celery@host)")
+    wk.add_argument("--hostname", help="this worker's name, e.g. gpu1@%%h (%%h: the host); "
+                    "default worker-<pid>@<host>, unique per process")
     wk.add_argument("--backend")
     wk.set_defaults(func=cmd_worker)
 

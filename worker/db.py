@@ -84,7 +84,6 @@ class Job(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
-    lease_until: Mapped[float] = mapped_column(Float, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     source_header: Mapped[str] = mapped_column(Text)
     conversion: Mapped[str] = mapped_column(Text, default="")
@@ -95,7 +94,15 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0, index=True)
     # the model-ready PNG: small, and what lets any GPU node run the job (no shared disk)
     model_input: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    worker: Mapped[str] = mapped_column(String(128), default="")
+    worker: Mapped[str] = mapped_column(String(128), default="")  # who ran the inference
+    # Liveness: the process working on the job now ("" while it waits in a queue or for a
+    # retry); a holder whose heartbeat stops loses the job to the reconciler.
+    holder: Mapped[str] = mapped_column(String(128), default="", index=True)
+    held_since: Mapped[float] = mapped_column(Float, default=0.0)
+    enqueued_at: Mapped[float] = mapped_column(Float, default=0.0)  # last message published
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)  # 0: none scheduled
+    retries: Mapped[int] = mapped_column(Integer, default=0)  # transient inference failures
+    last_error: Mapped[str] = mapped_column(Text, default="")
 
 
 class JobEvent(Base):
@@ -119,6 +126,22 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WorkerProcess(Base):
+    """One row per gateway or worker process: its heartbeat is its claim on its jobs."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # serve | worker
+    host: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[float] = mapped_column(Float)
+    last_beat: Mapped[float] = mapped_column(Float)
+    stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class AssociationLog(Base):

@@ -1,9 +1,14 @@
-"""The job state machine.
+"""The job state machine, with holders.
 
-Every transition is one conditional UPDATE (``WHERE state IN (...) AND version = ?``)
-plus an event row, in one transaction.  A redelivered or duplicated task therefore
-finds the job already past its stage and does nothing: Celery may deliver twice, the
-database decides once.
+Every change is one conditional UPDATE (``WHERE state IN (...) AND version = ? AND
+holder = ?``) plus an event row, in one transaction.  A redelivered or duplicated task
+therefore finds the job already past its stage, or held by someone else, and does
+nothing: Celery may deliver twice, the database decides once.
+
+A job is either *held* (``holder`` names the process working on it, whose heartbeat
+in ``workers`` vouches for it) or *waiting* (``holder`` is empty: in a queue, or for a
+scheduled retry at ``next_attempt_at``).  Only a held job whose holder died counts an
+attempt when it is taken over; waiting never does.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -33,30 +40,91 @@ ACTIVE = (QUEUED, PREPARING, PREPARED, INFERRING, REPORTING, DELIVERING)
 TERMINAL = (DONE, SKIPPED, FAILED, SUPERSEDED)
 
 
-def transition(session: Session, job_id: int, version: int, from_states: Iterable[str],
-               to_state: str, lease_seconds: float, detail: str = "") -> bool:
-    """Move the job if (and only if) it is in one of ``from_states``; record the event."""
+def _event(session: Session, job_id: int, state: str, t: float, detail: str) -> None:
+    session.add(JobEvent(job_id=job_id, state=state, at=t, detail=detail))
+
+
+def _change(session: Session, job_id: int, version: int, from_states: Iterable[str],
+            holders: Iterable[str], values: dict[str, Any], event: str | None,
+            detail: str, *extra: Any) -> bool:
+    """The one conditional UPDATE every change is made of; commits, or rolls back."""
     t = now()
-    values: dict[str, object] = {"state": to_state, "updated_at": t,
-                                 "lease_until": t + lease_seconds}
-    if to_state in (FAILED, SKIPPED):
-        values["reason"] = detail
     res = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.version == version, Job.state.in_(tuple(from_states)))
-        .values(**values)
+        .where(Job.id == job_id, Job.version == version, Job.state.in_(tuple(from_states)),
+               Job.holder.in_(tuple(holders)), *extra)
+        .values(updated_at=t, **values)
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return False
-    session.add(JobEvent(job_id=job_id, state=to_state, at=t, detail=detail))
+    if event is not None:
+        _event(session, job_id, event, t, detail)
     session.commit()
     return True
 
 
-def renew_lease(session: Session, job_id: int, lease_seconds: float) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(lease_until=now() + lease_seconds))
-    session.commit()
+def claim(session: Session, job_id: int, version: int, from_states: Iterable[str],
+          to_state: str, holder: str, detail: str = "", *extra: Any) -> bool:
+    """Take a waiting job (no holder) into ``to_state`` as ``holder``."""
+    t = now()
+    return _change(session, job_id, version, from_states, ("",),
+                   {"state": to_state, "holder": holder, "held_since": t,
+                    "next_attempt_at": 0.0},
+                   to_state, detail, *extra)
+
+
+def advance(session: Session, job_id: int, version: int, holder: str,
+            from_states: Iterable[str], to_state: str, detail: str = "",
+            release: bool = False) -> bool:
+    """Move a job this holder holds; ``release`` leaves it waiting for the next stage."""
+    values: dict[str, Any] = {"state": to_state}
+    if release:
+        values.update(holder="", held_since=0.0)
+    return _change(session, job_id, version, from_states, (holder,), values, to_state, detail)
+
+
+def release(session: Session, job_id: int, version: int, holder: str,
+            next_attempt_at: float = 0.0, last_error: str | None = None) -> bool:
+    """Give a held job back (state unchanged), optionally scheduled for a later attempt."""
+    values: dict[str, Any] = {"holder": "", "held_since": 0.0,
+                              "next_attempt_at": next_attempt_at}
+    if last_error is not None:
+        values["last_error"] = last_error
+    return _change(session, job_id, version, ACTIVE, (holder,), values, None, "")
+
+
+def fail(session: Session, job_id: int, version: int, holder: str, reason: str) -> bool:
+    """End a job as failed: by its holder, or by anyone while it waits."""
+    return _change(session, job_id, version, ACTIVE, ("", holder),
+                   {"state": FAILED, "reason": reason, "holder": "", "held_since": 0.0,
+                    "next_attempt_at": 0.0}, FAILED, reason)
+
+
+def resume_state(state: str, has_result: bool) -> str:
+    """Where a held job waits again when its holder lets go or dies: the earliest stage
+    whose inputs still exist (a stored model result is never thrown away)."""
+    if state == PREPARING:
+        return QUEUED
+    if state == INFERRING and not has_result:
+        return PREPARED
+    return state
+
+
+def requeue(session: Session, job_id: int, version: int, holders: Iterable[str],
+            from_states: Iterable[str], to_state: str, detail: str,
+            count_attempt: bool, next_attempt_at: float = 0.0) -> bool:
+    """Back to waiting in ``to_state``, its holder gone (a takeover, or a let-go)."""
+    values: dict[str, Any] = {"state": to_state, "holder": "", "held_since": 0.0,
+                              "next_attempt_at": next_attempt_at}
+    if count_attempt:
+        values["attempts"] = Job.attempts + 1
+    return _change(session, job_id, version, from_states, holders, values, to_state, detail)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): doubling from ``base``, at most ``cap``."""
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
 @dataclass(frozen=True)
@@ -78,8 +146,16 @@ def timeline(session: Session, job_id: int) -> list[StageTiming]:
     return out
 
 
+def iso(t: float | None) -> str | None:
+    """A timestamp as ISO 8601 UTC with milliseconds (None for unset)."""
+    if not t:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
 def job_summary(session: Session, job: Job) -> dict[str, object]:
-    """A JSON-friendly view of one job, for the CLI and the demo."""
+    """A JSON-friendly view of one job, for the CLI, the API and the demo."""
     result = json.loads(job.result) if job.result else {}
     deliveries = session.scalars(select(Delivery).where(Delivery.job_id == job.id)).all()
     return {
@@ -89,7 +165,14 @@ def job_summary(session: Session, job: Job) -> dict[str, object]:
         "sop_instance_uid": job.sop_instance_uid,
         "state": job.state,
         "reason": job.reason,
+        "holder": job.holder,
         "attempts": job.attempts,
+        "retries": job.retries,
+        "last_error": job.last_error,
+        "next_attempt_at": iso(job.next_attempt_at),
+        "priority": job.priority,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
         "conversion": job.conversion,
         "backend": result.get("backend"),
         "status": result.get("status"),
@@ -98,10 +181,11 @@ def job_summary(session: Session, job: Job) -> dict[str, object]:
         "sr_path": job.sr_path,
         "deliveries": [
             {"destination": d.destination, "state": d.state, "attempts": d.attempts,
-             "detail": d.detail} for d in deliveries
+             "detail": d.detail, "next_attempt_at": iso(d.next_attempt_at),
+             "updated_at": iso(d.updated_at)} for d in deliveries
         ],
         "timeline": [
-            {"state": s.state, "at": s.at, "seconds": s.seconds, "detail": s.detail}
+            {"state": s.state, "at": iso(s.at), "seconds": s.seconds, "detail": s.detail}
             for s in timeline(session, job.id)
         ],
     }

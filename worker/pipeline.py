@@ -1,9 +1,11 @@
 """The job's stages as plain functions: prepare, infer, report, deliver.
 
 Celery tasks (``worker.tasks``) are thin wrappers around these, so each stage can be
-tested, benchmarked and re-run without a broker.  Each stage starts with a guarded
-state transition and returns early when the job is already past it: that is what
-makes a redelivered message harmless.
+tested, benchmarked and re-run without a broker.  Each stage starts by claiming the job
+as this process (``rt.worker_name``) with a guarded update, and returns early when the
+job is already past it or held by another live process: that is what makes a
+redelivered message harmless.  A stage that has to wait (the next queue, a retry)
+releases the job; the reconciler republishes it when it is due.
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from dicom_gateway.conversion import ConversionError, convert_file
 from dicom_gateway.destinations import SR_COMPREHENSIVE
 from dicom_gateway.sender import deliver as send_to
 from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, as_comprehensive_sr, build_sr
-from models.backend import Backend
+from models.backend import Backend, BackendError
 from models.study import StudyResult, run_studies
 from worker import __version__, jobs
 from worker.db import Delivery, Instance, Job, now
@@ -37,21 +36,21 @@ MANUFACTURER = "CXR Reason Gateway"
 
 
 def fail(rt: Runtime, job_id: int, version: int, reason: str) -> None:
+    """End the job as failed with its reason (if this process holds it, or nobody does)."""
     with rt.db.session() as s:
-        jobs.transition(s, job_id, version, jobs.ACTIVE, jobs.FAILED,
-                        rt.settings.job_lease_seconds, reason)
-    log.warning("job %d v%d failed: %s", job_id, version, reason)
+        if jobs.fail(s, job_id, version, rt.worker_name, reason):
+            log.warning("job %d v%d failed: %s", job_id, version, reason)
 
 
 def prepare(rt: Runtime, job_id: int, version: int) -> bool:
     """Decode and convert the admitted image into the job; False when there is nothing to do.
 
     The model-ready PNG is stored with the job (a few hundred kB), so any GPU node can run
-    it and a lost message costs nothing but a re-enqueue.
+    it and a lost message costs nothing but a republish.
     """
+    me = rt.worker_name
     with rt.db.session() as s:
-        if not jobs.transition(s, job_id, version, (jobs.QUEUED, jobs.PREPARING), jobs.PREPARING,
-                               rt.settings.job_lease_seconds):
+        if not jobs.claim(s, job_id, version, (jobs.QUEUED,), jobs.PREPARING, me):
             return False
         job = s.get(Job, job_id)
         assert job is not None
@@ -70,12 +69,12 @@ def prepare(rt: Runtime, job_id: int, version: int) -> bool:
     preview.write_bytes(image.png)  # for people and the dashboard; not part of the promise
     with rt.db.session() as s:
         s.execute(update(Job).where(Job.id == job_id, Job.version == version,
-                                    Job.state == jobs.PREPARING)
+                                    Job.holder == me)
                   .values(conversion="; ".join((image.conversion, *image.notes)),
                           model_input=image.png))
         s.commit()
-        return jobs.transition(s, job_id, version, (jobs.PREPARING,), jobs.PREPARED,
-                               rt.settings.job_lease_seconds)
+        return jobs.advance(s, job_id, version, me, (jobs.PREPARING,), jobs.PREPARED,
+                            release=True)
 
 
 def result_payload(backend: Backend, result: StudyResult) -> dict[str, object]:
@@ -110,64 +109,62 @@ def result_payload(backend: Backend, result: StudyResult) -> dict[str, object]:
     }
 
 
-@contextmanager
-def lease_heartbeat(rt: Runtime, job_ids: list[int], state: str) -> Iterator[None]:
-    """Keep renewing the jobs' leases while a long step runs in this (live) process.
-
-    A generation may take longer than the lease; without renewal the reconciler would
-    hand a job that is still being worked on to another worker.  When this process
-    dies, the renewals stop and the lease expires as it should.
-    """
-    lease = rt.settings.job_lease_seconds
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(max(0.5, lease / 3)):
-            try:
-                with rt.db.session() as s:
-                    s.execute(update(Job).where(Job.id.in_(job_ids), Job.state == state)
-                              .values(lease_until=now() + lease))
-                    s.commit()
-            except Exception:  # a missed beat only shortens the lease
-                log.warning("lease renewal failed for jobs %s", job_ids)
-
-    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def claim(rt: Runtime, job_id: int, version: int, worker: str) -> bool:
-    """Take one prepared job for inference (atomic: two workers never both win)."""
+def claim_for_inference(rt: Runtime, job_id: int, version: int) -> bool:
+    """Take one prepared job whose retry (if any) is due (atomic: two never both win)."""
+    me = rt.worker_name
     with rt.db.session() as s:
-        if not jobs.transition(s, job_id, version, (jobs.PREPARED,), jobs.INFERRING,
-                               rt.settings.job_lease_seconds, f"worker {worker}"):
+        if not jobs.claim(s, job_id, version, (jobs.PREPARED,), jobs.INFERRING, me,
+                          f"worker {me}", Job.next_attempt_at <= now()):
             return False
-        s.execute(update(Job).where(Job.id == job_id).values(worker=worker))
+        s.execute(update(Job).where(Job.id == job_id).values(worker=me))
         s.commit()
         return True
 
 
-def claim_more(rt: Runtime, limit: int, worker: str) -> list[tuple[int, int]]:
+def claim_more(rt: Runtime, limit: int) -> list[tuple[int, int]]:
     """Claim up to ``limit`` other prepared jobs, live traffic before batch, oldest first."""
     if limit <= 0:
         return []
     with rt.db.session() as s:
-        ready = s.execute(select(Job.id, Job.version).where(Job.state == jobs.PREPARED)
-                          .order_by(Job.priority, Job.created_at).limit(limit * 2)).all()
+        ready = s.execute(select(Job.id, Job.version).where(
+            Job.state == jobs.PREPARED, Job.holder == "", Job.next_attempt_at <= now())
+            .order_by(Job.priority, Job.created_at).limit(limit * 2)).all()
     won: list[tuple[int, int]] = []
     for job_id, version in ready:
         if len(won) >= limit:
             break
-        if claim(rt, job_id, version, worker):
+        if claim_for_inference(rt, job_id, version):
             won.append((job_id, version))
     return won
 
 
-def infer_batch(rt: Runtime, job_id: int, version: int, worker: str) -> list[tuple[int, int]]:
+def retry_inference_later(rt: Runtime, batch: list[tuple[int, int]], error: str,
+                          permanent: bool) -> None:
+    """A backend failure: back to ``prepared`` with a scheduled next attempt, or failed."""
+    s_ = rt.settings
+    for job_id, version in batch:
+        with rt.db.session() as s:
+            row = s.get(Job, job_id)
+            if row is None:
+                continue
+            retries = row.retries + 1
+            if permanent or retries > s_.inference_max_retries:
+                jobs.fail(s, job_id, version, rt.worker_name,
+                          f"inference: {error}" if permanent else
+                          f"inference failed {retries - 1} times; last: {error}")
+                continue
+            due = now() + jobs.backoff(retries, s_.retry_backoff_seconds,
+                                       s_.retry_max_backoff_seconds)
+            s.execute(update(Job).where(Job.id == job_id, Job.holder == rt.worker_name)
+                      .values(retries=retries, last_error=error))
+            s.commit()
+            jobs.requeue(s, job_id, version, (rt.worker_name,), (jobs.INFERRING,),
+                         jobs.PREPARED, f"retry {retries} at {jobs.iso(due)}: {error}",
+                         count_attempt=False, next_attempt_at=due)
+        log.warning("job %d v%d: inference failed (%s)", job_id, version, error)
+
+
+def infer_batch(rt: Runtime, job_id: int, version: int) -> list[tuple[int, int]]:
     """Run the model on this job plus up to ``gpu_batch_size - 1`` other ready jobs.
 
     The message only says "there is work": the batch is whatever is ready in the database
@@ -176,11 +173,11 @@ def infer_batch(rt: Runtime, job_id: int, version: int, worker: str) -> list[tup
     """
     settings = rt.settings
     batch: list[tuple[int, int]] = []
-    if claim(rt, job_id, version, worker):
+    if claim_for_inference(rt, job_id, version):
         batch.append((job_id, version))
     deadline = time.monotonic() + settings.gpu_batch_wait_seconds
     while True:
-        batch += claim_more(rt, settings.gpu_batch_size - len(batch), worker)
+        batch += claim_more(rt, settings.gpu_batch_size - len(batch))
         if len(batch) >= settings.gpu_batch_size or time.monotonic() >= deadline:
             break
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
@@ -193,18 +190,23 @@ def infer_batch(rt: Runtime, job_id: int, version: int, worker: str) -> list[tup
     for j, v in batch:
         if not inputs.get(j):
             fail(rt, j, v, "no model input stored for the job")
-    with lease_heartbeat(rt, [j for j, _ in runnable], jobs.INFERRING):
+    try:
         results = run_studies(rt.backend, [inputs[j] or b"" for j, _ in runnable])
+    except BackendError as exc:
+        retry_inference_later(rt, runnable, str(exc), exc.permanent)
+        return []
     done = []
     for (j, v), result in zip(runnable, results, strict=True):
         with rt.db.session() as s:
             stored = s.execute(update(Job).where(Job.id == j, Job.version == v,
-                                                 Job.state == jobs.INFERRING)
-                               .values(result=json.dumps(result_payload(rt.backend, result))))
+                                                 Job.state == jobs.INFERRING,
+                                                 Job.holder == rt.worker_name)
+                               .values(result=json.dumps(result_payload(rt.backend, result)),
+                                       holder="", held_since=0.0, last_error=""))
             s.commit()
         if stored.rowcount == 1:  # type: ignore[attr-defined]
             done.append((j, v))
-    log.info("%s: batch of %d job(s) inferred", worker, len(runnable))
+    log.info("%s: batch of %d job(s) inferred", rt.worker_name, len(runnable))
     return done
 
 
@@ -269,15 +271,13 @@ def draft_from_result(result: dict[str, Any], conversion: str) -> DraftReport:
 
 def report(rt: Runtime, job_id: int, version: int) -> bool:
     """Build the SR into the outbox; False when there is nothing to do here."""
+    me = rt.worker_name
     with rt.db.session() as s:
-        if not jobs.transition(s, job_id, version, (jobs.INFERRING, jobs.REPORTING),
-                               jobs.REPORTING, rt.settings.job_lease_seconds):
+        if not jobs.claim(s, job_id, version, (jobs.INFERRING, jobs.REPORTING), jobs.REPORTING,
+                          me, "", Job.result.is_not(None)):
             return False
         job = s.get(Job, job_id)
-        assert job is not None
-    if not job.result:
-        fail(rt, job_id, version, "no model result to report")
-        return False
+        assert job is not None and job.result is not None
     source = Dataset.from_json(job.source_header, bulk_data_uri_handler=lambda *_a: b"")
     result = json.loads(job.result)
     draft = draft_from_result(result, job.conversion)
@@ -296,9 +296,8 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
                                                Delivery.destination == str(dest))) is None:
                 s.add(Delivery(job_id=job_id, destination=str(dest), updated_at=now()))
         s.commit()
-        jobs.transition(s, job_id, version, (jobs.REPORTING,), jobs.DELIVERING,
-                        rt.settings.job_lease_seconds, f"SR {identity.sop_instance_uid}")
-    return True
+        return jobs.advance(s, job_id, version, me, (jobs.REPORTING,), jobs.DELIVERING,
+                            f"SR {identity.sop_instance_uid}")
 
 
 def previous_srs(rt: Runtime, job: Job) -> list[Dataset]:
@@ -310,10 +309,6 @@ def previous_srs(rt: Runtime, job: Job) -> list[Dataset]:
     return [dcmread(p, stop_before_pixels=True) for p in paths if Path(p).is_file()]
 
 
-class TransientDeliveryError(RuntimeError):
-    """At least one destination failed in a way a later attempt may fix."""
-
-
 def sender_of(rt: Runtime, job: Job) -> tuple[str, str]:
     """Calling AE title and peer address of the admitted instance (for reply destinations)."""
     with rt.db.session() as s:
@@ -321,49 +316,81 @@ def sender_of(rt: Runtime, job: Job) -> tuple[str, str]:
     return (inst.calling_ae, inst.peer) if inst is not None else ("", "")
 
 
-def deliver(rt: Runtime, job_id: int, version: int) -> bool:
-    """Send the SR to every destination not yet done; raise TransientDeliveryError to retry."""
+def _held_for_delivery(rt: Runtime, job_id: int, version: int) -> Job | None:
+    """The job, held by this process for delivery (taken if it waits), or None."""
+    me = rt.worker_name
     with rt.db.session() as s:
         job = s.get(Job, job_id)
         if job is None or job.version != version or job.state != jobs.DELIVERING:
-            return False
+            return None
+        if job.holder != me and not jobs.claim(s, job_id, version, (jobs.DELIVERING,),
+                                               jobs.DELIVERING, me, "delivery attempt"):
+            return None
+        return s.get(Job, job_id)
+
+
+def deliver(rt: Runtime, job_id: int, version: int) -> bool:
+    """Send the SR to every destination whose attempt is due; True when the job is done.
+
+    A transient failure (no association, timeout, 0xA7xx, HTTP 5xx) schedules that
+    destination's next attempt in the database (``retry_backoff_seconds``, doubling) and
+    releases the job; the reconciler's due-attempt sweep sends it again on any broker.
+    A permanent rejection, or too many attempts, fails the job with the reason.
+    """
+    job = _held_for_delivery(rt, job_id, version)
+    if job is None:
+        return False
+    me, s_ = rt.worker_name, rt.settings
+    with rt.db.session() as s:
         pending = s.scalars(select(Delivery).where(Delivery.job_id == job_id,
                                                    Delivery.state != "done")).all()
-        sr_path = Path(job.sr_path)
-    transient: list[str] = []
+    due = [d for d in pending if d.next_attempt_at <= now()]
     permanent: list[str] = []
-    if pending:
-        sr = dcmread(sr_path)
+    if due:
+        sr = dcmread(Path(job.sr_path))
         variants = {SR_COMPREHENSIVE: as_comprehensive_sr(sr)}
         sender = sender_of(rt, job)
-        by_name = {str(d): d for d in rt.settings.destinations}
-        for row in pending:
+        by_name = {str(d): d for d in s_.destinations}
+        for row in due:
             dest = by_name.get(row.destination)
             if dest is None:
                 permanent.append(f"{row.destination}: no longer configured")
                 continue
             dest = dest.resolved(*sender)
-            outcome = send_to([variants.get(dest.sr_class, sr)], dest, rt.settings.ae_title)
+            outcome = send_to([variants.get(dest.sr_class, sr)], dest, s_.ae_title)
             with rt.db.session() as s:
                 d = s.get(Delivery, row.id)
                 assert d is not None
                 d.attempts += 1
                 d.updated_at = now()
                 d.detail = outcome.detail
-                d.state = "done" if outcome.ok else "failed" if outcome.permanent else "retrying"
+                if outcome.ok:
+                    d.state, d.next_attempt_at = "done", 0.0
+                    log.info("job %d v%d: SR %s delivered to %s", job_id, version,
+                             job.sr_sop_instance_uid, row.destination)
+                elif outcome.permanent or d.attempts >= s_.delivery_max_attempts:
+                    d.state, d.next_attempt_at = "failed", 0.0
+                    permanent.append(f"{row.destination}: {outcome.detail}" + (
+                        "" if outcome.permanent else f" ({d.attempts} attempts)"))
+                else:
+                    d.state = "retrying"
+                    d.next_attempt_at = now() + jobs.backoff(
+                        d.attempts, s_.retry_backoff_seconds, s_.retry_max_backoff_seconds)
+                    log.warning("job %d v%d: delivery to %s failed (%s); attempt %d at %s",
+                                job_id, version, row.destination, outcome.detail,
+                                d.attempts + 1, jobs.iso(d.next_attempt_at))
                 s.commit()
-            if not outcome.ok:
-                (permanent if outcome.permanent else transient).append(
-                    f"{row.destination}: {outcome.detail}")
     if permanent:
-        fail(rt, job_id, version, "delivery rejected: " + "; ".join(permanent))
+        fail(rt, job_id, version, "delivery failed: " + "; ".join(permanent))
         return False
-    if transient:
-        with rt.db.session() as s:
-            jobs.renew_lease(s, job_id, rt.settings.job_lease_seconds)
-        raise TransientDeliveryError("; ".join(transient))
     with rt.db.session() as s:
-        jobs.transition(s, job_id, version, (jobs.DELIVERING,), jobs.DONE,
-                        rt.settings.job_lease_seconds,
-                        f"{len(rt.settings.destinations)} destination(s)")
-    return True
+        waiting = s.scalars(select(Delivery).where(Delivery.job_id == job_id,
+                                                   Delivery.state != "done")).all()
+        if waiting:
+            next_at = min(d.next_attempt_at for d in waiting)
+            errors = "; ".join(f"{d.destination}: {d.detail}" for d in waiting if d.detail)
+            jobs.release(s, job_id, version, me, next_attempt_at=max(next_at, now()),
+                         last_error=errors)
+            return False
+        return jobs.advance(s, job_id, version, me, (jobs.DELIVERING,), jobs.DONE,
+                            f"{len(s_.destinations)} destination(s)", release=True)

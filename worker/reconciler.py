@@ -1,68 +1,174 @@
-"""The reconciler: the database's answer to brokers that lose or repeat messages.
+"""The reconciler: the database's answer to dead processes and lost or late messages.
 
-Any active job whose lease expired is re-enqueued at the earliest stage whose inputs
-still exist: a job with a stored model result goes back to reporting (no second
-inference), any other restarts from prepare.  Idempotent stages make doing this
-twice harmless.
+Three sweeps, each from the database alone, each idempotent:
+
+* takeover: a job *held* by a process whose heartbeat stopped (or past the stage
+  backstop) goes back to waiting at the earliest stage whose inputs still exist (a
+  stored model result is never thrown away) and is published again.  This alone counts
+  an attempt; a job that keeps killing its holders fails after ``MAX_TAKEOVERS``.
+* due attempts: a waiting job whose scheduled retry (delivery, inference) is due is
+  published again, on whatever broker is in use.
+* lost messages: a job waiting longer than ``requeue_seconds`` while its queue is empty
+  (a Redis restart without persistence, a crash of the embedded queue) is published
+  again.  Waiting never counts an attempt, however long.
+
+Redelivered or duplicate messages are harmless: every stage claims its job first.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from worker import jobs
 from worker.db import Database, Job, now
+from worker.liveness import live_names
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
-Enqueue = Callable[[int, int], None]
+MAX_TAKEOVERS = 5
+Publish = Callable[[int, int], None]
+PREPARE, INFER, REPORT = "prepare", "infer", "report"
+QUEUE_OF = {PREPARE: "cpu", INFER: "gpu", REPORT: "cpu"}
 
 
-def reconcile(db: Database, lease_seconds: float, enqueue_prepare: Enqueue,
-              enqueue_report: Enqueue, enqueue_infer: Enqueue | None = None,
-              force: bool = False) -> int:
-    """Re-enqueue jobs with expired leases (all active jobs with ``force``); return the count."""
-    t = now()
-    with db.session() as s:
-        query = select(Job.id, Job.version, Job.state).where(Job.state.in_(jobs.ACTIVE))
-        if not force:
-            query = query.where(Job.lease_until < t)
-        stale = s.execute(query).all()
-    count = 0
-    for job_id, version, state in stale:
-        with db.session() as s:
-            row = s.get(Job, job_id)
-            if row is None or row.state != state or row.version != version:
-                continue  # moved on since we looked
-            row.attempts += 1
-            s.commit()
-            if row.attempts > MAX_ATTEMPTS:
-                jobs.transition(s, job_id, version, jobs.ACTIVE, jobs.FAILED, lease_seconds,
-                                f"no progress after {MAX_ATTEMPTS} leases")
+@dataclass
+class Publishers:
+    """How to put a job's next message on the broker, by stage."""
+
+    prepare: Publish
+    infer: Publish
+    report: Publish
+
+    def of(self, stage: str) -> Publish:
+        return {PREPARE: self.prepare, INFER: self.infer, REPORT: self.report}[stage]
+
+
+@dataclass
+class Sweep:
+    taken_over: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    due: list[int] = field(default_factory=list)
+    republished: list[int] = field(default_factory=list)
+
+
+def waiting_stage(job: Job) -> str | None:
+    """The message a waiting job needs, or None if it needs none now."""
+    if job.state == jobs.QUEUED:
+        return PREPARE
+    if job.state == jobs.PREPARED:
+        return INFER
+    if job.state == jobs.INFERRING and job.result is not None:
+        return REPORT
+    if job.state in (jobs.REPORTING, jobs.DELIVERING):
+        return REPORT
+    return None
+
+
+class Reconciler:
+    """Runs the sweeps; ``queue_depth(name)`` tells how many messages wait in a queue."""
+
+    def __init__(self, db: Database, settings: Settings, publish: Publishers,
+                 queue_depth: Callable[[str], int | None] | None = None) -> None:
+        self.db, self.settings, self.publish = db, settings, publish
+        self.queue_depth = queue_depth
+        self._last_lost_check = 0.0
+
+    def run(self, force: bool = False) -> Sweep:
+        """One pass; ``force`` republishes every waiting job (the queue was emptied)."""
+        sweep = Sweep()
+        self._takeovers(sweep)
+        self._due(sweep)
+        interval = min(5.0, self.settings.requeue_seconds / 4)
+        if force or time.monotonic() - self._last_lost_check >= interval:
+            self._last_lost_check = time.monotonic()
+            self._lost(sweep, force)
+        return sweep
+
+    def _send(self, job: Job, stage: str) -> None:
+        self.publish.of(stage)(job.id, job.version)
+
+    def _takeovers(self, sweep: Sweep) -> None:
+        s_ = self.settings
+        alive = live_names(self.db, s_.liveness_timeout_seconds)
+        backstop = now() - s_.stage_timeout_seconds
+        with self.db.session() as s:
+            held = s.scalars(select(Job).where(Job.holder != "", Job.state.in_(jobs.ACTIVE))
+                             ).all()
+        for job in held:
+            dead = job.holder not in alive
+            if not dead and job.held_since >= backstop:
                 continue
-            has_result, has_input = bool(row.result), row.model_input is not None
-            if state == jobs.DELIVERING or (has_result and state in (jobs.INFERRING,
-                                                                      jobs.REPORTING)):
-                jobs.renew_lease(s, job_id, lease_seconds)
-                enqueue_report(job_id, version)
-            elif has_input and state in (jobs.PREPARED, jobs.INFERRING) and enqueue_infer:
-                if state == jobs.INFERRING:  # its worker died mid-generation
-                    jobs.transition(s, job_id, version, (jobs.INFERRING,), jobs.PREPARED,
-                                    lease_seconds, "lease expired during inference")
-                else:
-                    jobs.renew_lease(s, job_id, lease_seconds)
-                enqueue_infer(job_id, version)
+            why = (f"holder {job.holder} stopped answering" if dead else
+                   f"stage held over {s_.stage_timeout_seconds:.0f} s by {job.holder}")
+            with self.db.session() as s:
+                if job.attempts + 1 > MAX_TAKEOVERS:
+                    if jobs.fail(s, job.id, job.version, job.holder,
+                                 f"taken over {MAX_TAKEOVERS} times; last: {why}"):
+                        sweep.failed.append(job.id)
+                    continue
+                to = jobs.resume_state(job.state, job.result is not None)
+                if not jobs.requeue(s, job.id, job.version, (job.holder,), (job.state,), to,
+                                    f"taken over: {why}", count_attempt=True):
+                    continue  # moved on since we looked
+                fresh = s.get(Job, job.id)
+            assert fresh is not None
+            stage = waiting_stage(fresh)
+            if stage is not None:
+                self._send(fresh, stage)
+            sweep.taken_over.append(job.id)
+            log.warning("job %d v%d taken over (%s); back to %s", job.id, job.version, why, to)
+
+    def _due(self, sweep: Sweep) -> None:
+        t = now()
+        with self.db.session() as s:
+            due = s.scalars(select(Job).where(
+                Job.holder == "", Job.state.in_(jobs.ACTIVE), Job.next_attempt_at > 0,
+                Job.next_attempt_at <= t)).all()
+        for job in due:
+            stage = waiting_stage(job)
+            if stage is None:
+                continue
+            if stage == INFER:  # the claim checks the time itself; keep it for that
+                self._send(job, stage)
             else:
-                if state != jobs.QUEUED:
-                    jobs.transition(s, job_id, version, (state,), jobs.QUEUED, lease_seconds,
-                                    "lease expired; re-enqueued")
-                else:
-                    jobs.renew_lease(s, job_id, lease_seconds)
-                enqueue_prepare(job_id, version)
-        count += 1
-        log.info("re-enqueued job %d v%d (was %s)", job_id, version, state)
-    return count
+                with self.db.session() as s:
+                    row = s.get(Job, job.id)
+                    if row is None or row.holder or row.next_attempt_at != job.next_attempt_at:
+                        continue
+                    row.next_attempt_at = 0.0
+                    s.commit()
+                self._send(job, stage)
+            sweep.due.append(job.id)
+
+    def _lost(self, sweep: Sweep, force: bool) -> None:
+        cutoff = now() - self.settings.requeue_seconds
+        with self.db.session() as s:
+            query = select(Job).where(Job.holder == "", Job.state.in_(jobs.ACTIVE),
+                                      or_(Job.next_attempt_at == 0,
+                                          Job.next_attempt_at <= now()))
+            if not force:
+                query = query.where(Job.enqueued_at < cutoff)
+            waiting = s.scalars(query.order_by(Job.priority, Job.created_at).limit(1000)).all()
+        empty: dict[str, bool] = {}
+        for job in waiting:
+            stage = waiting_stage(job)
+            if stage is None:
+                continue
+            queue = QUEUE_OF[stage]
+            if not force:
+                if queue not in empty:
+                    depth = self.queue_depth(queue) if self.queue_depth else None
+                    empty[queue] = depth == 0  # unknown (broker down): wait for it
+                if not empty[queue]:
+                    continue  # messages are waiting there: the job's is most likely among them
+            self._send(job, stage)
+            sweep.republished.append(job.id)
+        if sweep.republished and not force:
+            log.warning("republished %d waiting job(s) whose messages were lost",
+                        len(sweep.republished))

@@ -13,6 +13,7 @@ from dicom_gateway.spool import Spool
 from models.backend import Backend
 from models.registry import get_backend
 from worker.db import Database
+from worker.liveness import default_name
 from worker.settings import Settings
 
 
@@ -22,6 +23,7 @@ class Runtime:
     db: Database
     spool: Spool
     outbox: Spool
+    worker_name: str = "unnamed"
     _backend: Backend | None = None
     _seed: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,14 +46,17 @@ class Runtime:
 _current: Runtime | None = None
 
 
-def configure(settings: Settings, migrate: bool = True) -> Runtime:
+def configure(settings: Settings, migrate: bool = True, kind: str = "serve") -> Runtime:
+    """This process's resources; ``kind`` names it (``serve-<pid>@host``) unless
+    ``CXR_WORKER_NAME`` does."""
     global _current
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.effective_database_url)
     if migrate:
         db.migrate()
         db.installation_seed()  # created with the database, kept for its lifetime
-    _current = Runtime(settings, db, Spool(settings.spool_dir), Spool(settings.outbox_dir))
+    _current = Runtime(settings, db, Spool(settings.spool_dir), Spool(settings.outbox_dir),
+                       worker_name=settings.worker_name or default_name(kind))
     return _current
 
 

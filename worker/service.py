@@ -6,22 +6,24 @@ spool and write the outbox, which live on this node) and, on the embedded defaul
 travels in the database.
 
 Start-up order matters for "nothing acknowledged is lost": migrate, sweep partial
-spool writes, re-enqueue every unfinished job from the database, and only then open
-the DICOM port.
+spool writes, register this process's heartbeat, mark dead the earlier processes of
+this host, resume every unfinished job from the database, and only then open the
+DICOM port.  Stopping never waits long: what is in flight is left to the reconciler.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 import threading
 from typing import Any
 
 from dicom_gateway.listener import StorageListener
-from worker import assembler, reconciler
-from worker.celery_app import configure_celery, purge_embedded_queue
+from worker import assembler
+from worker.celery_app import configure_celery, purge_embedded_queue, queue_depth
 from worker.ingest import AssociationRecorder, InstanceRecorder
+from worker.liveness import Liveness, mark_dead_local_processes
+from worker.reconciler import Reconciler
 from worker.retention import purge_skipped
 from worker.runtime import Runtime, configure
 from worker.settings import Settings
@@ -38,44 +40,52 @@ class Gateway:
         self.worker_queues = worker_queues
         self.rt: Runtime | None = None
         self.listener: StorageListener | None = None
+        self.liveness: Liveness | None = None
+        self.reconciler: Reconciler | None = None
         self._worker: Any = None
         self._worker_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._loop_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        from worker import tasks  # noqa: F401 - registers the tasks with the app
+        from worker import tasks
 
         s = self.settings
-        self.rt = configure(s)
-        swept = self.rt.spool.sweep_partials() + self.rt.outbox.sweep_partials()
+        self.rt = rt = configure(s, kind="serve")
+        swept = rt.spool.sweep_partials() + rt.outbox.sweep_partials()
         if swept:
             log.warning("removed %d partial file(s) left by an earlier crash", swept)
         app = configure_celery(s)
+        self.liveness = Liveness(rt.db, rt.worker_name, "serve", ",".join(self.worker_queues),
+                                 s.heartbeat_seconds)
+        self.liveness.start()
+        dead = mark_dead_local_processes(rt.db)
+        if dead:
+            log.info("earlier processes on this host are gone: %s", ", ".join(dead))
         if s.embedded_broker:
             purge_embedded_queue(s)
-        n = reconciler.reconcile(self.rt.db, s.job_lease_seconds, tasks.enqueue_prepare,
-                                 tasks.enqueue_report, tasks.enqueue_infer,
-                                 force=s.embedded_broker)
-        if n:
-            log.info("resumed %d unfinished job(s) from the database", n)
+        self.reconciler = Reconciler(rt.db, s, tasks.PUBLISHERS, queue_depth)
+        sweep = self.reconciler.run(force=s.embedded_broker)
+        resumed = len(sweep.taken_over) + len(sweep.republished) + len(sweep.due)
+        if resumed:
+            log.info("resumed %d unfinished job(s) from the database", resumed)
         if self.worker_queues:
-            self._start_worker(app)
+            self._start_worker(app, rt.worker_name)
         # pynetdicom writes each incoming dataset to a temporary file: keep those in the
         # spool's own .tmp so moving one into the spool is a rename, not a copy.
-        tempfile.tempdir = str(self.rt.spool.tmp)
+        tempfile.tempdir = str(rt.spool.tmp)
         self.listener = StorageListener(
-            s.ae_title, s.host, s.port, self.rt.spool, InstanceRecorder(self.rt.db),
+            s.ae_title, s.host, s.port, rt.spool, InstanceRecorder(rt.db),
             allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
-            on_association=AssociationRecorder(self.rt.db),
+            on_association=AssociationRecorder(rt.db),
         )
         self.listener.start()
         self._loop_thread = threading.Thread(target=self._loop, name="assembler", daemon=True)
         self._loop_thread.start()
 
-    def _start_worker(self, app: Any) -> None:
+    def _start_worker(self, app: Any, name: str) -> None:
         self._worker = app.WorkController(
-            app=app, concurrency=1, pool="solo", hostname=f"cxr@{socket.gethostname()}",
+            app=app, concurrency=1, pool="solo", hostname=name,
             queues=list(self.worker_queues), without_heartbeat=True, without_mingle=True,
             without_gossip=True, loglevel="WARNING",
         )
@@ -86,14 +96,13 @@ class Gateway:
     def _loop(self) -> None:
         from worker import tasks
 
-        assert self.rt is not None
+        assert self.rt is not None and self.reconciler is not None
         s = self.settings
         while not self._stop.wait(s.poll_seconds):
             try:
-                assembler.assemble_ready(self.rt.db, s.study_quiet_seconds, s.job_lease_seconds,
+                assembler.assemble_ready(self.rt.db, s.study_quiet_seconds,
                                          tasks.enqueue_prepare, s.batch_calling_aets)
-                reconciler.reconcile(self.rt.db, s.job_lease_seconds, tasks.enqueue_prepare,
-                                     tasks.enqueue_report, tasks.enqueue_infer)
+                self.reconciler.run()
                 purge_skipped(self.rt.db, s.skipped_retention_hours * 3600)
             except Exception:  # keep serving; the next tick retries from the database
                 log.exception("assembler/reconciler tick failed")
@@ -104,12 +113,15 @@ class Gateway:
         return self.listener.port
 
     def stop(self) -> None:
+        """Close the port, stop the loops, say we are gone; in-flight work is taken over."""
         self._stop.set()
         if self.listener is not None:
             self.listener.stop()
         if self._loop_thread is not None:
-            self._loop_thread.join(timeout=10)
+            self._loop_thread.join(timeout=5)
+        if self.liveness is not None:
+            self.liveness.stop()
         if self._worker is not None:
             self._worker.stop(in_sighandler=False)
             if self._worker_thread is not None:
-                self._worker_thread.join(timeout=10)
+                self._worker_thread.join(timeout=5)

@@ -130,9 +130,47 @@ class Settings:
     study_quiet_seconds: float = field(
         default=5.0, metadata={"help": "A study is assembled this long after its last instance."}
     )
-    job_lease_seconds: float = field(
-        default=900.0,
-        metadata={"help": "A job not progressing for this long is re-enqueued by the reconciler."},
+    heartbeat_seconds: float = field(
+        default=5.0, metadata={"help": "How often each process records that it is alive."},
+    )
+    liveness_timeout_seconds: float = field(
+        default=30.0,
+        metadata={"help": "Cluster-wide (the gateway's value counts): a process silent this "
+                          "long is dead and its jobs are taken over."},
+    )
+    stage_timeout_seconds: float = field(
+        default=3600.0,
+        metadata={"help": "Backstop: a stage held this long, even by a live process, is "
+                          "taken over."},
+    )
+    requeue_seconds: float = field(
+        default=60.0,
+        metadata={"help": "A waiting job whose queue is empty (its message lost) is "
+                          "published again after this long."},
+    )
+    retry_backoff_seconds: float = field(
+        default=5.0,
+        metadata={"help": "First wait before retrying a delivery or inference; doubles."},
+    )
+    retry_max_backoff_seconds: float = field(
+        default=600.0, metadata={"help": "Longest wait between two retries."},
+    )
+    delivery_max_attempts: int = field(
+        default=12,
+        metadata={"help": "Attempts per destination before the job fails (with the backoff: "
+                          "about an hour)."},
+    )
+    inference_max_retries: int = field(
+        default=5, metadata={"help": "Retries of a transient backend failure before failing."},
+    )
+    shutdown_grace_seconds: float = field(
+        default=3.0,
+        metadata={"help": "On SIGTERM, time to finish cleanly before exiting anyway (in-flight "
+                          "work is taken over by others)."},
+    )
+    worker_name: str = field(
+        default="",
+        metadata={"help": "This process's name in job timelines; empty = <kind>-<pid>@<host>."},
     )
     poll_seconds: float = field(
         default=0.5, metadata={"help": "Assembler/reconciler tick and embedded broker poll."}

@@ -1,57 +1,53 @@
 """Celery tasks: small messages (job id and version), the database holds the rest.
 
-Each task is idempotent because the stage it wraps starts with a guarded state
-transition (see ``worker.pipeline``).  The inference message is a wake-up call: the GPU
-worker batches whatever jobs are ready when it arrives.
+Each task is idempotent because the stage it wraps starts by claiming the job (see
+``worker.pipeline``).  The inference message is a wake-up call: the GPU worker batches
+whatever jobs are ready when it arrives.  Retries are not Celery's: a stage that must
+try again later records its next attempt in the database and the reconciler publishes
+it when due, on any broker (ETA messages would sit unacknowledged in a Redis worker and
+are lost by the embedded queue).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery.exceptions import Retry
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from models.backend import BackendError
 from worker import pipeline
 from worker.celery_app import app
-from worker.db import Job
+from worker.db import Job, now
+from worker.reconciler import Publishers
 from worker.runtime import runtime
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., None])
 
-# A later attempt may succeed: the job keeps its state, its lease expires, the reconciler
-# re-enqueues it.  (A broker outage while publishing the next stage lands here too.)
-TRANSIENT = (Retry, OperationalError, BrokerError, ConnectionError, TimeoutError)
-
-MAX_DELIVERY_RETRIES = 8
-MAX_BACKEND_RETRIES = 5
-WORKER_NAME = f"{socket.gethostname()}"
+# The database or the broker unreachable: the job keeps its holder, whose heartbeat
+# (or its absence) decides; nothing is failed for an outage.
+TRANSIENT = (OperationalError, BrokerError, ConnectionError, TimeoutError)
 
 
-def fails_job_on_error(stage: str, bound: bool = False) -> Callable[[F], F]:
+def fails_job_on_error(stage: str) -> Callable[[F], F]:
     """An unexpected error ends the job as failed with its reason, instead of leaving it
-    stuck until its lease expires.  Errors a later attempt may fix (database or broker
-    unreachable, a transient backend error, a Celery retry) propagate: retries and leases
-    handle them."""
+    held until its holder is declared dead."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> None:
-            job_id, version = args[1:3] if bound else args[0:2]
+        def run(job_id: int, version: int) -> None:
             try:
-                fn(*args, **kwargs)
-            except TRANSIENT:
-                raise
+                fn(job_id, version)
+            except TRANSIENT as exc:
+                log.warning("job %s v%s: %s interrupted (%s); the reconciler resumes it",
+                            job_id, version, stage, type(exc).__name__)
+                _release_for_retry(job_id, version, f"{stage}: {type(exc).__name__}")
             except BackendError as exc:
-                if not exc.permanent:
-                    raise
                 pipeline.fail(runtime(), job_id, version, f"{stage}: {exc}")
             except Exception as exc:
                 log.exception("job %s v%s: %s failed", job_id, version, stage)
@@ -62,10 +58,23 @@ def fails_job_on_error(stage: str, bound: bool = False) -> Callable[[F], F]:
     return wrap
 
 
-def _priority(job_id: int) -> int:
-    with runtime().db.session() as s:
-        job = s.get(Job, job_id)
-        return job.priority if job is not None else 0
+def _release_for_retry(job_id: int, version: int, error: str) -> None:
+    """Best effort: let the job wait for a retry instead of staying held by a live process
+    until the stage backstop (if the database is down too, the backstop it is)."""
+    from worker import jobs
+
+    rt = runtime()
+    try:
+        with rt.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.holder != rt.worker_name:
+                return
+            jobs.requeue(s, job_id, version, (rt.worker_name,), (job.state,),
+                         jobs.resume_state(job.state, job.result is not None),
+                         f"interrupted: {error}", count_attempt=False,
+                         next_attempt_at=now() + rt.settings.retry_backoff_seconds)
+    except Exception as exc:  # noqa: BLE001 - nothing more to do from here
+        log.warning("job %s v%s: cannot release for a retry (%s)", job_id, version, exc)
 
 
 @app.task(name="cxr.prepare", ignore_result=True)
@@ -75,41 +84,43 @@ def prepare(job_id: int, version: int) -> None:
         enqueue_infer(job_id, version)
 
 
-@app.task(name="cxr.infer", bind=True, ignore_result=True, max_retries=MAX_BACKEND_RETRIES)
-@fails_job_on_error("inference", bound=True)
-def infer(self: Any, job_id: int, version: int) -> None:
-    rt = runtime()
-    try:
-        done = pipeline.infer_batch(rt, job_id, version, str(self.request.hostname or WORKER_NAME))
-    except BackendError as exc:
-        if exc.permanent or self.request.retries >= self.max_retries:
-            raise BackendError(str(exc), permanent=True) from exc
-        raise self.retry(exc=exc, countdown=min(120, 2 ** (self.request.retries + 2))) from exc
-    for j, v in done:
+@app.task(name="cxr.infer", ignore_result=True)
+@fails_job_on_error("inference")
+def infer(job_id: int, version: int) -> None:
+    for j, v in pipeline.infer_batch(runtime(), job_id, version):
         enqueue_report(j, v)
 
 
-@app.task(name="cxr.report", bind=True, ignore_result=True, max_retries=MAX_DELIVERY_RETRIES)
-@fails_job_on_error("report", bound=True)
-def report(self: Any, job_id: int, version: int) -> None:
+@app.task(name="cxr.report", ignore_result=True)
+@fails_job_on_error("report")
+def report(job_id: int, version: int) -> None:
     rt = runtime()
     pipeline.report(rt, job_id, version)
-    try:
-        pipeline.deliver(rt, job_id, version)
-    except pipeline.TransientDeliveryError as exc:
-        if self.request.retries >= self.max_retries:
-            pipeline.fail(rt, job_id, version, f"delivery failed after retries: {exc}")
-            return
-        raise self.retry(exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc
+    pipeline.deliver(rt, job_id, version)
+
+
+def _publish(task: Any, job_id: int, version: int) -> None:
+    """Send the message at the job's priority and note when, for the lost-message sweep."""
+    db = runtime().db
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        priority = job.priority if job is not None else 0
+    task.apply_async((job_id, version), priority=priority)
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=now()))
+        s.commit()
 
 
 def enqueue_prepare(job_id: int, version: int) -> None:
-    prepare.apply_async((job_id, version), priority=_priority(job_id))
+    _publish(prepare, job_id, version)
 
 
 def enqueue_infer(job_id: int, version: int) -> None:
-    infer.apply_async((job_id, version), priority=_priority(job_id))
+    _publish(infer, job_id, version)
 
 
 def enqueue_report(job_id: int, version: int) -> None:
-    report.apply_async((job_id, version), priority=_priority(job_id))
+    _publish(report, job_id, version)
+
+
+PUBLISHERS = Publishers(prepare=enqueue_prepare, infer=enqueue_infer, report=enqueue_report)
