@@ -88,7 +88,7 @@ class Target:
         else:
             cmd = [str(Path(sys.executable).parent / "cxr-gateway"), "serve"]
             env = {**os.environ, "CXR_DATA_DIR": str(out), "CXR_PORT": str(self.port),
-                   "CXR_STUDY_QUIET_SECONDS": "3600", "CXR_MIN_FREE_MB": "0"}
+                   "CXR_STUDY_QUIET_SECONDS": "3600", "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0"}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_for_port(self.port)

@@ -45,7 +45,10 @@ class Candidate:
         descr = " ".join(
             str(ds.get(k, "")) for k in ("StudyDescription", "SeriesDescription", "ProtocolName")
         )
-        number = ds.get("InstanceNumber")
+        try:
+            number = int(ds.get("InstanceNumber") or 0)
+        except (TypeError, ValueError, OverflowError):  # a sender's garbage: no rank from it
+            number = 0
         return cls(
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
@@ -55,7 +58,7 @@ class Candidate:
             descriptions=descr.upper(),
             presentation_intent=str(ds.get("PresentationIntentType", "")).upper(),
             has_pixels=("PixelData" in ds) if has_pixels is None else has_pixels,
-            instance_number=int(number) if number not in (None, "") else 0,
+            instance_number=number,
         )
 
     @classmethod

@@ -133,7 +133,10 @@ def padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:
     a = int(ds.PixelPaddingValue)
     b = int(ds.get("PixelPaddingRangeLimit", a))
     lo, hi = min(a, b), max(a, b)
-    return ~((stored >= lo) & (stored <= hi))
+    mask = ~((stored >= lo) & (stored <= hi))
+    if not mask.any():
+        raise ConversionError("image has only padding pixels")
+    return mask
 
 
 def _guard(ds: Any, max_source_pixels: int) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -62,6 +63,7 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
 ]
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 MANDATORY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
@@ -303,7 +305,9 @@ class StorageListener:
             problem = self.mismatch(ds, sop_uid, str(req.AffectedSOPClassUID))
             modality = str(ds.get("Modality", ""))
         except Exception as exc:  # noqa: BLE001 - any decoding failure is "cannot understand"
-            log.warning("dataset %s refused (0xC000): cannot parse: %s", sop_uid, exc)
+            # the reader's message may quote a value from the header: quote nothing
+            log.warning("dataset %s refused (0xC000): cannot parse: %s: %s", sop_uid,
+                        type(exc).__name__, _QUOTED.sub("'...'", str(exc))[:200])
             return STATUS_CANNOT_UNDERSTAND
         if problem:
             log.warning("dataset %s refused (0xA900): %s", sop_uid, problem)

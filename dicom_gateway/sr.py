@@ -24,8 +24,9 @@ from highdicom.sr import (
     RelationshipTypeValues,
     TextContentItem,
 )
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import validate_value
 
 from dicom_gateway import sr_codes
 from dicom_gateway.uids import derived_uid
@@ -300,15 +301,38 @@ TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
 
 
 def _with_type2(source: Dataset) -> Dataset:
+    """The source's patient and study attributes as highdicom can copy them.
+
+    Missing Type 2 attributes become empty, and so do values invalid for their VR (a birth
+    date that is not a date); a value that arrived multi-valued although its VM is 1 (a
+    backslash inside a name) keeps its first value, as a PACS shows it.
+    """
     missing = [k for k in TYPE2_FROM_SOURCE if k not in source]
-    if not missing:
+    multi = [k for k in TYPE2_FROM_SOURCE if k in source and source[k].VM > 1]
+    invalid = [k for k in TYPE2_FROM_SOURCE if k in source and k not in multi
+               and not _valid(source[k])]
+    if not missing and not multi and not invalid:
         return source
     from copy import deepcopy
 
     filled = deepcopy(source)
-    for keyword in missing:
+    for keyword in missing + invalid:  # an unreadable Type 2 value: empty, as allowed
         setattr(filled, keyword, "")
+    for keyword in multi:
+        setattr(filled, keyword, filled[keyword].value[0])
     return filled
+
+
+def _valid(element: Any) -> bool:
+    try:
+        validate_value(element.VR, element.value, config.RAISE)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+class SRBuildError(ValueError):
+    """The source header holds values the SR cannot carry; the message says which."""
 
 
 def lo_values(text: str, limit: int = 64) -> list[str]:
@@ -318,17 +342,10 @@ def lo_values(text: str, limit: int = 64) -> list[str]:
             for i in range(0, len(part), limit)]
 
 
-def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
-             previous_versions: Sequence[Dataset] = ()) -> Dataset:
-    """Build the SR in the source study, in a new series, referencing the source image."""
-    source = _with_type2(source)
-    equipment = hd.ContributingEquipment(
-        manufacturer=draft.algorithm.manufacturer,
-        purpose_of_reference=codes.DCM.ProcessingEquipment,
-        manufacturer_model_name=draft.algorithm.name[:64],
-        software_versions=[identity.software_version, *lo_values(draft.algorithm.version)],
-    )
-    sr = hd.sr.Comprehensive3DSR(
+def _comprehensive_3d(source: Dataset, draft: DraftReport, identity: SRIdentity,
+                      previous_versions: Sequence[Dataset],
+                      equipment: hd.ContributingEquipment) -> Dataset:
+    return hd.sr.Comprehensive3DSR(
         evidence=[source, *previous_versions],
         content=_root(draft, source, identity),
         series_instance_uid=identity.series_instance_uid,
@@ -345,6 +362,22 @@ def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
         specific_character_set="ISO_IR 192",
         content_qualification="RESEARCH",
     )
+
+
+def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
+             previous_versions: Sequence[Dataset] = ()) -> Dataset:
+    """Build the SR in the source study, in a new series, referencing the source image."""
+    source = _with_type2(source)
+    equipment = hd.ContributingEquipment(
+        manufacturer=draft.algorithm.manufacturer,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=draft.algorithm.name[:64],
+        software_versions=[identity.software_version, *lo_values(draft.algorithm.version)],
+    )
+    try:
+        sr = _comprehensive_3d(source, draft, identity, previous_versions, equipment)
+    except (ValueError, TypeError) as exc:
+        raise SRBuildError(f"cannot build the SR from this source header: {exc}") from exc
     sr.CompletionFlagDescription = COMPLETION_DESCRIPTION
     sr.ManufacturerModelName = "CXR Reason Gateway"
     sr.SoftwareVersions = identity.software_version

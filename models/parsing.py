@@ -186,6 +186,7 @@ class ReportSection:
     heading: str
     items: tuple[str, ...]
     known: bool = True
+    written: str = ""  # the heading as the model wrote it ("Findings", "FINDING")
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ def parse_report(text: str, generated_tokens: int | None = None,
         canonical = KNOWN_HEADINGS.get(written.upper())
         heading = canonical or written
         items = _items(heading, body[m.end():end])
-        sections.append(ReportSection(heading, items, known=canonical is not None))
+        sections.append(ReportSection(heading, items, known=canonical is not None,
+                                      written=written))
     hit_limit = (generated_tokens is not None and max_new_tokens is not None
                  and generated_tokens >= max_new_tokens)
     unterminated = "<think>" in text and "</think>" not in text

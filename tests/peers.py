@@ -89,11 +89,11 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class StoreSCP:
     """dcmtk storescp as the destination PACS."""
 
-    def __init__(self, root: Path, ae_title: str = "DESTPACS") -> None:
+    def __init__(self, root: Path, ae_title: str = "DESTPACS", port: int | None = None) -> None:
         self.dir = root / "storescp"
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.ae_title = ae_title
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [dicom_tool("storescp"), "--output-directory", str(self.dir), "-aet", ae_title,
              "--unique-filenames",
@@ -131,14 +131,40 @@ class StoreSCP:
         stop_process(self.proc, timeout=10)
 
 
+class BlackHole:
+    """A TCP peer that accepts connections and never answers: a hung PACS."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import threading
+
+        self.port = port or free_port()
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def close(self) -> None:
+        for c in [*self.connections, self.server]:
+            c.close()
+
+
 class Serve:
     """``cxr-gateway serve`` as a real subprocess on the embedded default."""
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        self.api_port = free_port()
         self.env = {**os.environ, "CXR_DATA_DIR": str(data_dir), "CXR_PORT": str(self.port),
-                    "CXR_STUDY_QUIET_SECONDS": "1", "CXR_POLL_SECONDS": "0.2", **env}
+                    "CXR_API_PORT": str(self.api_port), "CXR_STUDY_QUIET_SECONDS": "1",
+                    "CXR_POLL_SECONDS": "0.2", **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "serve.log"
 
@@ -335,8 +361,9 @@ class Worker:
                  queues: str = "cpu,gpu") -> None:
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [str(BIN / "cxr-gateway"), "worker", "--queues", queues, "--hostname",
-                 f"{name}@test"], env=env, stdout=fh, stderr=subprocess.STDOUT)
+                [str(BIN / "cxr-gateway"), "worker", "--queues", queues,
+                 *(["--hostname", name if "@" in name else f"{name}@test"] if name else [])],
+                env=env, stdout=fh, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         self.proc.kill()

@@ -117,11 +117,21 @@ def test_worker_killed_during_inference_gives_exactly_one_sr(
             if job is not None and job.state == "inferring":
                 break
             time.sleep(0.1)
-        assert job is not None and job.state == "inferring"
+        assert job is not None and job.state == "inferring" and job.holder
+        dead = job.holder
         cluster.workers[0].kill()  # SIGKILL mid-generation: the message stays unacked
+        killed = time.monotonic()
         cluster.add_worker()
+        while time.monotonic() - killed < 60:
+            with cluster.db.session() as s:
+                now_held = s.get(Job, job.id)
+            if now_held is not None and now_held.holder not in ("", dead):
+                break
+            time.sleep(0.2)
+        took = time.monotonic() - killed
+        assert took < 4 + 1 + 5, f"taken over after {took:.1f} s"  # timeout + beat + margin
         (done,) = wait_all(cluster.db, 1, timeout=120)
-        assert done.state == "done"
+        assert done.state == "done" and done.attempts == 1
         time.sleep(3)
         assert storescp.delivered_uids() == [done.sr_sop_instance_uid]
     finally:
@@ -169,3 +179,64 @@ def test_postgres_down_means_a700_and_nothing_stored(serve_factory, tmp_path: Pa
         with contextlib.suppress(subprocess.CalledProcessError):
             pg.stop()
         pg.remove()
+
+
+def test_worker_names_are_unique_per_process(serve_factory, storescp: StoreSCP,
+                                             redis: RedisServer, pg_url: str,
+                                             tmp_path: Path) -> None:
+    import socket
+
+    from worker.db import WorkerProcess
+
+    cluster = Cluster(serve_factory, tmp_path, redis.url, pg_url, storescp.destination)
+    cluster.gateway.start("--worker-queues", "cpu")
+    plain = [Worker(cluster.gateway.env, tmp_path / "w.log", "", queues="gpu")
+             for _ in range(2)]
+    named = Worker(cluster.gateway.env, tmp_path / "w.log", "gpu1@%h", queues="gpu")
+    cluster.workers += [*plain, named]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with cluster.db.session() as s:
+                names = {w.name for w in s.scalars(select(WorkerProcess)).all()
+                         if w.kind == "worker" and w.stopped_at is None}
+            if len(names) >= 3:
+                break
+            time.sleep(0.3)
+        host = socket.gethostname()
+        assert f"gpu1@{host}" in names  # %h expanded
+        assert {f"worker-{w.proc.pid}@{host}" for w in plain} <= names  # one per process
+    finally:
+        cluster.stop()
+
+
+def test_sigterm_while_sending_reports_on_redis_exits_promptly(
+        serve_factory, redis: RedisServer, pg_url: str, rg1: Path, tmp_path: Path) -> None:
+    import signal
+
+    from tests.peers import BlackHole
+
+    hole = BlackHole()
+    cluster = Cluster(serve_factory, tmp_path, redis.url, pg_url,
+                      f"DESTPACS@127.0.0.1:{hole.port}").start(workers=1)
+    try:
+        files = studies(tmp_path / "in", 3)
+        assert_stored(cluster.gateway.storescu(*files, extra=("-v",)))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with cluster.db.session() as s:
+                sending = s.scalar(select(Job).where(Job.state == "delivering",
+                                                     Job.holder != ""))
+            if sending is not None and hole.connections:
+                break
+            time.sleep(0.1)
+        assert sending is not None and hole.connections, "no report was being sent"
+        proc = cluster.gateway.proc
+        assert proc is not None
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert time.monotonic() - start < 3 + 2
+    finally:
+        hole.close()
+        cluster.stop()

@@ -1,15 +1,28 @@
-"""Settings parsing, and the README's settings table kept in step with the code."""
+"""Settings (values, sources, validation), start-up mistakes, and the docs kept in step."""
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from dicom_gateway.destinations import Destination
-from worker.settings import SettingsError, load_settings, settings_table
+from tests.peers import BIN, free_port
+from worker.settings import SettingsError, load_settings, settings_table, sources
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    full.update(env or {})
+    return subprocess.run([str(BIN / "cxr-gateway"), *args], capture_output=True, text=True,
+                          env=full, cwd=cwd, timeout=timeout)
 
 
 def test_env_overrides_file(tmp_path: Path) -> None:
@@ -20,21 +33,122 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert s.destinations == (Destination("A", "h", 1), Destination("B", "h", 2))
     assert s.allowed_calling_aets == ("X", "Y")
     assert s.effective_database_url.startswith("sqlite:///")
+    where = sources(cfg, {"CXR_PORT": "4242"}, data_dir=tmp_path)
+    assert where["port"] == "environment CXR_PORT"
+    assert where["ae_title"] == f"file {cfg}"
+    assert where["data_dir"] == "command line" and where["host"] == "default"
 
 
-def test_bad_values_name_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="CXR_PORT"):
-        load_settings(None, {"CXR_PORT": "eleven"})
-    with pytest.raises(SettingsError, match="CXR_DESTINATIONS"):
-        load_settings(None, {"CXR_DESTINATIONS": "nohostport"})
+@pytest.mark.parametrize(("env", "names"), [
+    ({"CXR_PORT": "eleven"}, "CXR_PORT"), ({"CXR_PORT": "99999"}, "CXR_PORT"),
+    ({"CXR_PORT": "0"}, "CXR_PORT"), ({"CXR_STUDY_QUIET_SECONDS": "-5"}, "CXR_STUDY_QUIET"),
+    ({"CXR_POLL_SECONDS": "0"}, "CXR_POLL_SECONDS"), ({"CXR_AE_TITLE": "A" * 17}, "CXR_AE"),
+    ({"CXR_AE_TITLE": "   "}, "CXR_AE_TITLE"), ({"CXR_DESTINATIONS": "nohostport"}, "CXR_DEST"),
+    ({"CXR_MODEL_BACKEND": "gpt"}, "CXR_MODEL_BACKEND"), ({"CXR_ALLOW_CPU": "maybe"}, "CXR_ALL"),
+])
+def test_nonsense_values_are_refused_naming_the_variable(env: dict[str, str],
+                                                         names: str) -> None:
+    with pytest.raises(SettingsError, match=names):
+        load_settings(None, env)
+
+
+def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text("colour = 1\n")
-    with pytest.raises(SettingsError, match="unknown setting"):
+    cfg.write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match="unknown setting 'prot' .did you mean 'port'"):
         load_settings(cfg, {})
+
+
+def test_settings_command_shows_values_in_effect_and_their_sources(tmp_path: Path) -> None:
+    cfg = tmp_path / "cxr.toml"
+    cfg.write_text('ae_title = "FROMFILE"\n')
+    out = cli("--config", str(cfg), "settings", "--data-dir", str(tmp_path / "d"),
+              env={"CXR_PORT": "13112", "CXR_PROT": "4", "CXR_DATABASE_URL":
+                   "postgresql+psycopg://cxr:s3cret@db/cxr", "CXR_API_TOKEN": "tok-123"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert re.search(r"^CXR_PORT\s+13112\s+environment CXR_PORT$", out.stdout, re.M), lines
+    assert re.search(rf"^CXR_AE_TITLE\s+FROMFILE\s+file {re.escape(str(cfg))}$", out.stdout,
+                     re.M)
+    assert re.search(r"^CXR_HOST\s+127\.0\.0\.1\s+default$", out.stdout, re.M)
+    assert "s3cret" not in out.stdout and "tok-123" not in out.stdout  # secrets masked
+    assert "cxr:***@db" in out.stdout
+    assert "warning: CXR_PROT is not a setting (did you mean CXR_PORT?)" in out.stderr
+    assert "none yet" in out.stdout and not (tmp_path / "d").exists()  # nothing created
+
+
+def one_error_line(out: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, out.stderr
+    assert "Traceback" not in out.stderr and "ERROR" not in out.stderr, out.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def test_startup_mistakes_end_in_one_error_line(tmp_path: Path) -> None:
+    base = {"CXR_DATA_DIR": str(tmp_path / "d"), "CXR_API_PORT": "0"}
+    one_error_line(cli("serve", env={**base, "CXR_PORT": "99999"}), "CXR_PORT", "65535")
+    one_error_line(cli("serve", env={**base, "CXR_AE_TITLE": "X" * 17}), "CXR_AE_TITLE",
+                   "16 characters")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    one_error_line(cli("serve", env={**base, "CXR_DATA_DIR": str(blocker / "sub")}),
+                   "cannot write to the data folder", "CXR_DATA_DIR")
+    one_error_line(cli("serve", env={**base, "CXR_DATABASE_URL":
+                                     "postgresql+psycopg://cxr:pw@127.0.0.1:1/nope"}),
+                   "cannot use the database", "CXR_DATABASE_URL")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_error_line(cli("serve", env={**base, "CXR_PORT": str(port)}), f"port {port}",
+                       "is in use", "CXR_PORT")
+        one_error_line(cli("serve", env={**base, "CXR_PORT": str(free_port()),
+                                         "CXR_API_PORT": str(port)}), "HTTP port",
+                       "CXR_API_PORT")
+    one_error_line(cli("worker", env=base), "CXR_BROKER_URL")
+
+
+def test_read_commands_refuse_a_folder_without_a_database(tmp_path: Path) -> None:
+    for args in (("jobs", "list"), ("jobs", "show", "1"), ("studies", "list"), ("status",)):
+        one_error_line(cli(*args, "--data-dir", str(tmp_path / "empty")), "no gateway database")
+        assert not (tmp_path / "empty").exists()
+    out = cli("jobs", "list", cwd=tmp_path)  # no --data-dir: var/ here, not created either
+    one_error_line(out, "no gateway database")
+    assert not (tmp_path / "var").exists()
+
+
+def test_every_option_has_help() -> None:
+    from worker.cli import build_parser
+
+    parser = build_parser()
+    missing = []
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in action.choices.items():  # type: ignore[union-attr]
+            for opt in sub._actions:
+                if opt.help is None and opt.dest != "help":
+                    missing.append(f"{name} {opt.option_strings or opt.dest}")
+    assert missing == []
+    top = cli("--help").stdout
+    for command in ("serve", "worker", "api", "demo", "run", "status", "jobs", "studies",
+                    "settings"):
+        assert command in top
 
 
 def test_readme_settings_table_is_current() -> None:
     assert settings_table() in (ROOT / "README.md").read_text()
+
+
+def test_readme_links_stay_inside_the_repository() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert "../" not in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), target
+    for path in re.findall(r"`((?:docs|deploy|bench|tests|scripts)/[\w./-]+)`", text):
+        assert (ROOT / path).exists(), path
 
 
 def test_destination_kinds() -> None:

@@ -103,7 +103,8 @@ def test_jobs_show_has_the_timeline(rt: Runtime, tmp_path: Path) -> None:
 
     job = queued_job(rt, tmp_path)
     assert pipeline.prepare(rt, job.id, job.version)
-    out = subprocess.run([str(BIN / "cxr-gateway"), "jobs", "show", str(job.id), "--data-dir",
+    out = subprocess.run([str(BIN / "cxr-gateway"), "jobs", "show", str(job.id), "--json",
+                          "--data-dir",
                           str(rt.settings.data_dir)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)

@@ -33,7 +33,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         (settings.broker_dir / "control").mkdir(parents=True, exist_ok=True)
         return {
-            "broker_url": "filesystem://",
+            "broker_url": "filesystem://localhost//",
             "broker_transport_options": {
                 "data_folder_in": str(folder),
                 "data_folder_out": str(folder),
@@ -71,6 +71,9 @@ def configure_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_enable_remote_control=not settings.embedded_broker,
+        # Celery events, so that Flower works unchanged (the embedded queue has no fanout)
+        worker_send_task_events=not settings.embedded_broker,
+        task_send_sent_event=not settings.embedded_broker,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_queue_max_priority=9,
         task_default_priority=0,

@@ -54,7 +54,7 @@ def run_demo(settings: Settings, data_dir: Path | None, timeout: float = 120.0) 
                            sink=lambda _r: None)
     pacs.start()
     settings = settings.replace(
-        data_dir=root / "gateway", port=0, host="127.0.0.1",
+        data_dir=root / "gateway", port=0, host="127.0.0.1", api_port=0,
         destinations=(Destination(DEMO_PACS_AE, "127.0.0.1", pacs.port),),
         study_quiet_seconds=min(settings.study_quiet_seconds, 1.0), poll_seconds=0.2,
     )

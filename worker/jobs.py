@@ -122,6 +122,21 @@ def requeue(session: Session, job_id: int, version: int, holders: Iterable[str],
     return _change(session, job_id, version, from_states, holders, values, to_state, detail)
 
 
+def retry_failed(session: Session, job_id: int) -> Job | None:
+    """An operator's retry: a failed job back to ``queued`` with fresh counters; the job,
+    or None when it is not failed (publishing its message is the caller's part)."""
+    job = session.get(Job, job_id)
+    if job is None or job.state != FAILED:
+        return None
+    if not requeue(session, job.id, job.version, ("",), (FAILED,), QUEUED,
+                   "retried by operator", count_attempt=False):
+        return None
+    session.execute(update(Job).where(Job.id == job_id)
+                    .values(attempts=0, retries=0, reason="", last_error=""))
+    session.commit()
+    return session.get(Job, job_id)
+
+
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Seconds before retry ``attempt`` (1, 2, ...): doubling from ``base``, at most ``cap``."""
     return float(min(cap, base * 2 ** max(0, attempt - 1)))

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,17 @@ from sqlalchemy import select, update
 from dicom_gateway.conversion import ConversionError, convert_file
 from dicom_gateway.destinations import SR_COMPREHENSIVE
 from dicom_gateway.sender import deliver as send_to
-from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, as_comprehensive_sr, build_sr
+from dicom_gateway.sr import (
+    Algorithm,
+    DraftReport,
+    SRBuildError,
+    SRIdentity,
+    as_comprehensive_sr,
+    build_sr,
+)
 from models.backend import Backend, BackendError
 from models.study import StudyResult, run_studies
-from worker import __version__, jobs
+from worker import __version__, jobs, logs
 from worker.db import Delivery, Instance, Job, now
 from worker.runtime import Runtime
 
@@ -196,12 +204,15 @@ def infer_batch(rt: Runtime, job_id: int, version: int) -> list[tuple[int, int]]
         retry_inference_later(rt, runnable, str(exc), exc.permanent)
         return []
     done = []
+    batch_id = uuid.uuid4().hex  # so the metrics count batches, not jobs
     for (j, v), result in zip(runnable, results, strict=True):
+        payload = result_payload(rt.backend, result)
+        payload.update(batch_id=batch_id, batch_size=len(runnable), worker=rt.worker_name)
         with rt.db.session() as s:
             stored = s.execute(update(Job).where(Job.id == j, Job.version == v,
                                                  Job.state == jobs.INFERRING,
                                                  Job.holder == rt.worker_name)
-                               .values(result=json.dumps(result_payload(rt.backend, result)),
+                               .values(result=json.dumps(payload),
                                        holder="", held_since=0.0, last_error=""))
             s.commit()
         if stored.rowcount == 1:  # type: ignore[attr-defined]
@@ -282,7 +293,11 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
     result = json.loads(job.result)
     draft = draft_from_result(result, job.conversion)
     identity = sr_identity(rt, job, result)
-    sr = build_sr(source, draft, identity, previous_versions=previous_srs(rt, job))
+    try:
+        sr = build_sr(source, draft, identity, previous_versions=previous_srs(rt, job))
+    except SRBuildError as exc:  # the header's own values may be in it: never show them
+        fail(rt, job_id, version, logs.redact(str(exc), logs.patient_values(source)))
+        return False
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)
     spooled = rt.outbox.write(job.study_instance_uid, identity.sop_instance_uid, [buf.getvalue()])

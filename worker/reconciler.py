@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from worker import jobs
 from worker.db import Database, Job, now
@@ -92,6 +92,9 @@ class Reconciler:
 
     def _send(self, job: Job, stage: str) -> None:
         self.publish.of(stage)(job.id, job.version)
+        with self.db.session() as s:  # so the lost-message sweep does not send it again
+            s.execute(update(Job).where(Job.id == job.id).values(enqueued_at=now()))
+            s.commit()
 
     def _takeovers(self, sweep: Sweep) -> None:
         s_ = self.settings

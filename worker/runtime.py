@@ -6,6 +6,7 @@ first use so CPU-only processes never import the model stack.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -46,6 +47,17 @@ class Runtime:
 _current: Runtime | None = None
 
 
+def keep_private(settings: Settings) -> None:
+    """Spool, outbox, previews and the database: readable by the service user only, also
+    when the folders were made before (by another umask, or by hand)."""
+    for folder in (settings.data_dir, settings.spool_dir, settings.outbox_dir,
+                   settings.previews_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+    for db_file in settings.data_dir.glob("gateway.db*"):
+        os.chmod(db_file, 0o600)
+
+
 def configure(settings: Settings, migrate: bool = True, kind: str = "serve") -> Runtime:
     """This process's resources; ``kind`` names it (``serve-<pid>@host``) unless
     ``CXR_WORKER_NAME`` does."""
@@ -55,6 +67,7 @@ def configure(settings: Settings, migrate: bool = True, kind: str = "serve") -> 
     if migrate:
         db.migrate()
         db.installation_seed()  # created with the database, kept for its lifetime
+    keep_private(settings)
     _current = Runtime(settings, db, Spool(settings.spool_dir), Spool(settings.outbox_dir),
                        worker_name=settings.worker_name or default_name(kind))
     return _current

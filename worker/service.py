@@ -42,6 +42,7 @@ class Gateway:
         self.listener: StorageListener | None = None
         self.liveness: Liveness | None = None
         self.reconciler: Reconciler | None = None
+        self.api: Any = None
         self._worker: Any = None
         self._worker_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -80,8 +81,33 @@ class Gateway:
             on_association=AssociationRecorder(rt.db),
         )
         self.listener.start()
+        if s.api_port:
+            from worker.api import APIServer, create_app
+
+            app = create_app(s, rt.db, queue_depth, tasks.enqueue_prepare)
+            self.api = APIServer(app, s.api_host, s.api_port)
+            self.api.start()
         self._loop_thread = threading.Thread(target=self._loop, name="assembler", daemon=True)
         self._loop_thread.start()
+        self._log_summary()
+
+    def _log_summary(self) -> None:
+        """What this gateway is, in one place at start-up (no secrets: URLs masked)."""
+        from worker.logs import mask_url
+
+        s = self.settings
+        backend = s.model_backend + (" (MOCK: no model reads the images)"
+                                     if s.model_backend == "mock" else "")
+        log.info("listener %s on %s:%s%s; destinations: %s; model backend: %s; broker: %s; "
+                 "database: %s; in-process worker queues: %s; HTTP: %s", s.ae_title, s.host,
+                 self.port, " (TLS)" if s.tls else "",
+                 ", ".join(str(d) for d in s.destinations) or "none",
+                 backend, mask_url(s.broker_url), mask_url(s.effective_database_url),
+                 ",".join(self.worker_queues) or "none",
+                 f"http://{s.api_host}:{s.api_port}/" if s.api_port else "off")
+        if not s.destinations:
+            log.warning("no destinations (CXR_DESTINATIONS is empty): SRs are written to "
+                        "%s only", s.outbox_dir)
 
     def _start_worker(self, app: Any, name: str) -> None:
         self._worker = app.WorkController(
@@ -115,6 +141,8 @@ class Gateway:
     def stop(self) -> None:
         """Close the port, stop the loops, say we are gone; in-flight work is taken over."""
         self._stop.set()
+        if self.api is not None:
+            self.api.stop()
         if self.listener is not None:
             self.listener.stop()
         if self._loop_thread is not None:

@@ -1,21 +1,27 @@
-"""All settings in one typed place.
+"""All settings in one typed place (pydantic-settings).
 
 Precedence: built-in defaults < an optional TOML file (``CXR_CONFIG_FILE`` or
-``--config``) < environment variables ``CXR_<FIELD>``.  Defaults run everything on
-one machine with nothing but Python: SQLite in the data directory and an embedded
-broker, so ``cxr-gateway serve`` works on a laptop and the same code scales out by
-pointing ``CXR_DATABASE_URL`` and ``CXR_BROKER_URL`` at PostgreSQL and Redis.
+``--config``) < environment variables ``CXR_<FIELD>`` < command-line options.  Defaults
+run everything on one machine with nothing but Python: SQLite in the data directory and
+an embedded broker, so ``cxr-gateway serve`` works on a laptop and the same code scales
+out by pointing ``CXR_DATABASE_URL`` and ``CXR_BROKER_URL`` at PostgreSQL and Redis.
+
+Every value is validated when it is read (a port outside 1-65535, a negative duration,
+an AE title over 16 characters are refused with one message naming the variable), and
+``sources`` tells where each value in effect came from.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dicom_gateway.conversion import CONVERSIONS
 from dicom_gateway.destinations import Destination, parse_destinations
@@ -25,177 +31,189 @@ from models.registry import BACKENDS, BackendConfig, canonical
 
 ENV_PREFIX = "CXR_"
 EMBEDDED_BROKER = "embedded"
+CONFIG_FILE_VAR = f"{ENV_PREFIX}CONFIG_FILE"
 
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names it."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path = field(
-        default=Path("var"), metadata={"help": "Spool, outbox, database and embedded broker."}
-    )
-    ae_title: str = field(default="CXRGATEWAY", metadata={"help": "Our AE title (called AE)."})
-    host: str = field(default="127.0.0.1", metadata={"help": "Listener bind address."})
-    port: int = field(default=11112, metadata={"help": "Listener TCP port."})
-    allowed_calling_aets: tuple[str, ...] = field(
-        default=(), metadata={"help": "Comma list of calling AE titles allowed; empty = any."}
-    )
-    max_associations: int = field(
-        default=25, metadata={"help": "Concurrent associations; more are rejected (transient)."}
-    )
-    max_pdu_size: int = field(default=0, metadata={"help": "Largest PDU we receive; 0 = no limit."})
-    acse_timeout: float = field(default=30.0, metadata={"help": "Association setup timeout (s)."})
-    dimse_timeout: float = field(default=30.0, metadata={"help": "DIMSE message timeout (s)."})
-    network_timeout: float = field(default=60.0, metadata={"help": "Idle network timeout (s)."})
-    min_free_mb: int = field(
-        default=256, metadata={"help": "Answer 0xA700 when the spool has less free disk (MiB)."}
-    )
-    tls_cert_file: str = field(default="", metadata={"help": "TLS: server certificate (PEM)."})
-    tls_key_file: str = field(default="", metadata={"help": "TLS: server private key (PEM)."})
-    tls_ca_file: str = field(
-        default="", metadata={"help": "TLS: CA for client certificates (set = required)."}
-    )
-    skipped_retention_hours: float = field(
-        default=24.0, metadata={"help": "Keep skipped instances' files this long, then delete."}
-    )
-    destinations: tuple[Destination, ...] = field(
-        default=(),
-        metadata={"help": "Comma list of SR destinations: AE@host:port[/comprehensive], "
-                          "reply:PORT (back to the sender), or a DICOMweb URL (STOW-RS)."},
-    )
-    database_url: str = field(
-        default="", metadata={"help": "SQLAlchemy URL; empty = SQLite (WAL) in the data dir."}
-    )
-    broker_url: str = field(
-        default=EMBEDDED_BROKER,
-        metadata={"help": "Celery broker; 'embedded' = file queue in the data dir, or redis://"},
-    )
-    model_backend: str = field(
-        default="mock",
-        metadata={"help": "mock (wiring only, labelled as mock), local, openai or hf-space."},
-    )
-    model_id: str = field(
-        default="nvidia/NV-Reason-CXR-3B", metadata={"help": "Model repository id."}
-    )
-    model_revision: str = field(
-        default="", metadata={"help": "Model revision; empty = the pin for the default model."}
-    )
-    device: str = field(default="auto", metadata={"help": "local backend: auto, cuda[:N], cpu."})
-    allow_cpu: bool = field(
-        default=False, metadata={"help": "local backend: allow (slow, float32) CPU inference."}
-    )
-    torch_dtype: str = field(
-        default="auto", metadata={"help": "local backend: auto (bf16 on CUDA), bfloat16, ..."}
-    )
-    local_files_only: bool = field(
-        default=False, metadata={"help": "local backend: never download model files."}
-    )
-    openai_url: str = field(
-        default="", metadata={"help": "openai backend: server base URL (e.g. a vLLM server)."}
-    )
-    openai_api_key: str = field(default="", metadata={"help": "openai backend: API key."})
-    hf_space_url: str = field(
-        default="", metadata={"help": "hf-space backend (opt-in; images leave the site)."}
-    )
-    mock_latency_seconds: float = field(
-        default=0.0, metadata={"help": "Mock backend only: simulated seconds per generation."}
-    )
-    mock_labels: tuple[str, ...] = field(
-        default=(),
-        metadata={"help": "Mock backend only: CheXpert labels its answer names, for wiring "
-                          "tests (empty: the mock asserts nothing)."},
-    )
-    conversion: str = field(
-        default="mimic",
-        metadata={"help": "Model input conversion: mimic (training-like) or window (viewer-like)."},
-    )
-    max_source_pixels: int = field(
-        default=64 * 1024 * 1024,
-        metadata={"help": "Refuse images with more pixels than this (decompression guard)."},
-    )
-    gpu_batch_size: int = field(
-        default=8, metadata={"help": "GPU worker: most studies in one batched generation."}
-    )
-    gpu_batch_wait_seconds: float = field(
-        default=0.0,
-        metadata={"help": "GPU worker: wait this long for a batch to fill (0: take what is "
-                          "ready, so batches grow with the backlog)."},
-    )
-    batch_calling_aets: tuple[str, ...] = field(
-        default=(),
-        metadata={"help": "Calling AE titles of retrospective batch senders (run after live)."},
-    )
-    study_quiet_seconds: float = field(
-        default=5.0, metadata={"help": "A study is assembled this long after its last instance."}
-    )
-    heartbeat_seconds: float = field(
-        default=5.0, metadata={"help": "How often each process records that it is alive."},
-    )
-    liveness_timeout_seconds: float = field(
-        default=30.0,
-        metadata={"help": "Cluster-wide (the gateway's value counts): a process silent this "
-                          "long is dead and its jobs are taken over."},
-    )
-    stage_timeout_seconds: float = field(
-        default=3600.0,
-        metadata={"help": "Backstop: a stage held this long, even by a live process, is "
-                          "taken over."},
-    )
-    requeue_seconds: float = field(
-        default=60.0,
-        metadata={"help": "A waiting job whose queue is empty (its message lost) is "
-                          "published again after this long."},
-    )
-    retry_backoff_seconds: float = field(
-        default=5.0,
-        metadata={"help": "First wait before retrying a delivery or inference; doubles."},
-    )
-    retry_max_backoff_seconds: float = field(
-        default=600.0, metadata={"help": "Longest wait between two retries."},
-    )
-    delivery_max_attempts: int = field(
-        default=12,
-        metadata={"help": "Attempts per destination before the job fails (with the backoff: "
-                          "about an hour)."},
-    )
-    inference_max_retries: int = field(
-        default=5, metadata={"help": "Retries of a transient backend failure before failing."},
-    )
-    shutdown_grace_seconds: float = field(
-        default=3.0,
-        metadata={"help": "On SIGTERM, time to finish cleanly before exiting anyway (in-flight "
-                          "work is taken over by others)."},
-    )
-    worker_name: str = field(
-        default="",
-        metadata={"help": "This process's name in job timelines; empty = <kind>-<pid>@<host>."},
-    )
-    poll_seconds: float = field(
-        default=0.5, metadata={"help": "Assembler/reconciler tick and embedded broker poll."}
-    )
-    site_name: str = field(
-        default="CXR Reason Gateway research site",
-        metadata={"help": "Named in the SR's clinical-trial (research) attributes."},
-    )
+CommaList = Annotated[tuple[str, ...], NoDecode]
+Seconds = Annotated[float, Field(ge=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
 
-    def __post_init__(self) -> None:
-        if self.conversion not in CONVERSIONS:
-            raise SettingsError(f"CXR_CONVERSION must be one of {', '.join(CONVERSIONS)}")
-        if canonical(self.model_backend) not in BACKENDS:
-            raise SettingsError(f"CXR_MODEL_BACKEND must be one of {', '.join(BACKENDS)}")
-        wrong = [lab for lab in self.mock_labels if lab not in CHEXPERT_LABELS]
+
+class Settings(BaseSettings):
+    """The gateway's settings; ``CXR_<NAME>`` in the environment, ``name`` in the file."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True,
+                                      validate_default=True)
+
+    data_dir: Path = Field(Path("var"),
+                           description="Spool, outbox, database and embedded broker.")
+    ae_title: str = Field("CXRGATEWAY", min_length=1, max_length=16,
+                          pattern=r"^[ -\[\]-~]*[!-\[\]-~][ -\[\]-~]*$",
+                          description="Our AE title (called AE), 1-16 characters.")
+    host: str = Field("127.0.0.1", description="Listener bind address.")
+    port: int = Field(11112, ge=1, le=65535, description="Listener TCP port.")
+    allowed_calling_aets: CommaList = Field(
+        (), description="Comma list of calling AE titles allowed; empty = any.")
+    max_associations: int = Field(
+        25, ge=1, description="Concurrent associations; more are rejected (transient).")
+    max_pdu_size: int = Field(0, ge=0, description="Largest PDU we receive; 0 = no limit.")
+    acse_timeout: PositiveSeconds = Field(30.0, description="Association setup timeout (s).")
+    dimse_timeout: PositiveSeconds = Field(30.0, description="DIMSE message timeout (s).")
+    network_timeout: PositiveSeconds = Field(60.0, description="Idle network timeout (s).")
+    min_free_mb: int = Field(
+        256, ge=0, description="Answer 0xA700 when the spool has less free disk (MiB).")
+    tls_cert_file: str = Field("", description="TLS: server certificate (PEM).")
+    tls_key_file: str = Field("", description="TLS: server private key (PEM).")
+    tls_ca_file: str = Field("",
+                             description="TLS: CA for client certificates (set = required).")
+    skipped_retention_hours: Seconds = Field(
+        24.0, description="Keep skipped instances' files this long, then delete.")
+    destinations: Annotated[tuple[Destination, ...], NoDecode] = Field(
+        (), description="Comma list of SR destinations: AE@host:port[/comprehensive], "
+                        "reply:PORT (back to the sender), or a DICOMweb URL (STOW-RS).")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty = SQLite (WAL) in the data dir.")
+    broker_url: str = Field(
+        EMBEDDED_BROKER,
+        description="Celery broker; 'embedded' = file queue in the data dir, or redis://")
+    api_host: str = Field("127.0.0.1", description="HTTP API, metrics and dashboard address.")
+    api_port: int = Field(8080, ge=0, le=65535,
+                          description="HTTP API port; 0 = no HTTP service in serve.")
+    api_token: str = Field(
+        "", description="Token for the API and dashboard (health and metrics are open); "
+                        "empty = one generated into the data dir.")
+    model_backend: str = Field(
+        "mock", description="mock (wiring only, labelled as mock), local, openai or hf-space.")
+    model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Model repository id.")
+    model_revision: str = Field(
+        "", description="Model revision; empty = the pin for the default model.")
+    device: str = Field("auto", description="local backend: auto, cuda[:N], cpu.")
+    allow_cpu: bool = Field(False,
+                            description="local backend: allow (slow, float32) CPU inference.")
+    torch_dtype: str = Field("auto",
+                             description="local backend: auto (bf16 on CUDA), bfloat16, ...")
+    local_files_only: bool = Field(False,
+                                   description="local backend: never download model files.")
+    openai_url: str = Field(
+        "", description="openai backend: server base URL (e.g. a vLLM server).")
+    openai_api_key: str = Field("", description="openai backend: API key.")
+    hf_space_url: str = Field("",
+                              description="hf-space backend (opt-in; images leave the site).")
+    mock_latency_seconds: Seconds = Field(
+        0.0, description="Mock backend only: simulated seconds per generation.")
+    mock_labels: CommaList = Field(
+        (), description="Mock backend only: CheXpert labels its answer names, for wiring "
+                        "tests (empty: the mock asserts nothing).")
+    conversion: str = Field(
+        "mimic", description="Model input conversion: mimic (training-like) or window "
+                             "(viewer-like).")
+    max_source_pixels: int = Field(
+        64 * 1024 * 1024, ge=1,
+        description="Refuse images with more pixels than this (decompression guard).")
+    gpu_batch_size: int = Field(
+        8, ge=1, description="GPU worker: most studies in one batched generation.")
+    gpu_batch_wait_seconds: Seconds = Field(
+        0.0, description="GPU worker: wait this long for a batch to fill (0: take what is "
+                         "ready, so batches grow with the backlog).")
+    batch_calling_aets: CommaList = Field(
+        (), description="Calling AE titles of retrospective batch senders (run after live).")
+    study_quiet_seconds: Seconds = Field(
+        5.0, description="A study is assembled this long after its last instance.")
+    heartbeat_seconds: PositiveSeconds = Field(
+        5.0, description="How often each process records that it is alive.")
+    liveness_timeout_seconds: PositiveSeconds = Field(
+        30.0, description="Cluster-wide (the gateway's value counts): a process silent this "
+                          "long is dead and its jobs are taken over.")
+    stage_timeout_seconds: PositiveSeconds = Field(
+        3600.0, description="Backstop: a stage held this long, even by a live process, is "
+                            "taken over.")
+    requeue_seconds: PositiveSeconds = Field(
+        60.0, description="A waiting job whose queue is empty (its message lost) is "
+                          "published again after this long.")
+    retry_backoff_seconds: PositiveSeconds = Field(
+        5.0, description="First wait before retrying a delivery or inference; doubles.")
+    retry_max_backoff_seconds: PositiveSeconds = Field(
+        600.0, description="Longest wait between two retries.")
+    delivery_max_attempts: int = Field(
+        12, ge=1, description="Attempts per destination before the job fails (with the "
+                              "backoff: about an hour).")
+    inference_max_retries: int = Field(
+        5, ge=0, description="Retries of a transient backend failure before failing.")
+    shutdown_grace_seconds: PositiveSeconds = Field(
+        3.0, description="On SIGTERM, time to finish cleanly before exiting anyway "
+                         "(in-flight work is taken over by others).")
+    worker_name: str = Field(
+        "", description="This process's name in job timelines; empty = <kind>-<pid>@<host>.")
+    poll_seconds: PositiveSeconds = Field(
+        0.5, description="Assembler/reconciler tick and embedded broker poll.")
+    site_name: str = Field(
+        "CXR Reason Gateway research site",
+        description="Named in the SR's clinical-trial (research) attributes.")
+
+    @field_validator("allowed_calling_aets", "batch_calling_aets", "mock_labels",
+                     mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(s.strip() for s in value.split(",") if s.strip())
+        return value
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _destinations(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        return parse_destinations(value) if isinstance(value, str) else value
+
+    @field_validator("model_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if canonical(value) not in BACKENDS:
+            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+        return value
+
+    @field_validator("conversion")
+    @classmethod
+    def _conversion(cls, value: str) -> str:
+        if value not in CONVERSIONS:
+            raise ValueError(f"must be one of {', '.join(CONVERSIONS)}")
+        return value
+
+    @field_validator("mock_labels")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [lab for lab in value if lab not in CHEXPERT_LABELS]
         if wrong:
-            raise SettingsError(f"CXR_MOCK_LABELS: {', '.join(wrong)} not among the 14 "
-                                f"CheXpert labels ({', '.join(CHEXPERT_LABELS)})")
+            raise ValueError(f"{', '.join(wrong)} not among the 14 CheXpert labels "
+                             f"({', '.join(CHEXPERT_LABELS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TLS needs both CXR_TLS_CERT_FILE and CXR_TLS_KEY_FILE")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what ``load_settings`` passes in: it reads the environment and the file
+        itself, so that it can say where each value came from."""
+        return (init_settings,)
+
+    # -- derived values ------------------------------------------------------------------
 
     @property
     def tls(self) -> TLSFiles | None:
-        if not (self.tls_cert_file or self.tls_key_file):
+        if not self.tls_cert_file:
             return None
-        if not (self.tls_cert_file and self.tls_key_file):
-            raise SettingsError("TLS needs both CXR_TLS_CERT_FILE and CXR_TLS_KEY_FILE")
         return TLSFiles(Path(self.tls_cert_file), Path(self.tls_key_file),
                         Path(self.tls_ca_file) if self.tls_ca_file else None)
 
@@ -224,10 +242,13 @@ class Settings:
         return self.data_dir / "broker"
 
     @property
+    def database_file(self) -> Path | None:
+        """The SQLite file of the default database (None when a URL is set)."""
+        return None if self.database_url else (self.data_dir / "gateway.db").resolve()
+
+    @property
     def effective_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.database_file}"
 
     @property
     def embedded_broker(self) -> bool:
@@ -239,77 +260,127 @@ class Settings:
             revision=self.model_revision or None, device=self.device, allow_cpu=self.allow_cpu,
             torch_dtype=self.torch_dtype, local_files_only=self.local_files_only,
             mock_latency_seconds=self.mock_latency_seconds, mock_labels=self.mock_labels,
-            openai_url=self.openai_url,
-            openai_api_key=self.openai_api_key, hf_space_url=self.hf_space_url,
+            openai_url=self.openai_url, openai_api_key=self.openai_api_key,
+            hf_space_url=self.hf_space_url,
         )
 
     def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+        """A copy with some values changed (internal use: not validated again)."""
+        return self.model_copy(update=changes)
 
 
-def _coerce(name: str, annotation: str, raw: Any) -> Any:
-    """Turn a file or environment value into the field's type, naming the field on error."""
+FIELDS = Settings.model_fields
+SECRET_FIELDS = ("api_token", "openai_api_key")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
     try:
-        if annotation == "Path":
-            return Path(raw)
-        if annotation == "bool":
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-                raise ValueError("expected true/false")
-            return text in ("1", "true", "yes", "on")
-        if annotation == "int":
-            return int(raw)
-        if annotation == "float":
-            return float(raw)
-        if annotation == "tuple[str, ...]":
-            items = raw if isinstance(raw, list) else str(raw).split(",")
-            return tuple(s.strip() for s in items if str(s).strip())
-        if annotation == "tuple[Destination, ...]":
-            text = ",".join(raw) if isinstance(raw, list) else str(raw)
-            return parse_destinations(text)
-        return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"setting {name}: cannot use {raw!r}: {exc}") from exc
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from exc
+    for key in data:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            raise SettingsError(f"config file {path}: unknown setting {key!r}"
+                                + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return data
 
 
-def load_settings(
-    config_file: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    **overrides: Any,
-) -> Settings:
-    """Build settings from defaults, an optional TOML file, the environment and overrides."""
-    env = os.environ if environ is None else environ
+def _config_path(config_file: Path | None, env: Mapping[str, str]) -> Path | None:
+    if config_file is not None:
+        return config_file
+    return Path(env[CONFIG_FILE_VAR]) if env.get(CONFIG_FILE_VAR) else None
+
+
+def _gather(config_file: Path | None, env: Mapping[str, str], overrides: Mapping[str, Any]
+            ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every value that is not a default, and where each came from."""
     values: dict[str, Any] = {}
-    path = config_file or (Path(env[f"{ENV_PREFIX}CONFIG_FILE"]) if env.get(
-        f"{ENV_PREFIX}CONFIG_FILE") else None)
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    sources: dict[str, str] = {}
+    path = _config_path(config_file, env)
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"config file {path}: {exc}") from exc
-        for key, raw in data.items():
-            if key not in fields:
-                raise SettingsError(f"config file {path}: unknown setting {key!r}")
-            values[key] = _coerce(key, str(fields[key].type), raw)
-    for name, f in fields.items():
-        raw = env.get(ENV_PREFIX + name.upper())
+        for key, raw in _read_file(path).items():
+            values[key], sources[key] = raw, f"file {path}"
+    for name in FIELDS:
+        raw = env.get(env_name(name))
         if raw is not None:
-            values[name] = _coerce(ENV_PREFIX + name.upper(), str(f.type), raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)
+            values[name], sources[name] = raw, f"environment {env_name(name)}"
+    for name, value in overrides.items():
+        if value is not None:
+            values[name], sources[name] = value, "command line"
+    return values, sources
+
+
+def _one_line(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    where = sources.get(field, "")
+    name = env_name(field) if field else "settings"
+    if where.startswith("file"):
+        name = f"{field} in {where[5:]}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    shown = err.get("input")
+    got = f" (got {shown!r})" if field and not isinstance(shown, dict) else ""
+    return f"{name}: {message}{got}"
+
+
+def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Defaults < the TOML file < the environment < ``overrides``; SettingsError says why not."""
+    env = os.environ if environ is None else environ
+    values, sources = _gather(config_file, env, overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, sources)) from None
+
+
+def sources(config_file: Path | None = None, environ: Mapping[str, str] | None = None,
+            **overrides: Any) -> dict[str, str]:
+    """Where each setting's value comes from: default, file, environment or command line."""
+    env = os.environ if environ is None else environ
+    _, found = _gather(config_file, env, overrides)
+    return {name: found.get(name, "default") for name in FIELDS}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``CXR_*`` variables that name no setting, each with its likely intended name."""
+    env = os.environ if environ is None else environ
+    known = {env_name(f) for f in FIELDS} | {CONFIG_FILE_VAR, f"{ENV_PREFIX}FUZZ_EXAMPLES"}
+    out = []
+    for key in sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        out.append(f"{key} is not a setting" + (f" (did you mean {close[0]}?)" if close
+                                                else ""))
+    return out
+
+
+def shown_value(settings: Settings, name: str) -> str:
+    """A value as ``settings`` prints it: lists joined, secrets and passwords masked."""
+    from worker.logs import mask_url
+
+    value = getattr(settings, name)
+    if name in SECRET_FIELDS:
+        return "***" if value else ""
+    if name.endswith("_url"):
+        return mask_url(str(value))
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def settings_table() -> str:
-    """Markdown table of every setting, for the README and ``cxr-gateway settings``."""
+    """Markdown table of every setting, for the README."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for f in dataclasses.fields(Settings):
+    for name, f in FIELDS.items():
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(str(d) for d in default)
-        rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | `{default}` | {f.metadata['help']} |")
-    rows.append(f"| `{ENV_PREFIX}CONFIG_FILE` | `` | Optional TOML file with the same keys "
+        rows.append(f"| `{env_name(name)}` | `{default}` | {f.description} |")
+    rows.append(f"| `{CONFIG_FILE_VAR}` | `` | Optional TOML file with the same keys "
                 "(lower case). |")
     return "\n".join(rows)

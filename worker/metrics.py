@@ -1,0 +1,210 @@
+"""Prometheus metrics (prometheus-client), read from the database on each scrape.
+
+The work happens in many processes (listener, cpu and GPU workers on other nodes), so
+the metrics are not counted where things happen but read from the database, which sees
+them all.  Counts and gauges are queried on each scrape; the per-stage duration
+histograms, GPU batch sizes and tokens are observed incrementally from job events the
+collector has not seen yet (so a scrape costs what happened since the last one).  After
+a restart they start from the database's whole history, and Prometheus treats the reset
+of a counter as it should.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+
+from worker import jobs
+from worker.db import (
+    AssociationLog,
+    Database,
+    Delivery,
+    Instance,
+    Job,
+    JobEvent,
+    WorkerProcess,
+    now,
+)
+
+STAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
+
+
+class Histogram:
+    """Cumulative bucket counts and a sum, for a HistogramMetricFamily."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.bounds = buckets
+        self.counts = [0] * len(buckets)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        return [("+Inf" if b == float("inf") else str(b), float(c))
+                for b, c in zip(self.bounds, self.counts, strict=True)]
+
+
+class GatewayCollector(Collector):
+    """Everything the gateway exports, as the database says."""
+
+    def __init__(self, db: Database, spool: Path,
+                 queue_depth: Callable[[str], int | None] | None = None,
+                 liveness_timeout: float = 30.0) -> None:
+        self.db, self.spool, self.queue_depth = db, spool, queue_depth
+        self.liveness_timeout = liveness_timeout
+        self._lock = threading.Lock()
+        self._cursor = 0  # last JobEvent id observed
+        self._open: dict[int, tuple[str, float]] = {}  # job -> (state, since)
+        self._stages: dict[str, Histogram] = {}
+        self._batches = Histogram(BATCH_BUCKETS)
+        self._seen_batches: set[str] = set()
+        self._tokens: dict[str, float] = {"findings": 0.0, "report": 0.0}
+
+    def _advance(self) -> None:
+        """Observe the job events written since the last scrape."""
+        with self.db.session() as s:
+            rows = s.execute(select(JobEvent.id, JobEvent.job_id, JobEvent.state, JobEvent.at)
+                             .where(JobEvent.id > self._cursor).order_by(JobEvent.id)
+                             .limit(200_000)).all()
+            inferred: list[int] = []
+            for event_id, job_id, state, at in rows:
+                self._cursor = event_id
+                before = self._open.pop(job_id, None)
+                if before is not None:
+                    hist = self._stages.setdefault(before[0], Histogram(STAGE_BUCKETS))
+                    hist.observe(max(0.0, at - before[1]))
+                    if before[0] == jobs.INFERRING and state == jobs.REPORTING:
+                        inferred.append(job_id)
+                if state not in jobs.TERMINAL:
+                    self._open[job_id] = (state, at)
+            for result in s.scalars(select(Job.result).where(Job.id.in_(inferred))).all():
+                self._observe_result(json.loads(result) if result else {})
+
+    def _observe_result(self, result: dict[str, Any]) -> None:
+        self._tokens["findings"] += float(result.get("findings_tokens") or 0)
+        self._tokens["report"] += float(result.get("report_tokens") or 0)
+        batch = result.get("batch_id")
+        if batch and batch not in self._seen_batches:
+            self._seen_batches.add(batch)
+            if len(self._seen_batches) > 100_000:
+                self._seen_batches.clear()
+            self._batches.observe(float(result.get("batch_size") or 1))
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            self._advance()
+            yield from self._from_database()
+            stages = HistogramMetricFamily(
+                "cxr_stage_duration_seconds", "Seconds jobs spent in each state",
+                labels=["state"])
+            for state, hist in sorted(self._stages.items()):
+                stages.add_metric([state], hist.buckets(), hist.sum)
+            yield stages
+            batches = HistogramMetricFamily("cxr_gpu_batch_size",
+                                            "Studies per batched generation")
+            batches.add_metric([], self._batches.buckets(), self._batches.sum)
+            yield batches
+            tokens = CounterMetricFamily("cxr_tokens_generated",
+                                         "Tokens the model generated", labels=["turn"])
+            for turn, value in self._tokens.items():
+                tokens.add_metric([turn], value)
+            yield tokens
+
+    def _from_database(self) -> Iterator[Any]:
+        t = now()
+        with self.db.session() as s:
+            by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state))
+                            .all())
+            received = s.execute(select(Instance.calling_ae, Instance.admission, func.count())
+                                 .group_by(Instance.calling_ae, Instance.admission)).all()
+            assocs = s.execute(select(AssociationLog.calling_ae, AssociationLog.outcome,
+                                      func.count(), func.sum(AssociationLog.failed))
+                               .group_by(AssociationLog.calling_ae, AssociationLog.outcome)
+                               ).all()
+            refusals = s.execute(select(AssociationLog.calling_ae, AssociationLog.statuses)
+                                 .where(AssociationLog.failed > 0)).all()
+            deliveries = s.execute(select(Delivery.destination, Delivery.state,
+                                          func.count(), func.sum(Delivery.attempts))
+                                   .group_by(Delivery.destination, Delivery.state)).all()
+            workers = s.execute(select(WorkerProcess.name, WorkerProcess.kind,
+                                       WorkerProcess.queues, WorkerProcess.last_beat,
+                                       WorkerProcess.stopped_at)).all()
+        g = GaugeMetricFamily("cxr_jobs", "Jobs in each state", labels=["state"])
+        for state in (*jobs.ACTIVE, *jobs.TERMINAL):
+            g.add_metric([state], float(by_state.get(state, 0)))
+        yield g
+        c = CounterMetricFamily("cxr_instances_received",
+                                "Instances received, by calling AE and outcome "
+                                "(admitted, skipped, pending, or the refusal status)",
+                                labels=["calling_ae", "outcome"])
+        for ae, admission, n in received:
+            c.add_metric([ae, admission], float(n))
+        refused: dict[tuple[str, str], float] = {}
+        for ae, statuses in refusals:
+            for status, n in json.loads(statuses or "{}").items():
+                refused[(ae, status)] = refused.get((ae, status), 0.0) + n
+        for (ae, status), count in sorted(refused.items()):
+            c.add_metric([ae, status], count)
+        yield c
+        a = CounterMetricFamily("cxr_associations", "Associations, by calling AE and outcome",
+                                labels=["calling_ae", "outcome"])
+        for ae, outcome, n, _failed in assocs:
+            a.add_metric([ae, outcome], float(n))
+        yield a
+        attempts = CounterMetricFamily("cxr_delivery_attempts", "SR delivery attempts",
+                                       labels=["destination"])
+        failures = CounterMetricFamily("cxr_delivery_failures",
+                                       "SR delivery attempts that failed",
+                                       labels=["destination"])
+        per_dest: dict[str, list[float]] = {}
+        for dest, state, n, tried in deliveries:
+            row = per_dest.setdefault(dest, [0.0, 0.0])
+            row[0] += float(tried or 0)
+            row[1] += float(tried or 0) - (float(n) if state == "done" else 0.0)
+        for dest, (total, failed) in sorted(per_dest.items()):
+            attempts.add_metric([dest], total)
+            failures.add_metric([dest], failed)
+        yield attempts
+        yield failures
+        q = GaugeMetricFamily("cxr_queue_depth", "Messages waiting in each queue",
+                              labels=["queue"])
+        for queue in ("cpu", "gpu"):
+            depth = self.queue_depth(queue) if self.queue_depth else None
+            if depth is not None:
+                q.add_metric([queue], float(depth))
+        yield q
+        yield GaugeMetricFamily("cxr_spool_free_bytes", "Free disk where the spool is",
+                                value=float(shutil.disk_usage(self.spool).free))
+        w = GaugeMetricFamily("cxr_worker_up", "1 when the process beat within the liveness "
+                              "timeout", labels=["name", "kind", "queues"])
+        beat = GaugeMetricFamily("cxr_worker_last_beat_timestamp_seconds",
+                                 "When each process last beat", labels=["name", "kind"])
+        for name, kind, queues, last, stopped in workers:
+            up = stopped is None and last >= t - self.liveness_timeout
+            w.add_metric([name, kind, queues], 1.0 if up else 0.0)
+            beat.add_metric([name, kind], last)
+        yield w
+        yield beat
+
+
+def registry(collector: GatewayCollector) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
