@@ -29,6 +29,20 @@ def patient(ds):  # type: ignore[no-untyped-def]
     return ds
 
 
+def http(srv, path: str, token: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.api_port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(resp.read().decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code} " + exc.read().decode(errors="replace")
+
+
 def leaks(text: str) -> list[str]:
     return [s for s in SECRETS if s.lower() in text.lower()]
 
@@ -77,16 +91,34 @@ def test_no_patient_data_in_logs_errors_or_listings(serve_factory, storescp: Sto
     assert states == ["done", "done", "failed"], [(j.state, j.reason) for j in jobs]
     storescp.wait_files(2)
     # every place a person or a program reads the gateway's words
+    token = (srv.data_dir / "api-token").read_text().strip()
     texts = {"serve log": srv.log.read_text(errors="replace"),
-             "jobs list": cli(srv.data_dir, "jobs", "list")}
+             "jobs list": cli(srv.data_dir, "jobs", "list"),
+             "status": cli(srv.data_dir, "status"),
+             "studies list": cli(srv.data_dir, "studies", "list"),
+             "metrics": http(srv, "/metrics"),
+             "API overview": http(srv, "/api/overview", token),
+             "API jobs": http(srv, "/api/jobs", token),
+             "API associations": http(srv, "/api/associations", token),
+             "API error": http(srv, "/api/jobs/424242", token),
+             "API error (bad time)": http(srv, "/api/jobs?since=Zyxwvut", token),
+             "API error (no token)": http(srv, "/api/jobs")}
+    for study in studies:
+        uid = study.study_instance_uid
+        texts[f"studies show {uid}"] = cli(srv.data_dir, "studies", "show", uid)
+        texts[f"API study {uid}"] = http(srv, f"/api/studies/{uid}", token)
     for job in jobs:
         texts[f"jobs show {job.id}"] = cli(srv.data_dir, "jobs", "show", str(job.id))
         texts[f"jobs show {job.id} --json"] = cli(srv.data_dir, "jobs", "show", str(job.id),
                                                   "--json")
+        texts[f"API job {job.id}"] = http(srv, f"/api/jobs/{job.id}", token)
         texts[f"reason of job {job.id}"] = job.reason
     found = {where: leaks(text) for where, text in texts.items() if leaks(text)}
     assert found == {}
     assert any("failed" in t for t in texts.values())  # the listings did say something
+    assert "cxr_jobs" in texts["metrics"] and texts["API error"].startswith("HTTP 404")
+    assert "No hostname was supplied" not in texts["serve log"]
+    assert "destinations: DESTPACS@" in texts["serve log"]  # the start-up summary
 
     # the spool, outbox, previews and database: the service user's alone
     loose = [str(p) for p in srv.data_dir.rglob("*")

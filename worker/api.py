@@ -51,7 +51,7 @@ def _time(value: str | None) -> float | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise HTTPException(422, f"not an ISO 8601 time: {value!r}") from None
+        raise HTTPException(422, "since/until: not an ISO 8601 time") from None
 
 
 def create_app(settings: Settings, db: Database,

@@ -100,5 +100,6 @@ def print_summary(gw: Gateway, job: Job, root: Path) -> int:
     print(f"  SR: {summary['sr_path']}")
     for d in summary["deliveries"]:  # type: ignore[attr-defined]
         print(f"  delivered to {d['destination']}: {d['state']} ({d['detail']})")
-    print(f"  data: {root}")
+    data = gw.settings.data_dir
+    print(f"  data: {data}  (cxr-gateway jobs show {summary['job_id']} --data-dir {data})")
     return 0 if summary["state"] == jobs.DONE else 1
