@@ -202,23 +202,33 @@ class Orthanc:
     DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
     def __init__(self, root: Path, gateway_port: int | None = None,
-                 allow_any_store: bool = True) -> None:
+                 allow_any_store: bool = True, config: dict[str, object] | None = None,
+                 user: tuple[str, str] | None = None) -> None:
+        """``config``: a site's own configuration, used as it is but for folders and
+        ports (which this test run chooses) and the DICOMweb plugin's Debian path."""
         import json as _json
 
         self.root = root / "orthanc"
         self.root.mkdir(parents=True)
         self.http_port, self.dicom_port = free_port(), free_port()
-        config: dict[str, object] = {
-            "Name": "cxr-test", "StorageDirectory": str(self.root / "db"),
-            "IndexDirectory": str(self.root / "db"), "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "DicomAlwaysAllowStore": allow_any_store,
-            "DicomAlwaysAllowEcho": allow_any_store, "HttpProxy": "", "StableAge": 1,
-            "DicomModalities": ({"gateway": ["CXRGATEWAY", "127.0.0.1", gateway_port]}
-                                if gateway_port else {}),
-            "Plugins": [self.DICOMWEB_PLUGIN],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        }
+        self.user = user
+        if config is not None:
+            config = {**config, "StorageDirectory": str(self.root / "db"),
+                      "IndexDirectory": str(self.root / "db"), "HttpPort": self.http_port,
+                      "DicomPort": self.dicom_port, "RemoteAccessAllowed": False,
+                      "HttpProxy": "", "Plugins": [self.DICOMWEB_PLUGIN]}
+        else:
+            config = {
+                "Name": "cxr-test", "StorageDirectory": str(self.root / "db"),
+                "IndexDirectory": str(self.root / "db"), "HttpPort": self.http_port,
+                "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False, "DicomAlwaysAllowStore": allow_any_store,
+                "DicomAlwaysAllowEcho": allow_any_store, "HttpProxy": "", "StableAge": 1,
+                "DicomModalities": ({"gateway": ["CXRGATEWAY", "127.0.0.1", gateway_port]}
+                                    if gateway_port else {}),
+                "Plugins": [self.DICOMWEB_PLUGIN],
+                "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            }
         (self.root / "orthanc.json").write_text(_json.dumps(config))
         self.log = self.root / "orthanc.log"
         with self.log.open("wb") as fh:
@@ -236,6 +246,11 @@ class Orthanc:
         import urllib.request
 
         req = urllib.request.Request(self.url + path, data=body, method=method)
+        if self.user is not None:
+            import base64
+
+            token = base64.b64encode(":".join(self.user).encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=60) as resp:
             data = resp.read()
         return _json.loads(data) if data else None
@@ -266,9 +281,10 @@ class Orthanc:
 class RedisServer:
     """A private redis-server on a free loopback port (restartable, no persistence)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.root = root
+        self.extra = extra or []  # e.g. the compose file's own options
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -278,7 +294,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
             [require_tool("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+             "--save", "", "--appendonly", "no", "--dir", str(self.root), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self

@@ -490,6 +490,32 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """For a container health check: is a gateway or worker process on this host alive
+    (beating within the liveness timeout)?"""
+    import socket
+
+    from worker.db import Database, WorkerProcess, now
+
+    settings = _settings(args)
+    host = socket.gethostname()
+    try:
+        with Database(settings.effective_database_url).session() as s:
+            beats = s.scalars(select(WorkerProcess.last_beat).where(
+                WorkerProcess.host == host, WorkerProcess.stopped_at.is_(None))).all()
+    except Exception as exc:  # noqa: BLE001 - unhealthy, with the reason
+        print(f"unhealthy: the database cannot be read ({type(exc).__name__})",
+              file=sys.stderr)
+        return 1
+    last = max(beats, default=None)
+    if last is None or last < now() - settings.liveness_timeout_seconds:
+        print(f"unhealthy: no process on {host} beat in the last "
+              f"{settings.liveness_timeout_seconds:.0f} s", file=sys.stderr)
+        return 1
+    print(f"healthy: a process on {host} beat {now() - last:.1f} s ago")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cxr-gateway", description="CXR Reason Gateway: chest X-rays in over DICOM, "
@@ -571,6 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
     studies.add_argument("--json", action="store_true", help="as JSON")
     data_dir(studies)
     studies.set_defaults(func=cmd_studies, quiet=True)
+
+    health = sub.add_parser("health", help="exit 0 when a gateway or worker process on this "
+                            "host is alive (for container health checks)")
+    data_dir(health)
+    health.set_defaults(func=cmd_health, quiet=True)
 
     settings_p = sub.add_parser("settings", help="the settings in effect, where each came "
                                 "from, and this installation's identity")
