@@ -12,10 +12,11 @@ from pathlib import Path
 
 from pydicom import dcmread
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dicom_gateway.admission import AdmissionDecision, Candidate, admit
 from worker import jobs
-from worker.db import Database, Instance, Job, JobEvent, Study, now
+from worker.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,34 @@ def _candidates(instances: list[Instance]) -> tuple[list[Candidate], dict[str, s
 
 LIVE_PRIORITY = 0
 BATCH_PRIORITY = 9
+
+
+def batch_run_of(s: Session, study_uid: str) -> int | None:
+    """The batch run a study was fetched for (its job then waits behind live traffic)."""
+    return s.scalar(select(BatchItem.run_id).where(
+        BatchItem.study_instance_uid == study_uid, BatchItem.state == "fetched")
+        .order_by(BatchItem.id.desc()).limit(1))
+
+
+def reprocess(db: Database, study_uid: str, run_id: int | None, reason: str) -> int | None:
+    """A new version of a study's job for the same admitted instance (a batch run asked
+    for results from another model or conversion); its id, or None if no job existed."""
+    with db.session() as s:
+        latest = s.scalar(select(Job).where(Job.study_instance_uid == study_uid)
+                          .order_by(Job.version.desc()))
+        if latest is None or latest.state not in jobs.TERMINAL:
+            return None
+        t = now()
+        job = Job(study_instance_uid=study_uid, version=latest.version + 1,
+                  sop_instance_uid=latest.sop_instance_uid, state=jobs.QUEUED, created_at=t,
+                  updated_at=t, source_header=latest.source_header,
+                  priority=BATCH_PRIORITY, batch_run_id=run_id, origin=latest.origin)
+        s.add(job)
+        s.flush()
+        s.add(JobEvent(job_id=job.id, state=jobs.RECEIVED, at=t, detail=reason))
+        s.add(JobEvent(job_id=job.id, state=jobs.QUEUED, at=t, detail=reason))
+        s.commit()
+        return job.id
 
 
 def assemble_study(db: Database, study_uid: str,
@@ -77,12 +106,14 @@ def assemble_study(db: Database, study_uid: str,
             return None
         admitted = next(i for i in instances if i.sop_instance_uid == decision.admitted)
         version = 1 if latest is None else latest.version + 1
+        run_id = batch_run_of(s, study_uid)
         job = Job(
             study_instance_uid=study_uid, version=version, sop_instance_uid=decision.admitted,
             state=jobs.QUEUED, created_at=t, updated_at=t,
             source_header=header_json(Path(admitted.path)),
-            priority=BATCH_PRIORITY if admitted.calling_ae in batch_calling_aets
-            else LIVE_PRIORITY,
+            priority=BATCH_PRIORITY if run_id is not None
+            or admitted.calling_ae in batch_calling_aets else LIVE_PRIORITY,
+            batch_run_id=run_id,
         )
         s.add(job)
         if latest is not None and latest.state not in jobs.TERMINAL:

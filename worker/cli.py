@@ -490,6 +490,119 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Run (or resume) a named batch, or show one's progress; see worker/batch.py."""
+    from tqdm import tqdm
+
+    from dicom_gateway.retrieve import StudyQuery
+    from worker import tasks
+    from worker.batch import Batch, BatchError, BatchOptions, kind_of, status_of
+    from worker.celery_app import configure_celery
+
+    rt = _read(args)
+    target = args.target
+    if target[0] in ("status", "export"):
+        if len(target) != 2:
+            print(f"error: cxr-gateway batch {target[0]} NAME", file=sys.stderr)
+            return 2
+        try:
+            if target[0] == "status":
+                shown = status_of(rt, target[1])
+                print(json.dumps(shown, indent=2) if args.json else _render_batch(shown))
+                return 0
+            from worker.batch import write_outputs
+            from worker.db import BatchRun
+
+            with rt.db.session() as s:
+                run = s.scalar(select(BatchRun).where(BatchRun.name == target[1]))
+            if run is None:
+                raise BatchError(f"no batch named {target[1]!r}")
+            out = Path(args.out) if args.out else rt.settings.data_dir / "batches" / run.name
+            for path in write_outputs(rt, run, out).values():
+                print(path)
+            return 0
+        except BatchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    source = target[0]
+    csv_path = Path(args.csv) if args.csv else None
+    try:
+        kind = kind_of(source, csv_path)
+        name = args.name or f"{kind}-{Path(source.rstrip('/')).name or 'run'}"
+        query = StudyQuery(args.date_from or "", args.date_to or "", args.modality or "",
+                           tuple(args.accession or ()), tuple(args.study_uid or ()))
+        options = BatchOptions(name=name, source=source if kind in ("pacs", "dicomweb")
+                               else str(Path(source).resolve()), kind=kind, csv=csv_path,
+                               query=query, retrieve=args.retrieve, send_srs=args.send_srs,
+                               chunk=args.chunk, out_dir=Path(args.out) if args.out else None)
+        configure_celery(rt.settings)
+        batch = Batch(rt, options, tasks.enqueue_infer)
+        total = batch.scan()
+    except (BatchError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"batch {name}: {total} stud{'y' if total == 1 else 'ies'} from {source} "
+          f"({kind}); results for {batch.key}", flush=True)
+    bar = tqdm(total=total, unit="study", disable=args.no_progress, smoothing=0.05)
+
+    def progress(counts: dict[str, int]) -> None:
+        finished = sum(counts.get(k, 0) for k in ("done", "skipped", "failed"))
+        bar.update(finished - bar.n)
+        bar.set_postfix(skipped=counts.get("skipped", 0), failed=counts.get("failed", 0),
+                        in_flight=counts.get("fetched", 0), refresh=False)
+
+    try:
+        batch.drive(progress)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"stopped; nothing is lost: run the same command again (--name {name}) to "
+              "finish", file=sys.stderr)
+        return 130
+    bar.close()
+    paths = batch.write_outputs()
+    counts = batch.counts()
+    print(f"batch {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def _render_batch(shown: dict[str, Any]) -> str:
+    counts = "  ".join(f"{k} {v}" for k, v in sorted(shown["counts"].items()))
+    eta = f"{shown['eta_s']} s" if shown["eta_s"] is not None else "-"
+    return (f"batch {shown['name']} ({shown['kind']}, {shown['source']})\n"
+            f"  {shown['finished']} of {shown['total']} finished: {counts}\n"
+            f"  rate {shown['rate_per_s']} studies/s over the last 10 min, ETA {eta}"
+            + (f"\n  finished at {shown['finished_at']}" if shown["finished_at"] else ""))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Predictions against CheXpert-style labels; the paper's Table 1 beside them."""
+    from worker.evaluate import (
+        EvaluationError,
+        Policy,
+        evaluate,
+        load_labels,
+        load_predictions,
+        write,
+    )
+
+    try:
+        policy = Policy(args.uncertain, args.blank, args.not_read)
+        predictions = load_predictions(Path(args.predictions))
+        labels = load_labels(Path(args.labels), policy, args.id_column)
+        result = evaluate(predictions, labels, policy, args.bootstrap, args.seed)
+    except (EvaluationError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.predictions).parent / "evaluation"
+    paths = write(result, out)
+    print((out / "evaluation.md").read_text())
+    for path in paths.values():
+        print(path)
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """For a container health check: is a gateway or worker process on this host alive
     (beating within the liveness timeout)?"""
@@ -597,6 +710,53 @@ def build_parser() -> argparse.ArgumentParser:
     studies.add_argument("--json", action="store_true", help="as JSON")
     data_dir(studies)
     studies.set_defaults(func=cmd_studies, quiet=True)
+
+    batch = sub.add_parser(
+        "batch", help="retrospective studies through the pipeline: a DICOM folder, a CSV of "
+        "PNG/JPEG, a PACS (C-FIND + C-MOVE/C-GET) or a DICOMweb server; 'batch status NAME'")
+    batch.add_argument("target", nargs="+", metavar="SOURCE",
+                       help="a folder, a CSV, 'pacs' (CXR_SOURCE_PACS) or AE@host:port, an "
+                            "http(s) DICOMweb root; or: status NAME, export NAME")
+    batch.add_argument("--name", help="the run's name (default from the source); the same "
+                       "name resumes it")
+    batch.add_argument("--csv", help="images: the CSV naming study id and file")
+    batch.add_argument("--date-from", help="PACS/DICOMweb: studies from this date (YYYYMMDD)")
+    batch.add_argument("--date-to", help="PACS/DICOMweb: studies up to this date")
+    batch.add_argument("--modality", help="PACS/DICOMweb: ModalitiesInStudy, e.g. CR or DX")
+    batch.add_argument("--accession", action="append", help="PACS/DICOMweb: an accession "
+                       "number (repeat the option for several)")
+    batch.add_argument("--study-uid", action="append", help="PACS/DICOMweb: a Study "
+                       "Instance UID (repeat for several)")
+    batch.add_argument("--retrieve", choices=["move", "get"], default="move",
+                       help="PACS: C-MOVE to our listener (default) or C-GET")
+    batch.add_argument("--send-srs", action="store_true",
+                       help="also send each SR to CXR_DESTINATIONS (default: outbox only)")
+    batch.add_argument("--chunk", type=int, default=100,
+                       help="studies in flight at once (bounds memory and the queue)")
+    batch.add_argument("--out", help="where predictions go (default DATA_DIR/batches/NAME)")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch.add_argument("--json", action="store_true", help="status: as JSON")
+    data_dir(batch)
+    batch.set_defaults(func=cmd_batch, quiet=True)
+
+    ev = sub.add_parser("evaluate", help="predictions against CheXpert-style labels: "
+                        "per-class precision, recall, F1, macro-F1, bootstrap CIs")
+    ev.add_argument("predictions", help="a batch's predictions.jsonl or predictions.csv")
+    ev.add_argument("labels", help="labels CSV: the 14 CheXpert columns (1, 0, -1, blank)")
+    ev.add_argument("--uncertain", choices=["ignore", "positive", "negative"],
+                    default="ignore", help="how -1 counts (default: ignored for that class)")
+    ev.add_argument("--blank", choices=["negative", "ignore"], default="negative",
+                    help="how a blank counts (default: negative)")
+    ev.add_argument("--not-read", choices=["negative", "exclude"], default="negative",
+                    help="refused/truncated/unparseable/no-label answers: as no labels "
+                         "(default, as the training parser reads them) or left out")
+    ev.add_argument("--id-column", help="labels: the study id column (default study_id, "
+                    "else the folder of Path)")
+    ev.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples for the 95%% intervals (0: none)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.add_argument("--out", help="output folder (default: evaluation/ beside predictions)")
+    ev.set_defaults(func=cmd_evaluate, quiet=True)
 
     health = sub.add_parser("health", help="exit 0 when a gateway or worker process on this "
                             "host is alive (for container health checks)")

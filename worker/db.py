@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Engine,
     Float,
     ForeignKey,
@@ -103,6 +104,8 @@ class Job(Base):
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)  # 0: none scheduled
     retries: Mapped[int] = mapped_column(Integer, default=0)  # transient inference failures
     last_error: Mapped[str] = mapped_column(Text, default="")
+    batch_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    origin: Mapped[str] = mapped_column(String(16), default="dicom")  # dicom | image
 
 
 class JobEvent(Base):
@@ -127,6 +130,53 @@ class Delivery(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[float] = mapped_column(Float)
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class BatchRun(Base):
+    """A named retrospective run: its source, and the model settings its results are for."""
+
+    __tablename__ = "batch_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # folder | images | pacs | dicomweb
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    model_key: Mapped[str] = mapped_column(String(255))
+    prompt: Mapped[str] = mapped_column(Text)
+    conversion: Mapped[str] = mapped_column(String(32))
+    send_srs: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    scanned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class BatchItem(Base):
+    """One study of a run: pending -> fetched -> done | skipped | failed."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (UniqueConstraint("run_id", "study_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("batch_runs.id"))
+    study_key: Mapped[str] = mapped_column(String(255))  # the source's id for the study
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    source_ref: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    fetched_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class BatchFile(Base):
+    """A file of a folder source, found at scan time (so a rerun need not walk again)."""
+
+    __tablename__ = "batch_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("batch_items.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
 
 
 class WorkerProcess(Base):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from dicom_gateway.conversion import ConversionError, convert_file
 from dicom_gateway.destinations import SR_COMPREHENSIVE
@@ -35,7 +35,7 @@ from dicom_gateway.sr import (
 from models.backend import Backend, BackendError
 from models.study import StudyResult, run_studies
 from worker import __version__, jobs, logs
-from worker.db import Delivery, Instance, Job, now
+from worker.db import BatchRun, Delivery, Instance, Job, now
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,10 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
             return False
         job = s.get(Job, job_id)
         assert job is not None and job.result is not None
+        if job.origin == "image":  # a PNG/JPEG from a batch: a result, but nothing to an SR
+            return jobs.advance(s, job_id, version, me, (jobs.REPORTING,), jobs.DONE,
+                                "image input: result stored, no SR", release=True)
+        send = sends_srs(s, job)
     source = Dataset.from_json(job.source_header, bulk_data_uri_handler=lambda *_a: b"")
     result = json.loads(job.result)
     draft = draft_from_result(result, job.conversion)
@@ -306,13 +310,21 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
         assert row is not None
         row.sr_sop_instance_uid = identity.sop_instance_uid
         row.sr_path = str(spooled.path)
-        for dest in rt.settings.destinations:
+        for dest in rt.settings.destinations if send else ():
             if s.scalar(select(Delivery).where(Delivery.job_id == job_id,
                                                Delivery.destination == str(dest))) is None:
                 s.add(Delivery(job_id=job_id, destination=str(dest), updated_at=now()))
         s.commit()
         return jobs.advance(s, job_id, version, me, (jobs.REPORTING,), jobs.DELIVERING,
                             f"SR {identity.sop_instance_uid}")
+
+
+def sends_srs(s: Any, job: Job) -> bool:
+    """Live jobs send their SR to every destination; a batch run's only when it asks."""
+    if job.batch_run_id is None:
+        return True
+    run = s.get(BatchRun, job.batch_run_id)
+    return bool(run is not None and run.send_srs)
 
 
 def previous_srs(rt: Runtime, job: Job) -> list[Dataset]:
@@ -407,5 +419,8 @@ def deliver(rt: Runtime, job_id: int, version: int) -> bool:
             jobs.release(s, job_id, version, me, next_attempt_at=max(next_at, now()),
                          last_error=errors)
             return False
+        sent = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.job_id == job_id)) or 0
         return jobs.advance(s, job_id, version, me, (jobs.DELIVERING,), jobs.DONE,
-                            f"{len(s_.destinations)} destination(s)", release=True)
+                            f"{sent} destination(s)" if sent else "no destination: SR kept "
+                            "in the outbox", release=True)

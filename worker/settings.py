@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         "", description="This process's name in job timelines; empty = <kind>-<pid>@<host>.")
     poll_seconds: PositiveSeconds = Field(
         0.5, description="Assembler/reconciler tick and embedded broker poll.")
+    source_pacs: str = Field(
+        "", description="batch: the archive to query and retrieve from, AE@host:port (it "
+                        "must know CXR_AE_TITLE as a C-MOVE destination).")
     site_name: str = Field(
         "CXR Reason Gateway research site",
         description="Named in the SR's clinical-trial (research) attributes.")

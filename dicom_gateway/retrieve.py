@@ -1,0 +1,256 @@
+"""Pulling studies from an archive: DIMSE (C-FIND, then C-MOVE or C-GET) and DICOMweb
+(QIDO-RS search, WADO-RS retrieve).  Queries yield Study Instance UIDs one at a time, so
+an archive of any size is never listed in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from dicom_gateway.uids import is_valid_uid
+
+
+class RetrieveError(RuntimeError):
+    """The archive could not be queried or did not send a study; the message says why."""
+
+
+@dataclass(frozen=True)
+class Node:
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Node:
+        m = re.fullmatch(r"([^@\s]{1,16})@([^:\s]+):(\d{1,5})", text.strip())
+        if not m:
+            raise ValueError(f"{text!r} is not AE@host:port")
+        return cls(m[1], m[2], int(m[3]))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """What to look for: a date range (YYYYMMDD), a modality, accessions, or study UIDs."""
+
+    date_from: str = ""
+    date_to: str = ""
+    modality: str = ""
+    accessions: tuple[str, ...] = ()
+    study_uids: tuple[str, ...] = ()
+
+    def identifiers(self) -> Iterator[Dataset]:
+        """One C-FIND identifier per accession or UID asked for, or one for the range."""
+        def base() -> Dataset:
+            ds = Dataset()
+            ds.QueryRetrieveLevel = "STUDY"
+            ds.StudyInstanceUID = ""
+            ds.StudyDate = f"{self.date_from}-{self.date_to}" if (
+                self.date_from or self.date_to) else ""
+            ds.ModalitiesInStudy = self.modality
+            ds.AccessionNumber = ""
+            return ds
+
+        if self.study_uids:
+            for uid in self.study_uids:
+                ds = base()
+                ds.StudyInstanceUID = uid
+                yield ds
+        elif self.accessions:
+            for accession in self.accessions:
+                ds = base()
+                ds.AccessionNumber = accession
+                yield ds
+        else:
+            yield base()
+
+
+def _associate(node: Node, calling_ae: str, contexts: Iterable[str],
+               roles: list[Any] | None = None, handlers: list[Any] | None = None) -> Any:
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    for context in contexts:
+        ae.add_requested_context(context, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=roles or [],
+                         evt_handlers=handlers or [])
+    if not assoc.is_established:
+        raise RetrieveError(f"no association with {node} (rejected or unreachable)")
+    return assoc
+
+
+def find_studies(node: Node, calling_ae: str, query: StudyQuery) -> Iterator[str]:
+    """C-FIND at study level: the Study Instance UIDs that match, each once."""
+    seen: set[str] = set()
+    for identifier in query.identifiers():
+        assoc = _associate(node, calling_ae, [StudyRootQueryRetrieveInformationModelFind])
+        try:
+            for status, found in assoc.send_c_find(
+                    identifier, StudyRootQueryRetrieveInformationModelFind):
+                if not status:
+                    raise RetrieveError(f"C-FIND to {node}: no response (timeout)")
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01) and found is not None:
+                    uid = str(found.get("StudyInstanceUID", ""))
+                    if is_valid_uid(uid) and uid not in seen:
+                        seen.add(uid)
+                        yield uid
+                elif code not in (0x0000, 0xFF00, 0xFF01):
+                    raise RetrieveError(f"C-FIND to {node}: status 0x{code:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    completed: int
+    failed: int
+    status: int
+
+
+def _study(uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds
+
+
+def move_study(node: Node, calling_ae: str, destination_ae: str, study_uid: str) -> Retrieved:
+    """C-MOVE a study to ``destination_ae`` (our own listener, known to the archive)."""
+    assoc = _associate(node, calling_ae, [StudyRootQueryRetrieveInformationModelMove])
+    completed = failed = 0
+    last = 0
+    try:
+        for status, _ in assoc.send_c_move(_study(study_uid), destination_ae,
+                                           StudyRootQueryRetrieveInformationModelMove):
+            if not status:
+                raise RetrieveError(f"C-MOVE from {node}: no response (timeout)")
+            last = int(status.Status)
+            completed = int(status.get("NumberOfCompletedSuboperations", completed) or 0)
+            failed = int(status.get("NumberOfFailedSuboperations", failed) or 0)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if last not in (0x0000, 0xB000):
+        raise RetrieveError(f"C-MOVE of study {study_uid} from {node} to {destination_ae}: "
+                            f"status 0x{last:04X} ({completed} sent, {failed} failed)")
+    return Retrieved(completed, failed, last)
+
+
+def get_study(node: Node, calling_ae: str, study_uid: str,
+              on_instance: Callable[[Dataset], int]) -> Retrieved:
+    """C-GET a study over our own association; ``on_instance`` stores each dataset and
+    returns the C-STORE status to answer (0x0000 only once it is safely stored)."""
+    storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][:120]
+    roles = [build_role(uid, scp_role=True) for uid in storage]
+
+    def handle(event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        return on_instance(ds)
+
+    assoc = _associate(node, calling_ae, [StudyRootQueryRetrieveInformationModelGet,
+                                          *storage],
+                       roles, [(evt.EVT_C_STORE, handle)])
+    completed = failed = 0
+    last = 0
+    try:
+        for status, _ in assoc.send_c_get(_study(study_uid),
+                                          StudyRootQueryRetrieveInformationModelGet):
+            if not status:
+                raise RetrieveError(f"C-GET from {node}: no response (timeout)")
+            last = int(status.Status)
+            completed = int(status.get("NumberOfCompletedSuboperations", completed) or 0)
+            failed = int(status.get("NumberOfFailedSuboperations", failed) or 0)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if last not in (0x0000, 0xB000):
+        raise RetrieveError(f"C-GET of study {study_uid} from {node}: status 0x{last:04X}")
+    return Retrieved(completed, failed, last)
+
+
+# -- DICOMweb ------------------------------------------------------------------------------
+
+def _http(url: str, accept: str, timeout: float = 120.0) -> tuple[bytes, str]:
+    req = urllib.request.Request(url, headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        raise RetrieveError(f"{url}: HTTP {exc.code}") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise RetrieveError(f"{url}: {exc}") from exc
+
+
+def qido_studies(root: str, query: StudyQuery, page: int = 100) -> Iterator[str]:
+    """QIDO-RS ``/studies``, paged: the Study Instance UIDs that match, each once."""
+    root = root.rstrip("/")
+    params: list[dict[str, str]] = []
+    common: dict[str, str] = {}
+    if query.date_from or query.date_to:
+        common["StudyDate"] = f"{query.date_from}-{query.date_to}"
+    if query.modality:
+        common["ModalitiesInStudy"] = query.modality
+    if query.study_uids:
+        params = [{**common, "StudyInstanceUID": u} for u in query.study_uids]
+    elif query.accessions:
+        params = [{**common, "AccessionNumber": a} for a in query.accessions]
+    else:
+        params = [common]
+    seen: set[str] = set()
+    for p in params:
+        offset = 0
+        while True:
+            url = f"{root}/studies?" + urllib.parse.urlencode(
+                {**p, "limit": str(page), "offset": str(offset)})
+            body, _ = _http(url, "application/dicom+json")
+            found = json.loads(body or b"[]")
+            for study in found:
+                value = (study.get("0020000D") or {}).get("Value") or [""]
+                uid = str(value[0])
+                if is_valid_uid(uid) and uid not in seen:
+                    seen.add(uid)
+                    yield uid
+            if len(found) < page:
+                break
+            offset += page
+
+
+def wado_study(root: str, study_uid: str) -> Iterator[bytes]:
+    """WADO-RS ``/studies/{uid}``: each instance as Part 10 bytes."""
+    body, content_type = _http(f"{root.rstrip('/')}/studies/{study_uid}",
+                               'multipart/related; type="application/dicom"')
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise RetrieveError(f"WADO-RS for {study_uid}: not a multipart answer "
+                            f"({content_type or 'no content type'})")
+    yield from multipart_parts(body, m[1].encode())
+
+
+def multipart_parts(body: bytes, boundary: bytes) -> Iterator[bytes]:
+    """The bodies of a multipart/related message (RFC 2046)."""
+    for chunk in body.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        yield content[:-2] if content.endswith(b"\r\n") else content

@@ -1,0 +1,285 @@
+"""``cxr-gateway evaluate``: predictions against reference labels, as the paper does it.
+
+The paper (section 4.2, Table 1) reports per-class F1 on the CheXpert test set (518
+frontal studies, expert labels, binary), macro-F1 over the 14 classes and over the five
+competition classes.  CheXpert-style label files may also hold -1 (uncertain) and blanks
+(not mentioned), so how those count is a policy, chosen on the command line and written
+into every output, as is how studies the model did not read count (a refusal, a cut-off
+or unparseable answer, an answer with no label).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.labels import CHEXPERT_LABELS
+
+COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+# The order and the NV-Reason-CXR-3B column of the paper's Table 1 (per-class F1, %).
+TABLE1_ORDER = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion",
+                "Pleural Other", "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion",
+                "Lung Opacity", "Pneumonia", "Pneumothorax", "Support Devices", "No Finding")
+PAPER_F1 = {"Atelectasis": 67.2, "Cardiomegaly": 74.7, "Consolidation": 23.5, "Edema": 66.7,
+            "Pleural Effusion": 71.1, "Pleural Other": 22.2,
+            "Enlarged Cardiomediastinum": 84.9, "Fracture": 20.0, "Lung Lesion": 47.1,
+            "Lung Opacity": 88.1, "Pneumonia": 44.4, "Pneumothorax": 57.1,
+            "Support Devices": 93.0, "No Finding": 79.5}
+PAPER_MACRO5, PAPER_MACRO_ALL = 60.6, 60.0
+NOT_READ = ("refused", "truncated", "unparseable", "no_labels")
+IGNORE = -9  # a gold value that does not count for its class
+
+
+class EvaluationError(ValueError):
+    """The inputs cannot be evaluated; the message says why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    uncertain: str = "ignore"  # -1: ignore (that class, that study) | positive | negative
+    blank: str = "negative"  # blank: negative | ignore
+    not_read: str = "negative"  # refused/truncated/...: negative (no labels) | exclude
+
+    def __post_init__(self) -> None:
+        if self.uncertain not in ("ignore", "positive", "negative"):
+            raise EvaluationError("--uncertain must be ignore, positive or negative")
+        if self.blank not in ("negative", "ignore"):
+            raise EvaluationError("--blank must be negative or ignore")
+        if self.not_read not in ("negative", "exclude"):
+            raise EvaluationError("--not-read must be negative or exclude")
+
+    def gold(self, value: str) -> int:
+        text = value.strip()
+        if text == "":
+            return 0 if self.blank == "negative" else IGNORE
+        number = float(text)
+        if number == 1:
+            return 1
+        if number == 0:
+            return 0
+        if number == -1:
+            return {"ignore": IGNORE, "positive": 1, "negative": 0}[self.uncertain]
+        raise EvaluationError(f"label value {value!r} is not 1, 0, -1 or blank")
+
+    def describe(self) -> str:
+        return (f"uncertain (-1): {self.uncertain}; blank: {self.blank}; studies the model "
+                f"did not read (refused, truncated, unparseable, no labels): {self.not_read}")
+
+
+def load_labels(path: Path, policy: Policy, id_column: str | None = None
+                ) -> dict[str, dict[str, int]]:
+    """Study id -> class -> gold (1, 0 or IGNORE).  The study id is ``id_column``, else
+    ``study_id``, else the folder of ``Path`` (CheXpert's layout: one row per image)."""
+    out: dict[str, dict[str, int]] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        missing = [c for c in CHEXPERT_LABELS if c not in fields]
+        if missing:
+            raise EvaluationError(f"{path}: no column for {', '.join(missing)}")
+        column = id_column or ("study_id" if "study_id" in fields else
+                               "Path" if "Path" in fields else None)
+        if column is None or column not in fields:
+            raise EvaluationError(f"{path}: no study id column (study_id, Path or "
+                                  f"--id-column); it has {', '.join(fields)}")
+        for row in reader:
+            key = row[column].strip()
+            if column == "Path" and id_column is None:
+                key = str(Path(key).parent)
+            if key not in out:  # a study's other images carry the same labels
+                out[key] = {c: policy.gold(row[c] or "") for c in CHEXPERT_LABELS}
+    return out
+
+
+def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """Study id -> prediction row (``batch``'s predictions.jsonl or .csv)."""
+    rows: list[dict[str, Any]] = []
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    if rows and "study_id" not in rows[0]:
+        raise EvaluationError(f"{path}: not a predictions file (no study_id column)")
+    return {str(r["study_id"]): r for r in rows}
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int  # gold positives that counted
+    counted: int  # studies that counted for this class
+    tp: int
+    fp: int
+    fn: int
+    f1_low: float | None = None
+    f1_high: float | None = None
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 with 0 where it is undefined (no positives, none predicted), as scikit-learn's
+    zero_division=0 does."""
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def evaluate(predictions: Mapping[str, Mapping[str, Any]],
+             labels: Mapping[str, Mapping[str, int]], policy: Policy,
+             bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support, macro-F1 (14 and 5), bootstrap 95 % CIs."""
+    counted: list[str] = []
+    excluded: dict[str, int] = {}
+    pred_rows: list[list[int]] = []
+    gold_rows: list[list[int]] = []
+    for study, gold in labels.items():
+        row = predictions.get(study)
+        if row is None:
+            excluded["no prediction"] = excluded.get("no prediction", 0) + 1
+            continue
+        if str(row.get("state")) != "done":
+            why = f"not run by the model ({row.get('state')}: {row.get('reason', '')})"
+            excluded[why[:80]] = excluded.get(why[:80], 0) + 1
+            continue
+        status = str(row.get("status") or "")
+        if status in NOT_READ and policy.not_read == "exclude":
+            excluded[f"model answer {status}"] = excluded.get(f"model answer {status}", 0) + 1
+            continue
+        counted.append(study)
+        gold_rows.append([gold[c] for c in CHEXPERT_LABELS])
+        pred_rows.append([1 if str(row.get(c, 0)) in ("1", "True", "true") else 0
+                          for c in CHEXPERT_LABELS])
+    if not counted:
+        raise EvaluationError("no study has both a prediction from the model and labels")
+    g, p = np.array(gold_rows), np.array(pred_rows)
+    valid = g != IGNORE
+    tp = ((g == 1) & (p == 1) & valid).sum(0)
+    fp = ((g == 0) & (p == 1) & valid).sum(0)
+    fn = ((g == 1) & (p == 0) & valid).sum(0)
+    f1 = _f1(tp, fp, fn)
+    competition = [CHEXPERT_LABELS.index(c) for c in COMPETITION]
+    lows = highs = None
+    macro_ci: dict[str, list[float]] = {}
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        n = len(counted)
+        boot = np.empty((bootstrap, len(CHEXPERT_LABELS)))
+        for b in range(bootstrap):
+            idx = rng.integers(0, n, n)
+            gb, pb, vb = g[idx], p[idx], valid[idx]
+            boot[b] = _f1(((gb == 1) & (pb == 1) & vb).sum(0),
+                          ((gb == 0) & (pb == 1) & vb).sum(0),
+                          ((gb == 1) & (pb == 0) & vb).sum(0))
+        lows, highs = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+        for name, cols in (("all", list(range(len(CHEXPERT_LABELS)))),
+                           ("competition", competition)):
+            macro = boot[:, cols].mean(1)
+            macro_ci[name] = [float(np.percentile(macro, 2.5)),
+                              float(np.percentile(macro, 97.5))]
+    classes = []
+    for i, label in enumerate(CHEXPERT_LABELS):
+        predicted, positive = int(tp[i] + fp[i]), int(tp[i] + fn[i])
+        classes.append(ClassScore(
+            label=label, precision=float(tp[i] / predicted) if predicted else 0.0,
+            recall=float(tp[i] / positive) if positive else 0.0, f1=float(f1[i]),
+            support=positive, counted=int(valid[:, i].sum()), tp=int(tp[i]), fp=int(fp[i]),
+            fn=int(fn[i]), f1_low=None if lows is None else float(lows[i]),
+            f1_high=None if highs is None else float(highs[i])))
+    not_read = sum(1 for s in counted if str(predictions[s].get("status")) in NOT_READ)
+    return {
+        "policy": asdict(policy), "policy_text": policy.describe(),
+        "studies_counted": len(counted), "studies_excluded": excluded,
+        "studies_not_read_counted_as_negative": not_read if policy.not_read == "negative"
+        else 0,
+        "classes": [asdict(c) for c in classes],
+        "macro_f1_all": float(f1.mean()), "macro_f1_competition": float(f1[competition].mean()),
+        "macro_f1_all_ci": macro_ci.get("all"),
+        "macro_f1_competition_ci": macro_ci.get("competition"),
+        "bootstrap": {"resamples": bootstrap, "seed": seed},
+        "paper": {"f1": PAPER_F1, "macro_f1_competition": PAPER_MACRO5,
+                  "macro_f1_all": PAPER_MACRO_ALL,
+                  "source": "NV-Reason-CXR-3B, Table 1 (CheXpert test set)"},
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """Laid out like the paper's Table 1, with the paper's NV-Reason-CXR-3B column."""
+    by_label = {c["label"]: c for c in result["classes"]}
+    lines = ["| Abnormality class | This run F1 % [95% CI] | Precision % | Recall % | Support "
+             "| NV-Reason-CXR-3B (paper) |", "| --- | --- | --- | --- | --- | --- |"]
+    for label in TABLE1_ORDER:
+        c = by_label[label]
+        ci = f" [{_pct(c['f1_low'])}, {_pct(c['f1_high'])}]" if c["f1_low"] is not None else ""
+        name = f"**{label}**" if label in COMPETITION else label
+        lines.append(f"| {name} | {_pct(c['f1'])}{ci} | {_pct(c['precision'])} | "
+                     f"{_pct(c['recall'])} | {c['support']} | {PAPER_F1[label]:.1f} |")
+    for key, paper, title in (("competition", PAPER_MACRO5, "Macro-F1 (5 classes)"),
+                              ("all", PAPER_MACRO_ALL, "Macro-F1 (all)")):
+        macro = result[f"macro_f1_{key}"]
+        interval = result.get(f"macro_f1_{key}_ci")
+        shown = _pct(macro) + (f" [{_pct(interval[0])}, {_pct(interval[1])}]"
+                               if interval else "")
+        lines.append(f"| {title} | {shown} | | | | {paper:.1f} |")
+    excluded = "; ".join(f"{k}: {v}" for k, v in result["studies_excluded"].items()) or "none"
+    lines += ["", f"Studies counted: {result['studies_counted']}. Excluded: {excluded}.",
+              f"Policy: {result['policy_text']}.",
+              f"Confidence intervals: percentile bootstrap over studies, "
+              f"{result['bootstrap']['resamples']} resamples (seed "
+              f"{result['bootstrap']['seed']}). Bold: the five competition classes. "
+              "The paper's column is copied from its Table 1, not recomputed."]
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: Mapping[str, Any], path: Path) -> Path:
+    """Per-class F1, this run beside the paper (matplotlib, headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_label = {c["label"]: c for c in result["classes"]}
+    x = np.arange(len(TABLE1_ORDER))
+    ours = [100 * by_label[c]["f1"] for c in TABLE1_ORDER]
+    err_low = [100 * (by_label[c]["f1"] - (by_label[c]["f1_low"] or by_label[c]["f1"]))
+               for c in TABLE1_ORDER]
+    err_high = [100 * ((by_label[c]["f1_high"] or by_label[c]["f1"]) - by_label[c]["f1"])
+                for c in TABLE1_ORDER]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    ax.bar(x - 0.2, ours, 0.4, yerr=[err_low, err_high], capsize=3, label="this run (95% CI)")
+    ax.bar(x + 0.2, [PAPER_F1[c] for c in TABLE1_ORDER], 0.4,
+           label="NV-Reason-CXR-3B, paper Table 1")
+    ax.set_xticks(x, TABLE1_ORDER, rotation=40, ha="right")
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Per-class F1 ({result['studies_counted']} studies; macro-F1 "
+                 f"{100 * result['macro_f1_all']:.1f} all, "
+                 f"{100 * result['macro_f1_competition']:.1f} five classes)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(result: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "evaluation.json", "markdown": out_dir / "evaluation.md"}
+    paths["json"].write_text(json.dumps(result, indent=2))
+    paths["markdown"].write_text(markdown(result))
+    try:
+        paths["chart"] = chart(result, out_dir / "f1.png")
+    except ImportError:  # the chart's extra (matplotlib) is not installed: the rest stands
+        print("warning: no chart: install matplotlib (pip install -e .[eval])")
+    return paths
