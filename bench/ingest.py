@@ -1,34 +1,43 @@
-"""Ingest throughput: our listener (full durability and bookkeeping) against dcmtk storescp.
+"""Ingest throughput: our listener against Orthanc (and dcmtk storescp, the ceiling).
 
-Same machine, same run, same sender (dcmtk storescu, one association per data set):
+Same machine, same run, the same sender (dcmtk storescu, TCP_NODELAY=1 on every side),
+the same files, every receiver with the same maximum PDU (131072, dcmtk's largest):
 
-* large: 40 copies of RG1_UNCR.dcm (7.2 MB each) with unique SOP Instance UIDs;
-* small: 500 small CR instances (64x64, 12 bits).
+* large: 40 x RG1_UNCR.dcm (7.2 MB each), one association;
+* small: 500 small CR instances (64 x 64, 12 bits, about 8 KB), one association;
+* concurrent: the 500 small instances from 4 storescu processes at once (125 each).
 
-Our listener runs as ``cxr-gateway serve`` on the embedded default (spool fsync + rename
-+ directory fsync + SQLite WAL commit with synchronous=FULL before every 0x0000); the
-study quiet period is set long so no job competes with ingest during the measurement.
-storescp runs with its defaults (writes each file, no fsync).  Each target is measured
-``--rounds`` times, alternating, and the best round counts.
+Receivers:
 
-Two network settings are measured, because dcmtk as packaged leaves Nagle's algorithm on:
-``stock`` (dcmtk's defaults: every small instance waits out a ~40 ms delayed ACK) and
-``nodelay`` (``TCP_NODELAY=1`` for storescu and storescp, which shows processing cost).
-The RESULT line uses ``nodelay``, the stricter comparison.
+* ours: ``cxr-gateway serve`` on the embedded default: every instance written to the spool,
+  fsynced (file and folder) and committed to SQLite (WAL, synchronous=FULL) before its
+  0x0000; the study quiet period is an hour so that no job competes with ingest;
+* Orthanc (Debian package): its default storage (files synced, ``SyncStorageArea``) and
+  SQLite index;
+* storescp: writes each file, no sync, no index (the ceiling).
 
-Ends with ``RESULT ingest_large_ratio=<ours/storescp> ingest_small_ratio=<ours/storescp>``
-(throughput ratios; target large >= 2.0, small >= 1.0).
+Rounds alternate between receivers; each set's median over the rounds counts.  After
+every run the bench checks that the receiver really stored every instance (its files,
+and for ours the database rows; for Orthanc its instance count) before it reports.
+
+Ends with ``RESULT ingest_large_vs_orthanc=<x> ingest_small_vs_orthanc=<x>
+ingest_concurrent_vs_orthanc=<x>`` (throughput ratios, ours over Orthanc's; targets >= 1.0,
+and the large one no lower than 1.4).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from pydicom import dcmread
@@ -39,8 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.dicom_factory import make_cr, save  # noqa: E402
 from tests.peers import free_port, wait_for_port  # noqa: E402
 
+MAX_PDU = 131072
+NODELAY = {"TCP_NODELAY": "1"}
+SENDERS = 4
 
-def make_sets(root: Path) -> dict[str, Path]:
+
+def make_sets(root: Path) -> dict[str, list[Path]]:
     large, small = root / "large", root / "small"
     large.mkdir()
     small.mkdir()
@@ -55,96 +68,179 @@ def make_sets(root: Path) -> dict[str, Path]:
     for i in range(500):
         save(make_cr(study, view="LL" if i else "PA", number=i + 1, seed=i),
              small / f"{i:03d}.dcm")
-    return {"large": large, "small": small}
+    return {"large": sorted(large.iterdir()), "small": sorted(small.iterdir()),
+            "concurrent": sorted(small.iterdir())}
 
 
-MODES = {"stock": {}, "nodelay": {"TCP_NODELAY": "1"}}
+def storescu(files: list[Path], port: int, called: str) -> subprocess.Popen[str]:
+    # the files as an argument list, in chunks storescu accepts
+    return subprocess.Popen(["/usr/bin/storescu", "-aec", called, "-xe", "--max-pdu",
+                             str(MAX_PDU), "127.0.0.1", str(port), *map(str, files)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **NODELAY})
 
 
-def send(folder: Path, port: int, called: str, mode: str) -> float:
+def send(files: list[Path], port: int, called: str, senders: int) -> float:
+    parts = [files[i::senders] for i in range(senders)]
     start = time.perf_counter()
-    out = subprocess.run(["storescu", "-aec", called, "+sd", "-xe", "127.0.0.1", str(port),
-                          str(folder)], capture_output=True, text=True,
-                         env={**os.environ, **MODES[mode]})
+    procs = [storescu(p, port, called) for p in parts]
+    errors = [p.communicate()[1] for p in procs]
     elapsed = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"storescu failed: {out.stderr[-1000:]}")
+    for p, err in zip(procs, errors, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err[-800:]}")
     return elapsed
 
 
-class Target:
-    def __init__(self, name: str, root: Path) -> None:
-        self.name, self.root = name, root
+class Receiver:
+    called = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.out = root
 
-    def start(self, mode: str) -> None:
-        out = self.root / f"{self.name}-{time.monotonic_ns()}"
-        out.mkdir()
-        if self.name == "storescp":
-            cmd = ["storescp", "--output-directory", str(out), "-aet", "STORESCP",
-                   str(self.port)]
-            env = {**os.environ, **MODES[mode]}
-        else:
-            cmd = [str(Path(sys.executable).parent / "cxr-gateway"), "serve"]
-            env = {**os.environ, "CXR_DATA_DIR": str(out), "CXR_PORT": str(self.port),
-                   "CXR_STUDY_QUIET_SECONDS": "3600", "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0"}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-        self.out = out
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stored(self) -> int:
+        raise NotImplementedError
 
     def stop(self) -> None:
         assert self.proc is not None
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         shutil.rmtree(self.out, ignore_errors=True)
 
-    @property
-    def called(self) -> str:
-        return "STORESCP" if self.name == "storescp" else "CXRGATEWAY"
+
+class Ours(Receiver):
+    name, called = "ours", "CXRGATEWAY"
+
+    def start(self) -> None:
+        self.out = self.root / f"ours-{time.monotonic_ns()}"
+        env = {**os.environ, **NODELAY, "CXR_DATA_DIR": str(self.out),
+               "CXR_PORT": str(self.port), "CXR_STUDY_QUIET_SECONDS": "3600",
+               "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0", "CXR_MAX_PDU_SIZE": str(MAX_PDU),
+               "CXR_MAX_ASSOCIATIONS": "25"}
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cxr-gateway"),
+                                      "serve"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, timeout=60)
+
+    def stored(self) -> int:
+        files = len(list((self.out / "spool").rglob("*.dcm")))
+        with sqlite3.connect(self.out / "gateway.db") as db:
+            rows = db.execute("SELECT count(*) FROM instances").fetchone()[0]
+        return min(files, int(rows))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=2)
-    args = ap.parse_args()
-    if shutil.which("storescu") is None or shutil.which("storescp") is None:
-        print("dcmtk is not installed (scripts/bootstrap installs it)")
-        return 2
+class Orthanc(Receiver):
+    name, called = "orthanc", "ORTHANC"
+
+    def start(self) -> None:
+        self.out = self.root / f"orthanc-{time.monotonic_ns()}"
+        self.out.mkdir()
+        self.http = free_port()
+        config = {"Name": "bench", "StorageDirectory": str(self.out / "db"),
+                  "IndexDirectory": str(self.out / "db"), "HttpPort": self.http,
+                  "DicomPort": self.port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+                  "AuthenticationEnabled": False, "DicomAlwaysAllowStore": True,
+                  "MaximumPduLength": MAX_PDU, "HttpProxy": "", "StorageCompression": False}
+        (self.out / "orthanc.json").write_text(json.dumps(config))
+        self.proc = subprocess.Popen(["Orthanc", str(self.out / "orthanc.json")],
+                                     env={**os.environ, **NODELAY},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, timeout=60)
+        wait_for_port(self.http, timeout=60)
+
+    def stored(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/statistics",
+                                    timeout=30) as r:
+            stats = json.loads(r.read())
+        db = self.out / "db"  # instance files are two folder levels down; the index is here
+        files = sum(1 for p in db.rglob("*") if p.is_file() and p.parent != db)
+        self.detail = f"index {stats['CountInstances']}, files {files}"
+        return min(int(stats["CountInstances"]), files)
+
+
+class StoreSCP(Receiver):
+    name, called = "storescp", "STORESCP"
+
+    def start(self) -> None:
+        self.out = self.root / f"storescp-{time.monotonic_ns()}"
+        self.out.mkdir()
+        self.proc = subprocess.Popen(["/usr/bin/storescp", "--output-directory",
+                                      str(self.out), "-aet", "STORESCP", "--max-pdu",
+                                      str(MAX_PDU), str(self.port)],
+                                     env={**os.environ, **NODELAY},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stored(self) -> int:
+        return len([p for p in self.out.iterdir() if p.is_file()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=["ours", "orthanc", "storescp"], action="append")
+    args = ap.parse_args(argv)
+    for tool in ("/usr/bin/storescu", "/usr/bin/storescp"):
+        if not Path(tool).exists():
+            print("dcmtk is not installed (scripts/bootstrap installs it)")
+            return 2
+    kinds = [k for k in (Ours, Orthanc, StoreSCP) if not args.only or k.name in args.only]
     with tempfile.TemporaryDirectory(prefix="cxr-ingest-bench-") as tmp:
         root = Path(tmp)
         sets = make_sets(root)
-        sizes = {k: sum(p.stat().st_size for p in v.iterdir()) for k, v in sets.items()}
-        counts = {k: len(list(v.iterdir())) for k, v in sets.items()}
-        best: dict[tuple[str, str, str], float] = {}
+        sizes = {k: sum(p.stat().st_size for p in v) for k, v in sets.items()}
+        times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):
-            for mode in MODES:
-                for name in ("storescp", "ours"):
-                    target = Target(name, root)
-                    target.start(mode)
-                    try:
-                        for kind, folder in sets.items():
-                            t = send(folder, target.port, target.called, mode)
-                            key = (mode, name, kind)
-                            best[key] = min(best.get(key, float("inf")), t)
-                    finally:
-                        target.stop()
+            for kind in kinds:  # alternating: one round of each receiver in turn
+                receiver = kind(root)
+                receiver.start()
+                try:
+                    total = 0
+                    for name, files in sets.items():
+                        senders = SENDERS if name == "concurrent" else 1
+                        elapsed = send(files, receiver.port, receiver.called, senders)
+                        total += len(files)
+                        deadline = time.monotonic() + 30
+                        while receiver.stored() < total and time.monotonic() < deadline:
+                            time.sleep(0.2)
+                        got = receiver.stored()
+                        if got < total:
+                            raise RuntimeError(f"{receiver.name} stored {got} of {total} "
+                                               f"{getattr(receiver, 'detail', '')}")
+                        times.setdefault((receiver.name, name), []).append(elapsed)
+                        if name == "small":  # the concurrent set sends the same files
+                            receiver.stop()
+                            receiver.start()
+                            total = 0
+                finally:
+                    receiver.stop()
         ratios = {}
-        for mode in MODES:
-            for kind in sets:
-                print(f"[{mode}] {kind}: {counts[kind]} instances, {sizes[kind] / 1e6:.1f} MB, "
-                      f"one association, best of {args.rounds}")
-                for name in ("storescp", "ours"):
-                    t = best[(mode, name, kind)]
-                    print(f"  {name:<9} {t:7.2f} s  {sizes[kind] / 1e6 / t:8.1f} MB/s  "
-                          f"{counts[kind] / t:8.1f} instances/s")
-                ratio = best[(mode, "storescp", kind)] / best[(mode, "ours", kind)]
-                print(f"  ours/storescp throughput: {ratio:.2f}")
-                if mode == "nodelay":
-                    ratios[kind] = ratio
-        print(f"RESULT ingest_large_ratio={ratios['large']:.2f} "
-              f"ingest_small_ratio={ratios['small']:.2f}")
+        for name, files in sets.items():
+            senders = f", {SENDERS} senders at once" if name == "concurrent" else \
+                ", one association"
+            print(f"{name}: {len(files)} instances, {sizes[name] / 1e6:.1f} MB{senders}; "
+                  f"median of {args.rounds}")
+            for kind in kinds:
+                t = statistics.median(times[(kind.name, name)])
+                print(f"  {kind.name:<9} {t:7.2f} s  {sizes[name] / 1e6 / t:8.1f} MB/s  "
+                      f"{len(files) / t:8.1f} instances/s")
+            if ("ours", name) in times and ("orthanc", name) in times:
+                ratios[name] = statistics.median(times[("orthanc", name)]) / statistics.median(
+                    times[("ours", name)])
+                print(f"  ours/Orthanc throughput: {ratios[name]:.2f}")
+        if len(ratios) == 3:
+            print(f"RESULT ingest_large_vs_orthanc={ratios['large']:.2f} "
+                  f"ingest_small_vs_orthanc={ratios['small']:.2f} "
+                  f"ingest_concurrent_vs_orthanc={ratios['concurrent']:.2f}")
     return 0
 
 
