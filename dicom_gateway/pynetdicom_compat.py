@@ -4,6 +4,16 @@ pynetdicom gives no public hook for them; each is small, and
 ``tests/test_pynetdicom_compat.py`` fails when an upgrade changes the code they rely on
 (the names below, read from pynetdicom's own source), so a silent change cannot slip in.
 
+* Both reactors of an association poll with fixed sleeps: the association thread sleeps
+  1 ms before each look at its DIMSE message queue, and the DUL thread sleeps
+  ``_run_loop_delay`` (1 ms) whenever it found nothing to do.  A C-STORE exchange crosses
+  both several times, so each instance pays milliseconds of sleeping (pynetdicom issues
+  120, 139, 650).  ``install_wakeups`` keeps the same loops and the same upper bounds, but
+  lets each sleep end the moment there is work: a DIMSE message queued for the
+  association, data on the socket or a PDU queued to send for the DUL.  It works through
+  the ``time`` module those two pynetdicom modules call: inside a reactor thread of an
+  association it was installed on, ``time.sleep(d)`` becomes such a wait of at most ``d``;
+  everywhere else it is ``time.sleep``.
 * A C-STORE received in chunked mode (``STORE_RECV_CHUNKED_DATASET``) is written to a
   ``NamedTemporaryFile(delete=False)`` held by the association's partial DIMSE message
   (``assoc.dimse.message._data_set_file`` / ``_data_set_path``).  If the peer drops the
@@ -16,16 +26,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
+import select
+import socket
+import threading
+import time as _time
 from pathlib import Path
 from typing import Any
+
+from pynetdicom import association as _association
+from pynetdicom import dul as _dul
 
 log = logging.getLogger(__name__)
 
 # What this module reads, for the compatibility test.
 RELIES_ON = {
+    "pynetdicom.association.Association._run_reactor": ("time.sleep(0.001)",
+                                                       "self.dimse.get_msg(block=False)"),
+    "pynetdicom.dul.DULServiceProvider.run_reactor": ("time.sleep(self._run_loop_delay)",
+                                                     "self._process_recv_primitive()",
+                                                     "self._is_transport_event()"),
+    "pynetdicom.dul.DULServiceProvider.__init__": ("self.to_provider_queue",),
+    "pynetdicom.dul.DULServiceProvider._process_recv_primitive": (
+        "self.to_provider_queue.queue[0]",),
+    "pynetdicom.dimse.DIMSEServiceProvider.__init__": ("self.msg_queue",),
+    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": ("self.msg_queue.put(",
+                                                                "self.message = None"),
     "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": ("_data_set_file", "_data_set_path",
                                                           "NamedTemporaryFile(delete=False"),
-    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": ("self.message = None",),
 }
 
 
@@ -54,3 +82,88 @@ def discard_partial_dataset(assoc: Any) -> Path | None:
         message._data_set_path = None
         return path
     return None
+
+
+class _WakingQueue(queue.Queue):
+    """A queue that calls ``wake`` after each put."""
+
+    def __init__(self, wake: Any) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class _ReactorClock:
+    """Stands in for ``time`` in pynetdicom's association and DUL modules."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        wait = getattr(threading.current_thread(), "_cxr_wait", None)
+        if wait is None:
+            _time.sleep(seconds)
+        else:
+            wait(seconds)
+
+
+_CLOCK = _ReactorClock()
+
+
+def install_wakeups(assoc: Any) -> bool:
+    """Let this association's two reactors wake on work instead of sleeping it out.
+
+    Called as the association opens (before any DIMSE message); False when the objects
+    are not what this adaptation expects (then pynetdicom's own sleeps stay).
+    """
+    dul = getattr(assoc, "dul", None)
+    dimse = getattr(assoc, "dimse", None)
+    raw = getattr(getattr(dul, "socket", None), "socket", None)
+    if dul is None or dimse is None or raw is None or not dimse.msg_queue.empty() \
+            or not dul.to_provider_queue.empty():
+        return False
+    _association.time = _CLOCK  # type: ignore[assignment]
+    _dul.time = _CLOCK  # type: ignore[assignment]
+
+    message = threading.Event()
+
+    def assoc_wait(seconds: float) -> None:
+        message.wait(seconds)
+        message.clear()
+
+    dimse.msg_queue = _WakingQueue(message.set)
+    assoc._cxr_wait = assoc_wait
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+
+    def poke() -> None:
+        with contextlib.suppress(OSError):  # full (already poked) or closed: fine
+            writer.send(b"\0")
+
+    def dul_wait(seconds: float) -> None:
+        try:
+            ready, _, _ = select.select([raw, reader], [], [], seconds)
+        except (OSError, ValueError):  # the socket closed under us: as before
+            _time.sleep(seconds)
+            return
+        if reader in ready:
+            with contextlib.suppress(OSError):
+                reader.recv(4096)
+
+    dul.to_provider_queue = _WakingQueue(poke)
+    dul._cxr_wait = dul_wait
+    assoc._cxr_wake_sockets = (reader, writer)
+    return True
+
+
+def remove_wakeups(assoc: Any) -> None:
+    """Close the wake-up socket pair of an association that ended."""
+    for sock in getattr(assoc, "_cxr_wake_sockets", ()):
+        with contextlib.suppress(OSError):
+            sock.close()

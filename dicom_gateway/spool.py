@@ -77,17 +77,27 @@ class Spool:
         return SpooledFile(final, size, digest.hexdigest(), existed)
 
     def adopt(self, study_uid: str, sop_uid: str, received: Path) -> SpooledFile:
-        """Take a file the network layer already wrote: rename it in (copy across devices)."""
+        """Take a file the network layer already wrote: rename it in (copy across devices).
+
+        pynetdicom writes into the spool's ``.tmp`` when the service points Python's
+        temporary folder there; such a file is fsynced and renamed into place as it is.
+        One written anywhere else is first moved (or copied) into ``.tmp``, so that a crash
+        never leaves a partial file outside it.
+        """
         final = self.path_for(study_uid, sop_uid)
         existed = final.exists()
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        if received.parent == self.tmp:
+            tmp = received
+        else:
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+            os.close(fd)
+            tmp = Path(tmp_name)
         try:
-            try:
-                os.replace(received, tmp)
-            except OSError:  # another filesystem: stream a copy
-                shutil.copyfile(received, tmp)
+            if tmp != received:
+                try:
+                    os.replace(received, tmp)
+                except OSError:  # another filesystem: stream a copy
+                    shutil.copyfile(received, tmp)
             digest = hashlib.sha256()
             size = 0
             with tmp.open("rb+") as fh:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,10 +15,12 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from dicom_gateway.conversion import convert_file
+from dicom_gateway.listener import ReceivedInstance, StorageUnavailable
 from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_store, save
-from tests.peers import StoreSCP, dicom_tool, require_tool, sample_file
+from tests.peers import PostgresCluster, StoreSCP, dicom_tool, require_tool, sample_file
 from tests.test_end_to_end import assert_stored, db_for, wait_job
-from worker.db import AssociationLog, Instance, Job
+from worker.db import AssociationLog, Database, Instance, Job
+from worker.ingest import InstanceRecorder
 
 pytestmark = pytest.mark.integration
 
@@ -280,6 +284,110 @@ def test_sigkill_during_an_association_leaves_no_partial_file(serve_factory, rg1
          str(srv.port), str(folder)], capture_output=True, text=True, timeout=300)
     assert resend.stderr.count("Store Response (Success)") == 12, resend.stderr[-2000:]
     assert instance_count(srv.data_dir) == 12 >= recorded
+
+
+def _received(study_uid: str, n: int) -> ReceivedInstance:
+    return ReceivedInstance(
+        sop_instance_uid=generate_uid(), sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+        study_instance_uid=study_uid, series_instance_uid=generate_uid(), modality="CR",
+        transfer_syntax_uid="1.2.840.10008.1.2.1", path=Path(f"/spool/{n}.dcm"), size=n,
+        sha256="0" * 64, calling_ae="SCU", peer="127.0.0.1:1")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_group_commit_writes_waiting_instances_in_one_transaction(
+        backend: str, tmp_path: Path) -> None:
+    """Eight handlers waiting at once: one commit for all, each returns only after it; a
+    row the database refuses fails alone, and the others are still recorded."""
+    pg = PostgresCluster(tmp_path / "pg").start() if backend == "postgresql" else None
+    try:
+        db = Database(pg.url if pg else f"sqlite:///{tmp_path / 'g.db'}")
+        db.migrate()
+        recorder = InstanceRecorder(db)
+        study_uid = generate_uid()
+        items = [_received(study_uid, n) for n in range(8)]
+        bad = dataclasses.replace(items[3], sop_class_uid="1" * 200)  # longer than its column
+        items[3] = bad
+        outcomes: dict[str, BaseException | None] = {}
+
+        def handler(r: ReceivedInstance) -> None:
+            try:
+                recorder(r)
+                outcomes[r.sop_instance_uid] = None
+            except BaseException as exc:  # noqa: BLE001 - recorded for the assertions
+                outcomes[r.sop_instance_uid] = exc
+
+        with recorder._commit_lock:  # a commit in progress: the eight queue up behind it
+            threads = [threading.Thread(target=handler, args=(r,)) for r in items]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while len(recorder._queue) < 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not outcomes  # nobody answered before the commit
+        for t in threads:
+            t.join(timeout=30)
+        good = [r.sop_instance_uid for r in items if r is not bad]
+        with db.session() as s:
+            stored = set(s.scalars(select(Instance.sop_instance_uid)))
+        if backend == "postgresql":  # enforces VARCHAR(64): the bad row fails alone
+            assert isinstance(outcomes[bad.sop_instance_uid], StorageUnavailable)
+            assert stored == set(good)
+            assert recorder.commits == 7  # the batch failed, then each committed alone
+        else:  # SQLite does not enforce lengths: all eight in the one transaction
+            assert outcomes[bad.sop_instance_uid] is None
+            assert stored == set(good) | {bad.sop_instance_uid}
+            assert recorder.commits == 1
+        assert all(outcomes[uid] is None for uid in good)
+    finally:
+        if pg:
+            pg.stop()
+
+
+def acknowledged_files(storescu_log: str) -> set[str]:
+    """The files a dcmtk storescu saw answered with Success, from its ``-v`` log."""
+    acked: set[str] = set()
+    current = ""
+    for line in storescu_log.splitlines():
+        if "Sending file:" in line:
+            current = line.split("Sending file:", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current:
+            acked.add(current)
+            current = ""
+    return acked
+
+
+def test_sigkill_mid_burst_from_four_senders_loses_no_acknowledged_instance(
+        serve_factory, tmp_path: Path) -> None:
+    """Group commit must not acknowledge ahead of the commit: kill -9 in a 4-sender burst."""
+    folder = tmp_path / "burst"
+    folder.mkdir()
+    study_uid = generate_uid()
+    files = [save(make_cr(study_uid, view="PA" if i == 0 else "LL", number=i + 1, seed=i),
+                  folder / f"{i:03d}.dcm") for i in range(500)]
+    sop_of = {str(f): dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
+    srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600"}).start()
+    senders = [subprocess.Popen(
+        [dicom_tool("storescu"), "-aet", f"BURST{k}", "-aec", "CXRGATEWAY", "-v",
+         "127.0.0.1", str(srv.port), *map(str, files[k::4])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    deadline = time.monotonic() + 120
+    while instance_count(srv.data_dir) < 150 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    srv.kill()  # SIGKILL, with the four associations mid-transfer
+    logs = [p.communicate(timeout=120)[1] for p in senders]
+    acked = set().union(*(acknowledged_files(log) for log in logs))
+    assert 150 <= len(acked) < 500, "the kill must land mid-burst"
+    srv.start()  # the restart sweeps what the kill left half-written
+    spool = srv.data_dir / "spool"
+    assert list((spool / ".tmp").iterdir()) == []
+    with db_for(srv.data_dir).session() as s:
+        rows = {i.sop_instance_uid: i for i in s.scalars(select(Instance))}
+    for path in acked:  # every acknowledged instance has its row and its whole file
+        assert dcmread(rows[sop_of[path]].path) == dcmread(path)
+    source_of = {uid: path for path, uid in sop_of.items()}
+    for stored in (spool / study_uid).glob("*.dcm"):  # no partial file anywhere
+        assert dcmread(stored) == dcmread(source_of[stored.stem])
 
 
 def test_association_log_counts_failures(serve_factory) -> None:

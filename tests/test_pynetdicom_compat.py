@@ -84,9 +84,77 @@ def test_a_dropped_association_leaves_no_partial_file(serve_factory, rg1: Path) 
     assert "Store Response (Success)" not in out.stderr
     tmp = srv.data_dir / "spool" / ".tmp"
     deadline = time.monotonic() + 5
-    while list(tmp.iterdir()) and time.monotonic() < deadline:
+    while (list(tmp.iterdir()) or "partial dataset removed" not in srv.log.read_text()) \
+            and time.monotonic() < deadline:  # the file goes first, then the log line
         time.sleep(0.1)
     assert list(tmp.iterdir()) == []  # removed when the association ended, not at restart
     assert "partial dataset removed" in srv.log.read_text()
     assert not list((srv.data_dir / "spool").rglob("*.dcm"))
     assert_stored(srv.storescu(rg1, extra=("-v",)))  # and it keeps serving
+
+
+def test_reactors_wait_on_work_instead_of_sleeping() -> None:
+    """Both reactors of a real association go through the waits ``install_wakeups`` gives
+    them (a pynetdicom that stopped calling ``time.sleep`` there would leave them unused),
+    and the association still works: echoes and stores answered, sockets closed after."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        ComputedRadiographyImageStorage,
+        Verification,
+    )
+
+    from dicom_gateway.pynetdicom_compat import install_wakeups, remove_wakeups
+    from tests.dicom_factory import make_cr
+
+    waits = {"assoc": 0, "dul": 0}
+    installed: list[bool] = []
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def counting(name: str, wait: object) -> object:
+        def counted(seconds: float) -> None:
+            waits[name] += 1
+            wait(seconds)  # type: ignore[operator]
+        return counted
+
+    def on_open(event: evt.Event) -> None:
+        installed.append(install_wakeups(event.assoc))
+        event.assoc._cxr_wait = counting("assoc", event.assoc._cxr_wait)
+        event.assoc.dul._cxr_wait = counting("dul", event.assoc.dul._cxr_wait)
+        pairs.append(event.assoc._cxr_wake_sockets)
+
+    scp = AE(ae_title="SCP")
+    scp.add_supported_context(Verification)
+    scp.add_supported_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_CONN_OPEN, on_open), (evt.EVT_CONN_CLOSE, lambda e: remove_wakeups(e.assoc)),
+        (evt.EVT_C_STORE, lambda e: 0x0000)])
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(Verification)
+        scu.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+        assoc = scu.associate("127.0.0.1", port, ae_title="SCP")
+        assert assoc.is_established
+        for _ in range(20):
+            assert assoc.send_c_echo().Status == 0x0000
+        ds = make_cr("1.2.3.4", view="PA", seed=1)
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        deadline = time.monotonic() + 5
+        while pairs and pairs[0][0].fileno() != -1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    assert installed == [True]
+    assert waits["assoc"] > 0 and waits["dul"] > 0
+    assert all(s.fileno() == -1 for s in pairs[0])  # closed with the association
+
+
+def test_the_reactor_clock_sleeps_normally_outside_reactor_threads() -> None:
+    from dicom_gateway.pynetdicom_compat import _CLOCK
+
+    start = time.monotonic()
+    _CLOCK.sleep(0.05)
+    assert time.monotonic() - start >= 0.05
+    assert _CLOCK.monotonic() >= start  # everything else is the time module's own
