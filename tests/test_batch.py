@@ -196,3 +196,47 @@ def test_folder_and_image_csv(gateway: Serve, tmp_path: Path) -> None:
     assert set(by_study) == {"p1/s1", "p2/s1", "p3/s1"}
     assert by_study["p1/s1"]["state"] == by_study["p2/s1"]["state"] == "done"
     assert by_study["p3/s1"]["state"] == "skipped" and "lateral" in by_study["p3/s1"]["reason"]
+
+
+def test_a_rerun_waits_for_the_first_runs_job_still_in_flight(tmp_path: Path) -> None:
+    """After a kill, the rerun fetches a study again whose job (from the first run) is still
+    working: the rerun must wait for that job's result, not call the study skipped."""
+    from worker.batch import FETCHED, Batch, BatchOptions
+    from worker.db import Study, now
+    from worker.runtime import configure
+    from worker.settings import load_settings
+
+    rt = configure(load_settings(None, {"CXR_MOCK_LABELS": "Edema"},
+                                 data_dir=tmp_path / "data"))
+    study_uid = generate_uid()
+    run = Batch(rt, BatchOptions(name="rerun", source=str(tmp_path), kind="folder"),
+                publish_infer=lambda _j, _v: None)
+    t = now()
+    with rt.db.session() as s:
+        s.add(Study(study_instance_uid=study_uid, first_received_at=t - 60,
+                    last_received_at=t - 60, assembled_at=t - 50, outcome="admitted 1.2.3"))
+        job = Job(study_instance_uid=study_uid, version=1, sop_instance_uid="1.2.3",
+                  state="inferring", created_at=t - 50, updated_at=t - 50, source_header="{}",
+                  priority=9, batch_run_id=None)
+        s.add(job)
+        s.add(BatchItem(run_id=run.run.id, study_key=study_uid, study_instance_uid=study_uid,
+                        state=FETCHED,
+                        fetched_at=t))  # fetched again by the rerun, after the job began
+        s.commit()
+        job_id = job.id
+    assert run.follow() == 0  # still inferring: nothing settled, nothing skipped
+    with rt.db.session() as s:
+        assert s.scalar(select(BatchItem.state)) == FETCHED
+        done = s.get(Job, job_id)
+        assert done is not None
+        done.state = "done"
+        done.conversion = rt.settings.conversion
+        backend, made_by = run.key.split("|", 1)  # the same model settings as this run
+        model_id, revision = made_by.rsplit("@", 1)
+        done.result = json.dumps({"backend": backend, "model_id": model_id,
+                                  "model_revision": revision, "prompt": run.run.prompt})
+        s.commit()
+    assert run.follow() == 1
+    with rt.db.session() as s:
+        item = s.scalar(select(BatchItem))
+        assert item is not None and (item.state, item.job_id) == ("done", job_id)

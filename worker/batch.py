@@ -439,6 +439,8 @@ class Batch:
                 # fetched by a run that was killed mid-fetch, and nothing arrived: again
                 self._mark(item.id, state=PENDING, fetched_at=None)
             elif job is None and study is not None and study.assembled_at is not None:
+                if self._job_in_flight(item.study_instance_uid):
+                    continue  # an earlier run's (or live traffic's) job: wait for its result
                 latest = self._existing_result(item)
                 if latest is not None:
                     self._finish(item.id, latest)
@@ -447,6 +449,14 @@ class Batch:
                                finished_at=now())
                 settled += 1
         return settled
+
+    def _job_in_flight(self, study_uid: str) -> bool:
+        """Whether the study has an unfinished job (one this run did not create: a rerun
+        after a kill finds the first run's jobs still working)."""
+        with self.db.session() as s:
+            return s.scalar(select(func.count()).select_from(Job).where(
+                Job.study_instance_uid == study_uid,
+                Job.state.not_in(tuple(jobs.TERMINAL)))) != 0
 
     def gateway_alive(self) -> bool:
         with self.db.session() as s:
