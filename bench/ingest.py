@@ -11,7 +11,9 @@ Receivers:
 
 * ours: ``cxr-gateway serve`` on the embedded default: every instance written to the spool,
   fsynced (file and folder) and committed to SQLite (WAL, synchronous=FULL) before its
-  0x0000; the study quiet period is an hour so that no job competes with ingest;
+  0x0000; the study quiet period is an hour so that no job competes with ingest; its
+  listener in ``--listener-processes`` processes on the port (``CXR_LISTENER_PROCESSES``,
+  default: one per core, at most 4);
 * Orthanc (Debian package): its default storage (files synced, ``SyncStorageArea``) and
   SQLite index;
 * storescp: writes each file, no sync, no index (the ceiling).
@@ -119,13 +121,14 @@ class Receiver:
 
 class Ours(Receiver):
     name, called = "ours", "CXRGATEWAY"
+    processes = 1
 
     def start(self) -> None:
         self.out = self.root / f"ours-{time.monotonic_ns()}"
         env = {**os.environ, **NODELAY, "CXR_DATA_DIR": str(self.out),
                "CXR_PORT": str(self.port), "CXR_STUDY_QUIET_SECONDS": "3600",
                "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0", "CXR_MAX_PDU_SIZE": str(MAX_PDU),
-               "CXR_MAX_ASSOCIATIONS": "25"}
+               "CXR_MAX_ASSOCIATIONS": "25", "CXR_LISTENER_PROCESSES": str(self.processes)}
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cxr-gateway"),
                                       "serve"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -187,8 +190,12 @@ class StoreSCP(Receiver):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--listener-processes", type=int, default=min(4, os.cpu_count() or 1),
+                    help="our listener processes (default: one per core, at most 4)")
     ap.add_argument("--only", choices=["ours", "orthanc", "storescp"], action="append")
     args = ap.parse_args(argv)
+    Ours.processes = args.listener_processes
+    print(f"ours: {Ours.processes} listener process(es); {os.cpu_count()} cores")
     for tool in ("/usr/bin/storescu", "/usr/bin/storescp"):
         if not Path(tool).exists():
             print("dcmtk is not installed (scripts/bootstrap installs it)")

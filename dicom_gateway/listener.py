@@ -11,6 +11,10 @@ pixel data whose items do not parse).  Patient identifiers are never logged; UID
 Datasets are received in pynetdicom's chunked mode: written to a temporary file as
 they arrive (never held whole in memory), then moved into the spool, so a large image
 costs one write, not several copies.
+
+Several listener processes can share one port (``reuse_port``: the kernel spreads the
+connections over them, so associations use several cores); they then hold the operator's
+association limit as one through :class:`AssociationSlots`.
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.uid import UID
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_gateway.association_slots import AssociationSlots, Slot
 from dicom_gateway.integrity import PixelProblem, pixel_data_problem
 from dicom_gateway.pynetdicom_compat import (
+    OVER_LIMIT,
+    SlotLimitedAE,
     discard_partial_dataset,
     install_wakeups,
     remove_wakeups,
@@ -137,6 +144,17 @@ Sink = Callable[[ReceivedInstance], None]
 AssociationSink = Callable[[AssociationRecord], None]
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, bound with ``SO_REUSEPORT``: each listener process
+    binds its own socket to the same port and the kernel hands every new connection to
+    one of them."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def _is_image_storage(sop_class_uid: str) -> bool:
     return "Image Storage" in UID(sop_class_uid).name
 
@@ -155,6 +173,8 @@ class StorageListener:
         limits: ListenerLimits | None = None,
         tls: TLSFiles | None = None,
         on_association: AssociationSink | None = None,
+        slots: AssociationSlots | None = None,
+        reuse_port: bool = False,
     ) -> None:
         _config.STORE_RECV_CHUNKED_DATASET = True
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
@@ -168,7 +188,9 @@ class StorageListener:
         self.limits = limits or ListenerLimits()
         self.tls = tls
         self.on_association = on_association
-        ae = AE(ae_title=ae_title)
+        self.slots = slots
+        self.reuse_port = reuse_port
+        ae = SlotLimitedAE(ae_title=ae_title)
         ae.maximum_pdu_size = self.limits.max_pdu_size
         ae.maximum_associations = self.limits.max_associations
         ae.acse_timeout = self.limits.acse_timeout
@@ -203,8 +225,16 @@ class StorageListener:
             (evt.EVT_CONN_CLOSE, self._conn_close),
         ]
         ssl_context = self.tls.context() if self.tls else None
-        self._server = self._ae.start_server(self.address, block=False, evt_handlers=handlers,
-                                             ssl_context=ssl_context)
+        if self.reuse_port:
+            server = self._ae.make_server(self.address, ssl_context=ssl_context,
+                                          evt_handlers=handlers, server_class=SharedPortServer)
+            threading.Thread(target=server.serve_forever, name="AcceptorServer",
+                             daemon=True).start()
+            self._ae._servers.append(server)  # as start_server does; its shutdown expects it
+            self._server = server
+        else:
+            self._server = self._ae.start_server(self.address, block=False,
+                                                 evt_handlers=handlers, ssl_context=ssl_context)
         log.info("listening as %s on %s:%s%s", self.ae_title, self.address[0], self.port,
                  " (TLS)" if ssl_context else "")
 
@@ -231,6 +261,16 @@ class StorageListener:
 
     def _conn_open(self, event: evt.Event) -> None:
         self._record(event)
+        if self.slots is not None:
+            slot = self.slots.acquire()
+            if slot is None:  # negotiation will answer A-ASSOCIATE-RJ, local limit exceeded
+                setattr(event.assoc, OVER_LIMIT, True)
+                log.warning("association from %s:%s rejected: all %d association slots "
+                            "of this port are busy", event.assoc.requestor.address,
+                            event.assoc.requestor.port, self.slots.count)
+            else:
+                assoc: Any = event.assoc
+                assoc._cxr_slot = slot
         if not install_wakeups(event.assoc):  # no idle sleeps between messages
             log.warning("pynetdicom reactors keep their fixed sleeps on this association "
                         "(objects not as dicom_gateway/pynetdicom_compat.py expects)")
@@ -253,13 +293,23 @@ class StorageListener:
     def _outcome(self, outcome: str) -> Callable[[evt.Event], None]:
         def handler(event: evt.Event) -> None:
             rec = self._names(event)  # a rejection comes before EVT_REQUESTED
+            if outcome != "accepted":
+                self._release_slot(event.assoc)
             if outcome == "accepted":
                 rec.outcome = outcome
             else:
                 self._finish(rec, outcome)
         return handler
 
+    def _release_slot(self, assoc: Any) -> None:
+        with self._lock:
+            slot: Slot | None = getattr(assoc, "_cxr_slot", None)
+            assoc._cxr_slot = None
+        if slot is not None and self.slots is not None:
+            self.slots.release(slot)
+
     def _conn_close(self, event: evt.Event) -> None:
+        self._release_slot(event.assoc)
         remove_wakeups(event.assoc)
         partial = discard_partial_dataset(event.assoc)
         if partial is not None:

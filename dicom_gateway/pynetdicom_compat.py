@@ -20,6 +20,13 @@ pynetdicom gives no public hook for them; each is small, and
   association mid-transfer, pynetdicom leaves that file behind; a misbehaving peer could
   fill the disk with them.  ``discard_partial_dataset`` removes it when the association
   ends.
+* pynetdicom enforces ``maximum_associations`` per process: during negotiation, in the
+  association's own thread, ``ACSE._negotiate_as_acceptor`` rejects (transient, local
+  limit exceeded) when its acceptors outnumber ``ae.maximum_associations``.  Several
+  listener processes on one port need one limit for all of them
+  (``dicom_gateway/association_slots.py``).  ``SlotLimitedAE`` reports a limit of 0 to
+  an association whose connection found no free slot, so that same check, with its
+  standard A-ASSOCIATE-RJ, turns it away.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import time as _time
 from pathlib import Path
 from typing import Any
 
+from pynetdicom import AE
 from pynetdicom import association as _association
 from pynetdicom import dul as _dul
 
@@ -54,7 +62,36 @@ RELIES_ON = {
                                                                 "self.message = None"),
     "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": ("_data_set_file", "_data_set_path",
                                                           "NamedTemporaryFile(delete=False"),
+    "pynetdicom.acse.ACSE._negotiate_as_acceptor": (
+        "self.assoc.ae.active_associations", "> self.assoc.ae.maximum_associations",
+        "reject_assoc_rsd = (0x02, 0x03, 0x02)"),
+    "pynetdicom.transport.AssociationServer.server_bind": ("self.socket.bind(",),
+    # StorageListener starts a SharedPortServer the way start_server starts its own
+    "pynetdicom.ae.ApplicationEntity.start_server": ("self._servers.append(server)",),
+    "pynetdicom.transport.AssociationServer.shutdown": ("self.ae._servers.remove(",),
 }
+
+OVER_LIMIT = "_cxr_over_limit"  # set on an Association whose connection got no slot
+
+
+class SlotLimitedAE(AE):
+    """An AE whose association limit is 0 for an association marked over the limit.
+
+    pynetdicom reads ``maximum_associations`` in the association's thread while it
+    negotiates; everywhere else (and for every other association) the limit is the one
+    configured.
+    """
+
+    @property
+    def maximum_associations(self) -> int:
+        if getattr(threading.current_thread(), OVER_LIMIT, False):
+            return 0
+        return int(self._maximum_associations)
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
+
 
 
 def discard_partial_dataset(assoc: Any) -> Path | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -155,6 +157,16 @@ class BlackHole:
             c.close()
 
 
+def child_pids(pid: int) -> list[int]:
+    """Child processes of ``pid``, from /proc (every thread's children file)."""
+    pids: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                pids += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(set(pids))
+
+
 class Serve:
     """``cxr-gateway serve`` as a real subprocess on the embedded default."""
 
@@ -180,6 +192,24 @@ class Serve:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(timeout=10)
+
+    def children(self) -> list[int]:
+        """The serve process's child processes (its listener processes, when it has them)."""
+        assert self.proc is not None
+        return child_pids(self.proc.pid)
+
+    def listener_processes(self) -> list[int]:
+        """The children that run listeners (multiprocessing also starts a resource tracker)."""
+        return [pid for pid in self.children()
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+    def kill_all(self) -> None:
+        """SIGKILL serve and its children at once, as a machine crash would end them."""
+        assert self.proc is not None
+        for pid in self.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.kill()
 
     def stop(self) -> None:
         stop_process(self.proc)

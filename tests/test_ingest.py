@@ -357,16 +357,20 @@ def acknowledged_files(storescu_log: str) -> set[str]:
     return acked
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_sigkill_mid_burst_from_four_senders_loses_no_acknowledged_instance(
-        serve_factory, tmp_path: Path) -> None:
-    """Group commit must not acknowledge ahead of the commit: kill -9 in a 4-sender burst."""
+        serve_factory, tmp_path: Path, processes: int) -> None:
+    """Group commit must not acknowledge ahead of the commit: kill -9 in a 4-sender burst,
+    with the listener in serve or in two listener processes (all of them killed at once)."""
     folder = tmp_path / "burst"
     folder.mkdir()
     study_uid = generate_uid()
     files = [save(make_cr(study_uid, view="PA" if i == 0 else "LL", number=i + 1, seed=i),
                   folder / f"{i:03d}.dcm") for i in range(500)]
     sop_of = {str(f): dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
-    srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600"}).start()
+    srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600",
+                             "CXR_LISTENER_PROCESSES": str(processes)}).start()
+    assert len(srv.listener_processes()) == (processes if processes > 1 else 0)
     senders = [subprocess.Popen(
         [dicom_tool("storescu"), "-aet", f"BURST{k}", "-aec", "CXRGATEWAY", "-v",
          "127.0.0.1", str(srv.port), *map(str, files[k::4])],
@@ -374,7 +378,7 @@ def test_sigkill_mid_burst_from_four_senders_loses_no_acknowledged_instance(
     deadline = time.monotonic() + 120
     while instance_count(srv.data_dir) < 150 and time.monotonic() < deadline:
         time.sleep(0.01)
-    srv.kill()  # SIGKILL, with the four associations mid-transfer
+    srv.kill_all()  # SIGKILL, with the four associations mid-transfer
     logs = [p.communicate(timeout=120)[1] for p in senders]
     acked = set().union(*(acknowledged_files(log) for log in logs))
     assert 150 <= len(acked) < 500, "the kill must land mid-burst"

@@ -115,7 +115,7 @@ class InstanceRecorder:
         w.error.__cause__ = exc
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        with self.db.engine.begin() as conn:
+        with self.db.writers_turn(), self.db.engine.begin() as conn:
             for values in rows:
                 if conn.execute(_INSERT_INSTANCE, values).rowcount == 0:
                     conn.execute(_REFRESH_INSTANCE, values)

@@ -22,6 +22,7 @@ from dicom_gateway.listener import StorageListener
 from worker import assembler
 from worker.celery_app import configure_celery, purge_embedded_queue, queue_depth
 from worker.ingest import AssociationRecorder, InstanceRecorder
+from worker.listener_processes import ListenerProcesses
 from worker.liveness import Liveness, mark_dead_local_processes
 from worker.reconciler import Reconciler
 from worker.retention import purge_skipped
@@ -40,6 +41,7 @@ class Gateway:
         self.worker_queues = worker_queues
         self.rt: Runtime | None = None
         self.listener: StorageListener | None = None
+        self.listener_processes: ListenerProcesses | None = None
         self.liveness: Liveness | None = None
         self.reconciler: Reconciler | None = None
         self.api: Any = None
@@ -75,12 +77,16 @@ class Gateway:
         # pynetdicom writes each incoming dataset to a temporary file: keep those in the
         # spool's own .tmp so moving one into the spool is a rename, not a copy.
         tempfile.tempdir = str(rt.spool.tmp)
-        self.listener = StorageListener(
-            s.ae_title, s.host, s.port, rt.spool, InstanceRecorder(rt.db),
-            allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
-            on_association=AssociationRecorder(rt.db),
-        )
-        self.listener.start()
+        if s.listener_processes > 1:
+            self.listener_processes = ListenerProcesses(s, s.listener_processes)
+            self.listener_processes.start()
+        else:
+            self.listener = StorageListener(
+                s.ae_title, s.host, s.port, rt.spool, InstanceRecorder(rt.db),
+                allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
+                on_association=AssociationRecorder(rt.db),
+            )
+            self.listener.start()
         if s.api_port:
             from worker.api import APIServer, create_app
 
@@ -135,6 +141,8 @@ class Gateway:
 
     @property
     def port(self) -> int:
+        if self.listener_processes is not None:
+            return self.listener_processes.port
         assert self.listener is not None
         return self.listener.port
 
@@ -145,6 +153,8 @@ class Gateway:
             self.api.stop()
         if self.listener is not None:
             self.listener.stop()
+        if self.listener_processes is not None:
+            self.listener_processes.stop()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=5)
         if self.liveness is not None:

@@ -1,0 +1,170 @@
+"""Several listener processes on one DICOM port, so that associations use several cores.
+
+pynetdicom runs each association in Python threads of one interpreter: four senders at
+once get about as much CPU as one (pynetdicom issue 917).  With
+``CXR_LISTENER_PROCESSES`` above 1, ``serve`` starts that many child processes instead
+of an in-process listener.  Each binds its own socket to the port with ``SO_REUSEPORT``
+(the kernel spreads new connections over them), writes to the same spool and commits
+to the same database, so the promise is unchanged: 0x0000 only after the file is
+fsynced and its row committed, by the process that answers.
+
+What stays one for the port as a whole: the allowlist and every other listener
+setting (all children get the same settings), and the association limit, held in
+``flock`` slot files (``dicom_gateway/association_slots.py``) that the kernel frees
+when a child dies.
+
+Lifetimes: the parent reserves the port first (a bound, never-listening socket, so
+that port 0 works and another program cannot take the port between children), waits
+until every child listens, and asks them to stop when it stops.  A child whose parent
+is gone (SIGKILL) stops taking connections and exits at once: in-flight transfers are
+cut before their answer, so the senders retry them; nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from dicom_gateway.association_slots import AssociationSlots
+from dicom_gateway.listener import StorageListener
+from worker.ingest import AssociationRecorder, InstanceRecorder
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0  # a child imports pydicom, pynetdicom and SQLAlchemy first
+STOP_TIMEOUT = 5.0
+
+
+def slots_dir(settings: Settings) -> Path:
+    return settings.data_dir / "run" / "association-slots"
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (not listen) the port for the children; raises OSError(EADDRINUSE) if taken.
+
+    A plain bind first: another program on the port, even one that also uses
+    SO_REUSEPORT, makes it fail, where a SO_REUSEPORT bind could silently share it.
+    """
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    finally:
+        probe.close()
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((host, port))
+    except BaseException:
+        reserved.close()
+        raise
+    return reserved
+
+
+def _child_main(settings: Settings, port: int, index: int, log_level: int,
+                conn: Connection) -> None:
+    """One listener process: listen, answer, exit when asked or when the parent is gone."""
+    from worker import logs
+    from worker.runtime import configure
+
+    logs.configure(verbose=log_level <= logging.DEBUG, quiet=log_level >= logging.WARNING)
+    try:
+        rt = configure(settings, migrate=False, kind=f"listener{index}")
+        tempfile.tempdir = str(rt.spool.tmp)  # pynetdicom's temporary files: in the spool
+        listener = StorageListener(
+            settings.ae_title, settings.host, port, rt.spool, InstanceRecorder(rt.db),
+            allowed_calling_aets=settings.allowed_calling_aets, limits=settings.limits,
+            tls=settings.tls, on_association=AssociationRecorder(rt.db),
+            slots=AssociationSlots(slots_dir(settings), settings.max_associations),
+            reuse_port=True)
+        listener.start()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails start-up
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    parent = multiprocessing.parent_process()
+    watched: list[Any] = [conn] + ([parent.sentinel] if parent is not None else [])
+    ready = wait(watched)
+    if conn in ready:  # the parent asks us to stop: close the port, then go
+        with contextlib.suppress(Exception):
+            listener.stop()
+        os._exit(0)
+    log.warning("listener process %d: the serve process is gone; exiting", index)
+    os._exit(0)  # associations in flight are cut before their answer: senders retry
+
+
+class ListenerProcesses:
+    """``count`` listener processes sharing ``settings.port``."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings = settings
+        self.count = count
+        self.port = 0
+        self._reserved: socket.socket | None = None
+        self._children: list[tuple[Any, Connection]] = []
+
+    def start(self) -> None:
+        s = self.settings
+        if s.tls is not None:
+            s.tls.context()  # a bad certificate fails here, with its own message
+        AssociationSlots(slots_dir(s), s.max_associations)  # the files exist before any child
+        self._reserved = reserve_port(s.host, s.port)
+        self.port = self._reserved.getsockname()[1]
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        level = logging.getLogger().getEffectiveLevel()
+        try:
+            for index in range(self.count):
+                parent_end, child_end = ctx.Pipe()
+                proc = ctx.Process(target=_child_main, name=f"cxr-listener-{index}",
+                                   args=(s, self.port, index, level, child_end), daemon=True)
+                proc.start()
+                child_end.close()
+                self._children.append((proc, parent_end))
+            deadline = time.monotonic() + START_TIMEOUT
+            for index, (proc, end) in enumerate(self._children):
+                if not end.poll(max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError(f"listener process {index} did not start within "
+                                       f"{START_TIMEOUT:.0f} s")
+                try:
+                    kind, detail = end.recv()
+                except EOFError:
+                    raise RuntimeError(f"listener process {index} exited at start "
+                                       f"(exit code {proc.exitcode})") from None
+                if kind != "ready":
+                    raise RuntimeError(f"listener process {index} cannot start: {detail}")
+        except BaseException:
+            self.stop()
+            raise
+        log.info("%d listener processes share port %s (SO_REUSEPORT); association limit %d "
+                 "for the port", self.count, self.port, s.max_associations)
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc, _ in self._children if proc.pid is not None]
+
+    def stop(self) -> None:
+        """Ask every child to stop; one that does not within STOP_TIMEOUT is killed."""
+        for _, end in self._children:
+            with contextlib.suppress(OSError):
+                end.send("stop")
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc, end in self._children:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
+            end.close()
+        self._children = []
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
