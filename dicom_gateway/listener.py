@@ -44,6 +44,7 @@ from dicom_gateway.pynetdicom_compat import (
     OVER_LIMIT,
     SlotLimitedAE,
     discard_partial_dataset,
+    install_fast_store_response,
     install_wakeups,
     remove_wakeups,
 )
@@ -271,8 +272,9 @@ class StorageListener:
             else:
                 assoc: Any = event.assoc
                 assoc._cxr_slot = slot
-        if not install_wakeups(event.assoc):  # no idle sleeps between messages
-            log.warning("pynetdicom reactors keep their fixed sleeps on this association "
+        # no idle sleeps between messages; responses without a pydicom encoding pass
+        if not (install_wakeups(event.assoc) and install_fast_store_response(event.assoc)):
+            log.warning("pynetdicom's own message path is used on this association "
                         "(objects not as dicom_gateway/pynetdicom_compat.py expects)")
         # Small C-STORE responses must not wait for Nagle's algorithm (each would cost a
         # delayed-ACK round, about 40 ms on Linux).

@@ -181,12 +181,22 @@ class Serve:
         self.log = data_dir.parent / "serve.log"
 
     def start(self, *extra: str) -> Serve:
+        """Start serve; return once it says it serves (the port opens a little earlier)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        started = self._serving_lines()
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve", *extra],
                                          env=self.env, stdout=fh, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=60)
+        deadline = time.monotonic() + 60
+        while self._serving_lines() == started and self.proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
         return self
+
+    def _serving_lines(self) -> int:
+        return self.log.read_text(errors="replace").count("cxr-gateway serving") \
+            if self.log.exists() else 0
 
     def kill(self) -> None:
         assert self.proc is not None

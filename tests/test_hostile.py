@@ -100,7 +100,8 @@ def test_hostile_corpus_over_the_network(serve_factory, tmp_path: Path) -> None:
     # nothing written outside the data folder; inside it, only its own places
     outside_after = tree(tmp_path) - {p for p in tree(tmp_path) if p.startswith("gateway")}
     assert outside_after - outside_before <= {"serve.log"}
-    allowed = re.compile(r"^(spool|outbox|previews|broker)(/|$)|^gateway\.db(-wal|-shm)?$"
+    allowed = re.compile(r"^(spool|outbox|previews|broker|run)(/|$)"
+                         r"|^gateway\.db(-wal|-shm|\.writers)?$"
                          r"|^api-token$")
     strays = [p for p in tree(data_dir) if not allowed.match(p)]
     assert strays == []

@@ -129,3 +129,20 @@ def test_a_port_in_use_is_one_error_line(serve_factory) -> None:
     assert f"port {first.port} on 127.0.0.1 is in use" in proc.stderr
     wait_for_port(first.port)  # the first gateway still serves
 
+
+
+def test_a_listener_process_that_dies_is_started_again(serve_factory, rg1: Path) -> None:
+    srv = serve_factory.new({"CXR_LISTENER_PROCESSES": "2"}).start()
+    first, second = srv.listener_processes()
+    os.kill(first, signal.SIGKILL)  # the out-of-memory killer, say
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = srv.listener_processes()
+        if len(now) == 2 and first not in now:
+            break
+        time.sleep(0.1)
+    assert second in now and len(now) == 2 and first not in now
+    for _ in range(4):  # whichever process the kernel picks answers
+        assert_stored(srv.storescu(rg1, extra=("-v",)))
+    assert "listener process 0 (pid" in srv.log.read_text() or \
+        "listener process 1 (pid" in srv.log.read_text()

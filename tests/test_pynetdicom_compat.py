@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicom_gateway.pynetdicom_compat import RELIES_ON
 from tests.peers import free_port
@@ -158,3 +161,74 @@ def test_the_reactor_clock_sleeps_normally_outside_reactor_threads() -> None:
     _CLOCK.sleep(0.05)
     assert time.monotonic() - start >= 0.05
     assert _CLOCK.monotonic() >= start  # everything else is the time module's own
+
+
+@settings(max_examples=int(os.environ.get("CXR_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(message_id=st.integers(0, 0xFFFF), status=st.integers(0, 0xFFFF),
+       sop_class=st.sampled_from(["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.7",
+                                  "1.2.840.10008.5.1.4.1.1.1.1"]),
+       sop_instance=st.lists(st.integers(0, 10**12), min_size=2, max_size=12).map(
+           lambda parts: ".".join(map(str, parts))[:64]).filter(lambda u: not u.endswith(".")))
+def test_our_c_store_rsp_is_byte_for_byte_pynetdicoms(message_id: int, status: int,
+                                                      sop_class: str, sop_instance: str) -> None:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from dicom_gateway.pynetdicom_compat import encode_c_store_rsp
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = sop_class
+    rsp.AffectedSOPInstanceUID = sop_instance
+    rsp.Status = status
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    (pdata,) = list(message.encode_msg(1, 16382))
+    ((context_id, pdv),) = pdata.presentation_data_value_list
+    assert pdv == b"\x03" + encode_c_store_rsp(message_id, sop_class, sop_instance, status)
+
+
+def test_live_store_responses_skip_pydicom_unless_someone_listens(monkeypatch) -> None:
+    """On a real association, plain C-STORE responses go out from our bytes (pynetdicom's
+    encoder is never called) and the peer reads each status; with an EVT_DIMSE_SENT
+    handler bound, pynetdicom encodes them itself, so that handler sees every message."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, _config, evt
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
+
+    from dicom_gateway.pynetdicom_compat import install_fast_store_response
+    from tests.dicom_factory import make_cr
+
+    encoded: list[int] = []
+    original = C_STORE_RSP.encode_msg
+
+    def counting(self: object, *args: object) -> object:
+        encoded.append(1)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(C_STORE_RSP, "encode_msg", counting)
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as the listener sets it
+    statuses = iter([0x0000, 0xA900, 0xC000, 0xA700] * 2)
+    sent: list[object] = []
+    for listen in (False, True):
+        handlers = [(evt.EVT_CONN_OPEN, lambda e: install_fast_store_response(e.assoc)),
+                    (evt.EVT_C_STORE, lambda e: next(statuses))]
+        if listen:
+            handlers.append((evt.EVT_DIMSE_SENT, lambda e: sent.append(e.message)))
+        scp = AE(ae_title="SCP")
+        scp.add_supported_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+        port = free_port()
+        server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+        try:
+            scu = AE(ae_title="SCU")
+            scu.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+            assoc = scu.associate("127.0.0.1", port, ae_title="SCP")
+            assert assoc.is_established
+            got = [assoc.send_c_store(make_cr("1.2.3.4", view="PA", seed=i)).Status
+                   for i in range(4)]
+            assoc.release()
+        finally:
+            server.shutdown()
+        assert got == [0x0000, 0xA900, 0xC000, 0xA700]
+        assert len(encoded) == (4 if listen else 0) and len(sent) == (4 if listen else 0)

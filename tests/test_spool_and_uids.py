@@ -42,3 +42,33 @@ def test_derived_uid_is_stable_and_valid() -> None:
     a = derived_uid("sr", "1.2.3", "1")
     assert a == derived_uid("sr", "1.2.3", "1") != derived_uid("sr", "1.2.3", "2")
     assert is_valid_uid(a) and a.startswith("2.25.")
+
+
+@pytest.mark.parametrize("size", [40_000, 3 << 20])  # small: in turn; large: overlapped
+def test_adopt_hashes_and_syncs_before_the_rename(tmp_path: Path, size: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import os
+
+    spool = Spool(tmp_path / "spool")
+    received = spool.tmp / "incoming.dcm"
+    content = os.urandom(size)
+    received.write_bytes(content)
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        if os.fstat(fd).st_size == size:
+            events.append("fsync")
+
+    def replace(src: object, dst: object) -> None:
+        events.append("rename")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    spooled = spool.adopt("1.2.3", "1.2.3.4", received)
+    assert events == ["fsync", "rename"]
+    assert spooled.sha256 == hashlib.sha256(content).hexdigest() and spooled.size == size
+    assert spooled.path.read_bytes() == content and not received.exists()

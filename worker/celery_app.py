@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from worker.embedded_broker import TRANSPORT
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
         (settings.broker_dir / "control").mkdir(parents=True, exist_ok=True)
         return {
             "broker_url": "filesystem://localhost//",
+            "broker_transport": TRANSPORT,  # kombu's, with messages that appear whole
             "broker_transport_options": {
                 "data_folder_in": str(folder),
                 "data_folder_out": str(folder),

@@ -80,6 +80,10 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
         return (f"cannot write to the data folder {settings.data_dir}: "
                 f"{exc.strerror or exc}; set CXR_DATA_DIR (or --data-dir) to a folder this "
                 "user can write")
+    from worker.listener_processes import ListenerStartError
+
+    if isinstance(exc, ListenerStartError):
+        return f"{exc}; see the lines above, or set CXR_LISTENER_PROCESSES=1"
     if isinstance(exc, OSError) and (exc.errno == errno.EADDRINUSE or "in use" in str(exc)):
         if "HTTP" in str(exc):
             return (f"the HTTP port {settings.api_host}:{settings.api_port} is in use: stop "

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import socket
 import tempfile
+import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0  # a child imports pydicom, pynetdicom and SQLAlchemy first
 STOP_TIMEOUT = 5.0
+
+
+class ListenerStartError(RuntimeError):
+    """A listener process could not start (its message says which and why)."""
 
 
 def slots_dir(settings: Settings) -> Path:
@@ -113,6 +118,8 @@ class ListenerProcesses:
         self.port = 0
         self._reserved: socket.socket | None = None
         self._children: list[tuple[Any, Connection]] = []
+        self._lock = threading.Lock()  # supervise (assembler loop) vs stop (serve's end)
+        self._stopping = False
 
     def start(self) -> None:
         s = self.settings
@@ -121,39 +128,78 @@ class ListenerProcesses:
         AssociationSlots(slots_dir(s), s.max_associations)  # the files exist before any child
         self._reserved = reserve_port(s.host, s.port)
         self.port = self._reserved.getsockname()[1]
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        level = logging.getLogger().getEffectiveLevel()
         try:
-            for index in range(self.count):
-                parent_end, child_end = ctx.Pipe()
-                proc = ctx.Process(target=_child_main, name=f"cxr-listener-{index}",
-                                   args=(s, self.port, index, level, child_end), daemon=True)
-                proc.start()
-                child_end.close()
-                self._children.append((proc, parent_end))
+            self._children = [self._spawn(index) for index in range(self.count)]
             deadline = time.monotonic() + START_TIMEOUT
-            for index, (proc, end) in enumerate(self._children):
-                if not end.poll(max(0.0, deadline - time.monotonic())):
-                    raise RuntimeError(f"listener process {index} did not start within "
-                                       f"{START_TIMEOUT:.0f} s")
-                try:
-                    kind, detail = end.recv()
-                except EOFError:
-                    raise RuntimeError(f"listener process {index} exited at start "
-                                       f"(exit code {proc.exitcode})") from None
-                if kind != "ready":
-                    raise RuntimeError(f"listener process {index} cannot start: {detail}")
+            for index, child in enumerate(self._children):
+                self._wait_ready(index, child, deadline)
         except BaseException:
             self.stop()
             raise
         log.info("%d listener processes share port %s (SO_REUSEPORT); association limit %d "
                  "for the port", self.count, self.port, s.max_associations)
 
+    def _spawn(self, index: int) -> tuple[Any, Connection]:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        parent_end, child_end = ctx.Pipe()
+        proc = ctx.Process(target=_child_main, name=f"cxr-listener-{index}",
+                           args=(self.settings, self.port, index,
+                                 logging.getLogger().getEffectiveLevel(), child_end),
+                           daemon=True)
+        proc.start()
+        child_end.close()
+        return proc, parent_end
+
+    @staticmethod
+    def _wait_ready(index: int, child: tuple[Any, Connection], deadline: float) -> None:
+        proc, end = child
+        if not end.poll(max(0.0, deadline - time.monotonic())):
+            raise ListenerStartError(f"listener process {index} did not start within "
+                               f"{START_TIMEOUT:.0f} s")
+        try:
+            kind, detail = end.recv()
+        except EOFError:
+            raise ListenerStartError(f"listener process {index} exited at start "
+                               f"(exit code {proc.exitcode})") from None
+        if kind != "ready":
+            raise ListenerStartError(f"listener process {index} cannot start: {detail}")
+
+    def supervise(self) -> int:
+        """Start again every listener process that died (killed, out of memory); how many.
+
+        Until then the kernel sends new connections to the processes still listening, so
+        the port keeps answering, with fewer cores.
+        """
+        restarted = 0
+        with self._lock:
+            if not self._stopping:
+                restarted = self._restart_dead()
+        return restarted
+
+    def _restart_dead(self) -> int:
+        restarted = 0
+        for index, (proc, end) in enumerate(self._children):
+            if proc.is_alive():
+                continue
+            log.error("listener process %d (pid %s) exited with code %s; starting it again",
+                      index, proc.pid, proc.exitcode)
+            end.close()
+            child = self._spawn(index)
+            self._children[index] = child
+            self._wait_ready(index, child, time.monotonic() + START_TIMEOUT)
+            restarted += 1
+        return restarted
+
     def pids(self) -> list[int]:
         return [proc.pid for proc, _ in self._children if proc.pid is not None]
 
     def stop(self) -> None:
         """Ask every child to stop; one that does not within STOP_TIMEOUT is killed."""
+        self._stopping = True
+        with self._lock:
+            self._stop_children()
+
+    def _stop_children(self) -> None:
         for _, end in self._children:
             with contextlib.suppress(OSError):
                 end.send("stop")

@@ -46,6 +46,8 @@ class Gateway:
         self.reconciler: Reconciler | None = None
         self.api: Any = None
         self._worker: Any = None
+        self._worker_app: Any = None
+        self._worker_name = ""
         self._worker_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._loop_thread: threading.Thread | None = None
@@ -116,6 +118,7 @@ class Gateway:
                         "%s only", s.outbox_dir)
 
     def _start_worker(self, app: Any, name: str) -> None:
+        self._worker_app, self._worker_name = app, name
         self._worker = app.WorkController(
             app=app, concurrency=1, pool="solo", hostname=name,
             queues=list(self.worker_queues), without_heartbeat=True, without_mingle=True,
@@ -135,9 +138,25 @@ class Gateway:
                 assembler.assemble_ready(self.rt.db, s.study_quiet_seconds,
                                          tasks.enqueue_prepare, s.batch_calling_aets)
                 self.reconciler.run()
+                if self.listener_processes is not None:
+                    self.listener_processes.supervise()
+                self._supervise_worker()
                 purge_skipped(self.rt.db, s.skipped_retention_hours * 3600)
             except Exception:  # keep serving; the next tick retries from the database
                 log.exception("assembler/reconciler tick failed")
+
+    def _supervise_worker(self) -> None:
+        """Start the in-process Celery worker again if it ended on its own.
+
+        Celery ends a worker on an "unrecoverable" consumer error (a broker message it
+        cannot parse, say); the jobs stay in the database, so a new worker picks them up.
+        """
+        thread = self._worker_thread
+        if thread is None or thread.is_alive() or self._stop.is_set():
+            return
+        log.error("the in-process worker (queues %s) stopped on its own; starting it again",
+                  ",".join(self.worker_queues))
+        self._start_worker(self._worker_app, self._worker_name)
 
     @property
     def port(self) -> int:
