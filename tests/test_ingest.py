@@ -122,7 +122,8 @@ def test_unknown_calling_or_called_ae_is_rejected(serve_factory, rg1: Path) -> N
     assert rows[2].peer.startswith("127.0.0.1:")
 
 
-def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path, processes: int) -> None:
     def cert(name: str) -> tuple[Path, Path]:
         key, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
         subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048",
@@ -133,9 +134,11 @@ def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path) -> None:
     server_key, server_crt = cert("localhost")
     client_key, client_crt = cert("client")
     srv = serve_factory.new({"CXR_TLS_CERT_FILE": str(server_crt),
-                             "CXR_TLS_KEY_FILE": str(server_key)}).start()
+                             "CXR_TLS_KEY_FILE": str(server_key),
+                             "CXR_LISTENER_PROCESSES": str(processes)}).start()
     tls = ("-v", "+tls", str(client_key), str(client_crt), "-rc", "+cf", str(server_crt))
-    assert_stored(srv.storescu(rg1, extra=tls))
+    for _ in range(processes * 2):  # with two processes, most likely both answer one
+        assert_stored(srv.storescu(rg1, extra=tls))
     plain = srv.storescu(rg1, extra=("-v",))  # a plain association cannot talk to it
     assert "Store Response (Success)" not in plain.stderr
     assert instance_count(srv.data_dir) == 1
