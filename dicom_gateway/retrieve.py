@@ -132,22 +132,33 @@ def _study(uid: str) -> Dataset:
     return ds
 
 
-def move_study(node: Node, calling_ae: str, destination_ae: str, study_uid: str) -> Retrieved:
-    """C-MOVE a study to ``destination_ae`` (our own listener, known to the archive)."""
-    assoc = _associate(node, calling_ae, [StudyRootQueryRetrieveInformationModelMove])
-    completed = failed = 0
-    last = 0
+def _follow(assoc: Any, responses: Iterator[tuple[Dataset, Any]],
+            what: str) -> tuple[int, int, int]:
+    """Read a C-MOVE/C-GET's responses to the end, then release: (completed, failed, status).
+
+    The sub-operation counts are the last ones the archive reported; a pending response
+    without them keeps the earlier ones.
+    """
+    completed = failed = last = 0
     try:
-        for status, _ in assoc.send_c_move(_study(study_uid), destination_ae,
-                                           StudyRootQueryRetrieveInformationModelMove):
+        for status, _ in responses:
             if not status:
-                raise RetrieveError(f"C-MOVE from {node}: no response (timeout)")
+                raise RetrieveError(f"{what}: no response (timeout)")
             last = int(status.Status)
             completed = int(status.get("NumberOfCompletedSuboperations", completed) or 0)
             failed = int(status.get("NumberOfFailedSuboperations", failed) or 0)
     finally:
         if assoc.is_established:
             assoc.release()
+    return completed, failed, last
+
+
+def move_study(node: Node, calling_ae: str, destination_ae: str, study_uid: str) -> Retrieved:
+    """C-MOVE a study to ``destination_ae`` (our own listener, known to the archive)."""
+    assoc = _associate(node, calling_ae, [StudyRootQueryRetrieveInformationModelMove])
+    completed, failed, last = _follow(
+        assoc, assoc.send_c_move(_study(study_uid), destination_ae,
+                                 StudyRootQueryRetrieveInformationModelMove), f"C-MOVE from {node}")
     if last not in (0x0000, 0xB000):
         raise RetrieveError(f"C-MOVE of study {study_uid} from {node} to {destination_ae}: "
                             f"status 0x{last:04X} ({completed} sent, {failed} failed)")
@@ -169,19 +180,9 @@ def get_study(node: Node, calling_ae: str, study_uid: str,
     assoc = _associate(node, calling_ae, [StudyRootQueryRetrieveInformationModelGet,
                                           *storage],
                        roles, [(evt.EVT_C_STORE, handle)])
-    completed = failed = 0
-    last = 0
-    try:
-        for status, _ in assoc.send_c_get(_study(study_uid),
-                                          StudyRootQueryRetrieveInformationModelGet):
-            if not status:
-                raise RetrieveError(f"C-GET from {node}: no response (timeout)")
-            last = int(status.Status)
-            completed = int(status.get("NumberOfCompletedSuboperations", completed) or 0)
-            failed = int(status.get("NumberOfFailedSuboperations", failed) or 0)
-    finally:
-        if assoc.is_established:
-            assoc.release()
+    completed, failed, last = _follow(
+        assoc, assoc.send_c_get(_study(study_uid), StudyRootQueryRetrieveInformationModelGet),
+        f"C-GET from {node}")
     if last not in (0x0000, 0xB000):
         raise RetrieveError(f"C-GET of study {study_uid} from {node}: status 0x{last:04X}")
     return Retrieved(completed, failed, last)

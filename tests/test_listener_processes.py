@@ -62,13 +62,17 @@ def test_two_processes_keep_one_association_limit_and_one_allowlist(serve_factor
     for a in rejected:  # A-ASSOCIATE-RJ: transient, service provider, local limit exceeded
         rj = a.acceptor.primitive  # type: ignore[attr-defined]
         assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
-    # the connections really were spread over both processes
-    served = {pid for pid in children for a in accepted
-              if _owns_connection(pid, a.local["port"])}  # type: ignore[attr-defined]
-    assert len(served) == 2 or len(accepted) < 2
+    # the listener processes hold them (the kernel picks which; all 8 tries landing on
+    # one process, the one case where this test cannot tell, has a chance of 2 in 256)
+    for a in accepted:
+        assert sum(_owns_connection(pid, a.local["port"])  # type: ignore[attr-defined]
+                   for pid in children) == 1
     accepted[0].release()  # type: ignore[attr-defined]
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # its slot is free once the server side has ended too
     late = _associate(srv.port)
+    while not late.is_established and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.2)
+        late = _associate(srv.port)
     assert late.is_established  # type: ignore[attr-defined]
     for a in [*accepted[1:], late]:
         a.release()  # type: ignore[attr-defined]

@@ -14,14 +14,22 @@ nothing is acknowledged before the transaction that holds its row has committed.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
-from dicom_gateway.listener import AssociationRecord, ReceivedInstance, StorageUnavailable
+from dicom_gateway.association_slots import AssociationSlots
+from dicom_gateway.listener import (
+    AssociationRecord,
+    ReceivedInstance,
+    StorageListener,
+    StorageUnavailable,
+)
 from worker.db import AssociationLog, Database, now
+from worker.runtime import Runtime
 
 # Plain SQL both SQLite (3.24+) and PostgreSQL accept: one statement per table, so an
 # instance costs two round trips inside the transaction and no read-modify-write.
@@ -138,3 +146,18 @@ class AssociationRecorder:
                 failed=rec.failed, outcome=rec.outcome, statuses=json.dumps(rec.statuses),
             ))
             s.commit()
+
+
+def storage_listener(rt: Runtime, port: int, slots: AssociationSlots | None = None,
+                     reuse_port: bool = False) -> StorageListener:
+    """The listener as ``serve`` runs it, in its own process or in a listener process.
+
+    pynetdicom writes each incoming dataset to a temporary file: Python's temporary
+    folder becomes the spool's own ``.tmp``, so moving one into the spool is a rename.
+    """
+    s = rt.settings
+    tempfile.tempdir = str(rt.spool.tmp)
+    return StorageListener(
+        s.ae_title, s.host, port, rt.spool, InstanceRecorder(rt.db),
+        allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
+        on_association=AssociationRecorder(rt.db), slots=slots, reuse_port=reuse_port)

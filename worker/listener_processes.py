@@ -27,7 +27,6 @@ import logging
 import multiprocessing
 import os
 import socket
-import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -35,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_gateway.association_slots import AssociationSlots
-from dicom_gateway.listener import StorageListener
-from worker.ingest import AssociationRecorder, InstanceRecorder
+from worker.ingest import storage_listener
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,12 +84,8 @@ def _child_main(settings: Settings, port: int, index: int, log_level: int,
     logs.configure(verbose=log_level <= logging.DEBUG, quiet=log_level >= logging.WARNING)
     try:
         rt = configure(settings, migrate=False, kind=f"listener{index}")
-        tempfile.tempdir = str(rt.spool.tmp)  # pynetdicom's temporary files: in the spool
-        listener = StorageListener(
-            settings.ae_title, settings.host, port, rt.spool, InstanceRecorder(rt.db),
-            allowed_calling_aets=settings.allowed_calling_aets, limits=settings.limits,
-            tls=settings.tls, on_association=AssociationRecorder(rt.db),
-            slots=AssociationSlots(slots_dir(settings), settings.max_associations),
+        listener = storage_listener(
+            rt, port, AssociationSlots(slots_dir(settings), settings.max_associations),
             reuse_port=True)
         listener.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails start-up

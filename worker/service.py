@@ -21,7 +21,7 @@ from typing import Any
 from dicom_gateway.listener import StorageListener
 from worker import assembler
 from worker.celery_app import configure_celery, purge_embedded_queue, queue_depth
-from worker.ingest import AssociationRecorder, InstanceRecorder
+from worker.ingest import storage_listener
 from worker.listener_processes import ListenerProcesses
 from worker.liveness import Liveness, mark_dead_local_processes
 from worker.reconciler import Reconciler
@@ -76,18 +76,14 @@ class Gateway:
             log.info("resumed %d unfinished job(s) from the database", resumed)
         if self.worker_queues:
             self._start_worker(app, rt.worker_name)
-        # pynetdicom writes each incoming dataset to a temporary file: keep those in the
-        # spool's own .tmp so moving one into the spool is a rename, not a copy.
+        # This process's temporary files (pynetdicom's incoming datasets, the embedded
+        # broker's consumed messages) go to the spool's .tmp: same disk, swept at start.
         tempfile.tempdir = str(rt.spool.tmp)
         if s.listener_processes > 1:
             self.listener_processes = ListenerProcesses(s, s.listener_processes)
             self.listener_processes.start()
         else:
-            self.listener = StorageListener(
-                s.ae_title, s.host, s.port, rt.spool, InstanceRecorder(rt.db),
-                allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
-                on_association=AssociationRecorder(rt.db),
-            )
+            self.listener = storage_listener(rt, s.port)
             self.listener.start()
         if s.api_port:
             from worker.api import APIServer, create_app
