@@ -1,10 +1,11 @@
 """One association limit shared by several listener processes on one port.
 
-With ``SO_REUSEPORT`` the kernel hands each new connection to one of several listener
-processes; each process's pynetdicom only counts its own associations.  The limit the
-operator set (``max_associations``) must still hold for the port as a whole, so every
-accepted association holds one *slot*: an exclusive ``flock`` on one of N files in a
-shared folder.  No slot free means A-ASSOCIATE-RJ, transient, local limit exceeded.
+serve hands each new connection to one of several listener processes
+(``dicom_gateway/connection_dispatch.py``); each process's pynetdicom only counts its own
+associations.  The limit the operator set (``max_associations``) must still hold for the
+port as a whole, so every accepted association holds one *slot*: an exclusive ``flock``
+on one of N files in a shared folder.  No slot free means A-ASSOCIATE-RJ, transient,
+local limit exceeded.
 
 Why ``flock`` on files rather than a counter in shared memory or the database: the
 kernel releases a lock when the process holding it dies, so a SIGKILLed listener cannot

@@ -12,9 +12,10 @@ Datasets are received in pynetdicom's chunked mode: written to a temporary file 
 they arrive (never held whole in memory), then moved into the spool, so a large image
 costs one write, not several copies.
 
-Several listener processes can share one port (``reuse_port``: the kernel spreads the
-connections over them, so associations use several cores); they then hold the operator's
-association limit as one through :class:`AssociationSlots`.
+Several listener processes can serve one port (``channel``: a
+:class:`~dicom_gateway.connection_dispatch.ConnectionDispatcher` accepts and hands each
+connection to the least busy of them, so associations use several cores); they then hold
+the operator's association limit as one through :class:`AssociationSlots`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_gateway.association_slots import AssociationSlots, Slot
+from dicom_gateway.connection_dispatch import HandedConnectionServer
 from dicom_gateway.integrity import PixelProblem, pixel_data_problem
 from dicom_gateway.pynetdicom_compat import (
     OVER_LIMIT,
@@ -145,17 +147,6 @@ Sink = Callable[[ReceivedInstance], None]
 AssociationSink = Callable[[AssociationRecord], None]
 
 
-class SharedPortServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, bound with ``SO_REUSEPORT``: each listener process
-    binds its own socket to the same port and the kernel hands every new connection to
-    one of them."""
-
-    def server_bind(self) -> None:
-        assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-
 def _is_image_storage(sop_class_uid: str) -> bool:
     return "Image Storage" in UID(sop_class_uid).name
 
@@ -175,7 +166,7 @@ class StorageListener:
         tls: TLSFiles | None = None,
         on_association: AssociationSink | None = None,
         slots: AssociationSlots | None = None,
-        reuse_port: bool = False,
+        channel: socket.socket | None = None,
     ) -> None:
         _config.STORE_RECV_CHUNKED_DATASET = True
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
@@ -190,7 +181,7 @@ class StorageListener:
         self.tls = tls
         self.on_association = on_association
         self.slots = slots
-        self.reuse_port = reuse_port
+        self.channel = channel  # connections come from a dispatcher, not our own accept
         ae = SlotLimitedAE(ae_title=ae_title)
         ae.maximum_pdu_size = self.limits.max_pdu_size
         ae.maximum_associations = self.limits.max_associations
@@ -226,9 +217,11 @@ class StorageListener:
             (evt.EVT_CONN_CLOSE, self._conn_close),
         ]
         ssl_context = self.tls.context() if self.tls else None
-        if self.reuse_port:
+        if self.channel is not None:
             server = self._ae.make_server(self.address, ssl_context=ssl_context,
-                                          evt_handlers=handlers, server_class=SharedPortServer)
+                                          evt_handlers=handlers,
+                                          server_class=HandedConnectionServer,
+                                          channel=self.channel)
             threading.Thread(target=server.serve_forever, name="AcceptorServer",
                              daemon=True).start()
             self._ae._servers.append(server)  # as start_server does; its shutdown expects it

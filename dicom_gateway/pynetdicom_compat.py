@@ -80,8 +80,13 @@ RELIES_ON = {
         "for pdata in dimse_msg.encode_msg(context_id, self.maximum_pdu_size):",
         "self.dul.send_pdu(pdata)"),
     "pynetdicom.service_class.StorageServiceClass.SCP": ("self.dimse.send_msg(rsp, cx_id)",),
-    "pynetdicom.transport.AssociationServer.server_bind": ("self.socket.bind(",),
-    # StorageListener starts a SharedPortServer the way start_server starts its own
+    # HandedConnectionServer (connection_dispatch.py) stands in for the bound socket and
+    # for accept(), then wraps TLS as pynetdicom's get_request does
+    "pynetdicom.transport.AssociationServer.__init__": ("bind_and_activate=True",),
+    "pynetdicom.transport.AssociationServer.get_request": (
+        "self.socket.accept()", "self.ssl_context.wrap_socket("),
+    "pynetdicom.ae.ApplicationEntity.make_server": ("**kwargs",),
+    # StorageListener starts a HandedConnectionServer the way start_server starts its own
     "pynetdicom.ae.ApplicationEntity.start_server": ("self._servers.append(server)",),
     "pynetdicom.transport.AssociationServer.shutdown": ("self.ae._servers.remove(",),
 }

@@ -14,6 +14,7 @@ nothing is acknowledged before the transaction that holds its row has committed.
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ class AssociationRecorder:
 
 
 def storage_listener(rt: Runtime, port: int, slots: AssociationSlots | None = None,
-                     reuse_port: bool = False) -> StorageListener:
+                     channel: socket.socket | None = None) -> StorageListener:
     """The listener as ``serve`` runs it, in its own process or in a listener process.
 
     pynetdicom writes each incoming dataset to a temporary file: Python's temporary
@@ -160,4 +161,4 @@ def storage_listener(rt: Runtime, port: int, slots: AssociationSlots | None = No
     return StorageListener(
         s.ae_title, s.host, port, rt.spool, InstanceRecorder(rt.db),
         allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,
-        on_association=AssociationRecorder(rt.db), slots=slots, reuse_port=reuse_port)
+        on_association=AssociationRecorder(rt.db), slots=slots, channel=channel)

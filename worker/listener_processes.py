@@ -1,23 +1,27 @@
-"""Several listener processes on one DICOM port, so that associations use several cores.
+"""Several listener processes behind one DICOM port, so that associations use several
+cores.
 
 pynetdicom runs each association in Python threads of one interpreter: four senders at
 once get about as much CPU as one (pynetdicom issue 917).  With
 ``CXR_LISTENER_PROCESSES`` above 1, ``serve`` starts that many child processes instead
-of an in-process listener.  Each binds its own socket to the port with ``SO_REUSEPORT``
-(the kernel spreads new connections over them), writes to the same spool and commits
-to the same database, so the promise is unchanged: 0x0000 only after the file is
-fsynced and its row committed, by the process that answers.
+of an in-process listener.  ``serve`` itself listens on the port and hands every new
+connection to the child with the fewest open
+(:class:`~dicom_gateway.connection_dispatch.ConnectionDispatcher`); each child answers
+its associations, writes to the same spool and commits to the same database, so the
+promise is unchanged: 0x0000 only after the file is fsynced and its row committed, by
+the process that answers.
 
 What stays one for the port as a whole: the allowlist and every other listener
 setting (all children get the same settings), and the association limit, held in
 ``flock`` slot files (``dicom_gateway/association_slots.py``) that the kernel frees
 when a child dies.
 
-Lifetimes: the parent reserves the port first (a bound, never-listening socket, so
-that port 0 works and another program cannot take the port between children), waits
-until every child listens, and asks them to stop when it stops.  A child whose parent
-is gone (SIGKILL) stops taking connections and exits at once: in-flight transfers are
-cut before their answer, so the senders retry them; nothing acknowledged is lost.
+Lifetimes: the parent binds the port first (so that port 0 works and a port in use is
+one error before any child starts), waits until every child is ready, hands out
+connections from then on, and asks the children to stop when it stops.  A child that
+dies gets no more connections and is started again.  A child whose parent is gone
+(SIGKILL) exits at once: in-flight transfers are cut before their answer, so the
+senders retry them; nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_gateway.association_slots import AssociationSlots
+from dicom_gateway.connection_dispatch import ConnectionDispatcher
 from worker.ingest import storage_listener
 from worker.settings import Settings
 
@@ -51,33 +56,10 @@ def slots_dir(settings: Settings) -> Path:
     return settings.data_dir / "run" / "association-slots"
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (not listen) the port for the children; raises OSError(EADDRINUSE) if taken.
-
-    A plain bind first: another program on the port, even one that also uses
-    SO_REUSEPORT, makes it fail, where a SO_REUSEPORT bind could silently share it.
-    """
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        port = probe.getsockname()[1]
-    finally:
-        probe.close()
-    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        reserved.bind((host, port))
-    except BaseException:
-        reserved.close()
-        raise
-    return reserved
-
-
 def _child_main(settings: Settings, port: int, index: int, log_level: int,
-                conn: Connection) -> None:
-    """One listener process: listen, answer, exit when asked or when the parent is gone."""
+                conn: Connection, channel: socket.socket) -> None:
+    """One listener process: take the connections handed over ``channel``, answer them,
+    exit when asked or when the parent is gone."""
     from worker import logs
     from worker.runtime import configure
 
@@ -86,7 +68,7 @@ def _child_main(settings: Settings, port: int, index: int, log_level: int,
         rt = configure(settings, migrate=False, kind=f"listener{index}")
         listener = storage_listener(
             rt, port, AssociationSlots(slots_dir(settings), settings.max_associations),
-            reuse_port=True)
+            channel=channel)
         listener.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails start-up
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -104,13 +86,13 @@ def _child_main(settings: Settings, port: int, index: int, log_level: int,
 
 
 class ListenerProcesses:
-    """``count`` listener processes sharing ``settings.port``."""
+    """``count`` listener processes behind ``settings.port``."""
 
     def __init__(self, settings: Settings, count: int) -> None:
         self.settings = settings
         self.count = count
         self.port = 0
-        self._reserved: socket.socket | None = None
+        self._dispatcher: ConnectionDispatcher | None = None
         self._children: list[tuple[Any, Connection]] = []
         self._lock = threading.Lock()  # supervise (assembler loop) vs stop (serve's end)
         self._stopping = False
@@ -120,28 +102,33 @@ class ListenerProcesses:
         if s.tls is not None:
             s.tls.context()  # a bad certificate fails here, with its own message
         AssociationSlots(slots_dir(s), s.max_associations)  # the files exist before any child
-        self._reserved = reserve_port(s.host, s.port)
-        self.port = self._reserved.getsockname()[1]
+        self._dispatcher = ConnectionDispatcher(s.host, s.port)  # OSError if the port is taken
+        self.port = self._dispatcher.port
         try:
             self._children = [self._spawn(index) for index in range(self.count)]
             deadline = time.monotonic() + START_TIMEOUT
             for index, child in enumerate(self._children):
                 self._wait_ready(index, child, deadline)
+            self._dispatcher.start()
         except BaseException:
             self.stop()
             raise
-        log.info("%d listener processes share port %s (SO_REUSEPORT); association limit %d "
-                 "for the port", self.count, self.port, s.max_associations)
+        log.info("%d listener processes behind port %s, each new connection to the one with "
+                 "fewest open; association limit %d for the port", self.count, self.port,
+                 s.max_associations)
 
     def _spawn(self, index: int) -> tuple[Any, Connection]:
+        assert self._dispatcher is not None
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
         parent_end, child_end = ctx.Pipe()
+        channel = self._dispatcher.attach(index)
         proc = ctx.Process(target=_child_main, name=f"cxr-listener-{index}",
                            args=(self.settings, self.port, index,
-                                 logging.getLogger().getEffectiveLevel(), child_end),
+                                 logging.getLogger().getEffectiveLevel(), child_end, channel),
                            daemon=True)
         proc.start()
         child_end.close()
+        channel.close()  # the child has its own copy
         return proc, parent_end
 
     @staticmethod
@@ -161,7 +148,7 @@ class ListenerProcesses:
     def supervise(self) -> int:
         """Start again every listener process that died (killed, out of memory); how many.
 
-        Until then the kernel sends new connections to the processes still listening, so
+        Until then the dispatcher hands new connections to the processes still alive, so
         the port keeps answering, with fewer cores.
         """
         restarted = 0
@@ -194,6 +181,9 @@ class ListenerProcesses:
             self._stop_children()
 
     def _stop_children(self) -> None:
+        if self._dispatcher is not None:  # no new connections first
+            self._dispatcher.stop()
+            self._dispatcher = None
         for _, end in self._children:
             with contextlib.suppress(OSError):
                 end.send("stop")
@@ -205,6 +195,3 @@ class ListenerProcesses:
                 proc.join(1)
             end.close()
         self._children = []
-        if self._reserved is not None:
-            self._reserved.close()
-            self._reserved = None

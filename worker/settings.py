@@ -62,8 +62,9 @@ class Settings(BaseSettings):
         25, ge=1, description="Concurrent associations; more are rejected (transient).")
     max_pdu_size: int = Field(0, ge=0, description="Largest PDU we receive; 0 = no limit.")
     listener_processes: int = Field(
-        1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT); "
-        "more use more cores for concurrent associations.")
+        1, ge=1, le=64, description="Listener processes behind the port, each new "
+        "connection to the one with fewest open; more use more cores for concurrent "
+        "associations.")
     acse_timeout: PositiveSeconds = Field(30.0, description="Association setup timeout (s).")
     dimse_timeout: PositiveSeconds = Field(30.0, description="DIMSE message timeout (s).")
     network_timeout: PositiveSeconds = Field(60.0, description="Idle network timeout (s).")
