@@ -129,10 +129,14 @@ class Ours(Receiver):
                "CXR_PORT": str(self.port), "CXR_STUDY_QUIET_SECONDS": "3600",
                "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0", "CXR_MAX_PDU_SIZE": str(MAX_PDU),
                "CXR_MAX_ASSOCIATIONS": "25", "CXR_LISTENER_PROCESSES": str(self.processes)}
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cxr-gateway"),
-                                      "serve"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.log = self.root / f"{self.out.name}.log"  # kept after stop, for a failure
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cxr-gateway"),
+                                          "serve"], env=env, stdout=log, stderr=log)
         wait_for_port(self.port, timeout=60)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
 
     def stored(self) -> int:
         files = len(list((self.out / "spool").rglob("*.dcm")))
@@ -214,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
                     total = 0
                     for name, files in sets.items():
                         senders = SENDERS if name == "concurrent" else 1
-                        elapsed = send(files, receiver.port, receiver.called, senders)
+                        try:
+                            elapsed = send(files, receiver.port, receiver.called, senders)
+                        except RuntimeError:
+                            print(f"{receiver.name}, {name} set: a sender failed")
+                            if isinstance(receiver, Ours):
+                                print(f"{receiver.name}'s log ends:\n{receiver.log_tail()}")
+                            raise
                         total += len(files)
                         deadline = time.monotonic() + 30
                         while receiver.stored() < total and time.monotonic() < deadline:
