@@ -34,6 +34,9 @@ pynetdicom gives no public hook for them; each is small, and
   what pynetdicom would send (``tests/test_pynetdicom_compat.py`` compares them), and
   leaves every other message, and every message when someone listens to
   ``EVT_DIMSE_SENT`` (pynetdicom's own debug log does), to pynetdicom.
+* Likewise for the File Meta Information pynetdicom writes before each dataset it
+  receives in chunked mode: ``install_fast_file_meta`` writes the same bytes without
+  building a pydicom dataset (about 0.2 ms per instance).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import select
 import socket
 import struct
@@ -51,6 +55,7 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom import association as _association
+from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom import dul as _dul
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
@@ -70,8 +75,10 @@ RELIES_ON = {
     "pynetdicom.dimse.DIMSEServiceProvider.__init__": ("self.msg_queue",),
     "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": ("self.msg_queue.put(",
                                                                 "self.message = None"),
-    "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": ("_data_set_file", "_data_set_path",
-                                                          "NamedTemporaryFile(delete=False"),
+    "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": (
+        "_data_set_file", "_data_set_path", "NamedTemporaryFile(delete=False",
+        "write_file_meta_info(", "create_file_meta(", "sop_class_uid=sop_class,",
+        "sop_instance_uid=sop_instance,", "transfer_syntax=cx.transfer_syntax[0],"),
     "pynetdicom.acse.ACSE._negotiate_as_acceptor": (
         "self.assoc.ae.active_associations", "> self.assoc.ae.maximum_associations",
         "reject_assoc_rsd = (0x02, 0x03, 0x02)"),
@@ -279,3 +286,82 @@ def install_fast_store_response(assoc: Any) -> bool:
 
     dimse.send_msg = send_msg
     return True
+
+
+# -- File Meta Information of a dataset received in chunked mode --------------------------
+
+_PLAIN_UID = re.compile(r"[0-9.]{1,64}")
+_PLAIN_SH = re.compile(r"[ -\[\]-~]{1,16}")  # printable ASCII without backslash
+
+
+def _explicit(element: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element of group 0002 with a 2-byte length."""
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                     implementation_uid: str, implementation_version: str) -> bytes | None:
+    """The File Meta Information (PS3.10 7.1) pynetdicom writes before a dataset received in
+    chunked mode, as pydicom's ``write_file_meta_info`` encodes it (after the preamble and
+    ``DICM``); None for a value outside plain UIDs and an ASCII version name, which is
+    left to pydicom."""
+    uids = (sop_class_uid, sop_instance_uid, transfer_syntax, implementation_uid)
+    if not all(isinstance(u, str) and _PLAIN_UID.fullmatch(u) for u in uids) or not (
+            isinstance(implementation_version, str)
+            and _PLAIN_SH.fullmatch(implementation_version)):
+        return None
+    version = implementation_version.encode("ascii")
+    body = b"".join((
+        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",  # version 1
+        _explicit(0x0002, b"UI", _ui(sop_class_uid)),  # Media Storage SOP Class UID
+        _explicit(0x0003, b"UI", _ui(sop_instance_uid)),  # Media Storage SOP Instance UID
+        _explicit(0x0010, b"UI", _ui(transfer_syntax)),
+        _explicit(0x0012, b"UI", _ui(implementation_uid)),
+        _explicit(0x0013, b"SH", version + b" " if len(version) % 2 else version),
+    ))
+    return _explicit(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+class _EncodedFileMeta(bytes):
+    """File meta bytes from ``encode_file_meta``, standing in for pynetdicom's dataset."""
+
+
+_ORIGINAL_META: dict[str, Any] = {}
+
+
+def _create_file_meta(**kwargs: Any) -> Any:
+    create = _ORIGINAL_META["create_file_meta"]
+    defaults = create.__kwdefaults__ or {}
+    values: tuple[Any, ...] = (
+        kwargs.get("sop_class_uid"), kwargs.get("sop_instance_uid"),
+        kwargs.get("transfer_syntax"),
+        kwargs.get("implementation_uid", defaults.get("implementation_uid")),
+        kwargs.get("implementation_version", defaults.get("implementation_version")))
+    encoded = encode_file_meta(*values)  # values that are not plain strings: pydicom's
+    return _EncodedFileMeta(encoded) if encoded is not None else create(**kwargs)
+
+
+def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) -> None:
+    if isinstance(file_meta, _EncodedFileMeta):
+        fp.write(file_meta)
+    else:
+        _ORIGINAL_META["write_file_meta_info"](fp, file_meta, *args, **kwargs)
+
+
+def install_fast_file_meta() -> None:
+    """Have pynetdicom write the file meta of each dataset it receives in chunked mode from
+    ``encode_file_meta``.
+
+    For every C-STORE it builds a pydicom ``FileMetaDataset`` and has pydicom validate and
+    write it, group length included (about 0.2 ms, a tenth of a small instance's round
+    trip).  The two names ``DIMSEMessage.decode_msg`` calls are replaced in pynetdicom's
+    ``dimse_messages`` module only; the bytes are the same (a hypothesis test compares
+    them with pynetdicom's and pydicom's own), so doing it for the whole process changes
+    nothing anyone can see.
+    """
+    if _dimse_messages.create_file_meta is _create_file_meta:
+        return
+    _ORIGINAL_META["create_file_meta"] = _dimse_messages.create_file_meta
+    _ORIGINAL_META["write_file_meta_info"] = _dimse_messages.write_file_meta_info
+    _dimse_messages.create_file_meta = _create_file_meta
+    _dimse_messages.write_file_meta_info = _write_file_meta_info

@@ -232,3 +232,121 @@ def test_live_store_responses_skip_pydicom_unless_someone_listens(monkeypatch) -
             server.shutdown()
         assert got == [0x0000, 0xA900, 0xC000, 0xA700]
         assert len(encoded) == (4 if listen else 0) and len(sent) == (4 if listen else 0)
+
+
+_UIDS = st.lists(st.integers(0, 10**12), min_size=2, max_size=12).map(
+    lambda parts: ".".join(map(str, parts))[:64]).filter(lambda u: not u.endswith("."))
+
+
+@settings(max_examples=int(os.environ.get("CXR_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(sop_class=_UIDS, sop_instance=_UIDS,
+       transfer_syntax=st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
+                                        "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.50",
+                                        "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]),
+       implementation=st.one_of(st.none(), st.tuples(
+           _UIDS, st.from_regex(r"[ -\[\]-~]{1,16}", fullmatch=True))))
+def test_our_file_meta_is_byte_for_byte_pynetdicoms_and_pydicoms(
+        sop_class: str, sop_instance: str, transfer_syntax: str,
+        implementation: tuple[str, str] | None) -> None:
+    """What pynetdicom would write before a received dataset (its ``create_file_meta``,
+    pydicom's ``write_file_meta_info``), against ``install_fast_file_meta``'s path."""
+    import io
+
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+    from pynetdicom.dsutils import create_file_meta
+
+    from dicom_gateway.pynetdicom_compat import (
+        _create_file_meta,
+        _write_file_meta_info,
+        install_fast_file_meta,
+    )
+
+    install_fast_file_meta()
+    kwargs: dict[str, object] = {"sop_class_uid": UID(sop_class),
+                                 "sop_instance_uid": UID(sop_instance),
+                                 "transfer_syntax": UID(transfer_syntax)}
+    if implementation is not None:
+        kwargs["implementation_uid"], kwargs["implementation_version"] = implementation
+    theirs, ours = io.BytesIO(), io.BytesIO()
+    write_file_meta_info(theirs, create_file_meta(**kwargs))  # type: ignore[arg-type]
+    _write_file_meta_info(ours, _create_file_meta(**kwargs))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_file_meta_values_out_of_the_plain_forms_are_left_to_pydicom() -> None:
+    from pydicom.dataset import FileMetaDataset
+
+    from dicom_gateway.pynetdicom_compat import (
+        _create_file_meta,
+        encode_file_meta,
+        install_fast_file_meta,
+    )
+
+    install_fast_file_meta()
+    plain = ("1.2.840.10008.5.1.4.1.1.1", "1.2.3.4", "1.2.840.10008.1.2.1", "1.2.3", "X")
+    assert encode_file_meta(*plain) is not None
+    for i, odd in [(1, "1.2.3 "), (1, ""), (1, "1" * 65), (2, "1.2.é"), (4, "A\\B"),
+                   (4, "TOO_LONG_VERSION_NAME")]:
+        values = list(plain)
+        values[i] = odd
+        assert encode_file_meta(*values) is None
+    meta = _create_file_meta(sop_class_uid=plain[0], sop_instance_uid="1.2.3 ",
+                             transfer_syntax=plain[2])
+    assert isinstance(meta, FileMetaDataset)  # pynetdicom's own, written by pydicom
+
+
+def test_a_live_store_writes_its_file_meta_without_pydicom(monkeypatch, tmp_path) -> None:
+    """A real C-STORE in chunked mode: the stored file starts with the file meta our
+    encoder wrote (pynetdicom's create_file_meta and pydicom's writer never called), and
+    pydicom reads it back with the command's UIDs and the accepted transfer syntax."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, _config, dimse_messages, dsutils, evt
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
+
+    from dicom_gateway import pynetdicom_compat
+    from tests.dicom_factory import make_cr
+
+    calls: list[str] = []
+
+    def refuse(name: str) -> object:
+        def called(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            raise AssertionError(f"{name} called")
+        return called
+
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    create = refuse("create_file_meta")
+    create.__kwdefaults__ = dsutils.create_file_meta.__kwdefaults__  # type: ignore
+    monkeypatch.setattr(dimse_messages, "create_file_meta", create)
+    monkeypatch.setattr(dimse_messages, "write_file_meta_info", refuse("write_file_meta_info"))
+    monkeypatch.setattr(pynetdicom_compat, "_ORIGINAL_META", {})
+    pynetdicom_compat.install_fast_file_meta()
+    read: list[pydicom.Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        read.append(pydicom.dcmread(event.dataset_path))
+        return 0x0000
+
+    scp = AE(ae_title="SCP")
+    scp.add_supported_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False,
+                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+        assoc = scu.associate("127.0.0.1", port, ae_title="SCP")
+        assert assoc.is_established
+        sent = make_cr("1.2.3.4", view="PA", seed=3)
+        assert assoc.send_c_store(sent).Status == 0x0000
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert calls == [] and len(read) == 1
+    meta = read[0].file_meta
+    assert meta.MediaStorageSOPInstanceUID == sent.SOPInstanceUID
+    assert meta.MediaStorageSOPClassUID == sent.SOPClassUID
+    assert meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert read[0].SOPInstanceUID == sent.SOPInstanceUID
