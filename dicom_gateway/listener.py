@@ -290,11 +290,10 @@ class StorageListener:
     def _outcome(self, outcome: str) -> Callable[[evt.Event], None]:
         def handler(event: evt.Event) -> None:
             rec = self._names(event)  # a rejection comes before EVT_REQUESTED
-            if outcome != "accepted":
-                self._release_slot(event.assoc)
             if outcome == "accepted":
                 rec.outcome = outcome
             else:
+                self._release_slot(event.assoc)
                 self._finish(rec, outcome)
         return handler
 

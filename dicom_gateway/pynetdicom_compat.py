@@ -120,7 +120,6 @@ class SlotLimitedAE(AE):
         AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
 
 
-
 def discard_partial_dataset(assoc: Any) -> Path | None:
     """Close and delete the temporary file of a dataset that never finished arriving.
 

@@ -137,7 +137,7 @@ def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path, processes: int
                              "CXR_TLS_KEY_FILE": str(server_key),
                              "CXR_LISTENER_PROCESSES": str(processes)}).start()
     tls = ("-v", "+tls", str(client_key), str(client_crt), "-rc", "+cf", str(server_crt))
-    for _ in range(processes * 2):  # with two processes, most likely both answer one
+    for _ in range(processes * 2):  # with two processes, serve hands these to both in turn
         assert_stored(srv.storescu(rg1, extra=tls))
     plain = srv.storescu(rg1, extra=("-v",))  # a plain association cannot talk to it
     assert "Store Response (Success)" not in plain.stderr
