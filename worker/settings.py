@@ -34,6 +34,14 @@ EMBEDDED_BROKER = "embedded"
 CONFIG_FILE_VAR = f"{ENV_PREFIX}CONFIG_FILE"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers narrow)."""
+    try:
+        return max(1, min(64, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return max(1, min(64, os.cpu_count() or 1))
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names it."""
 
@@ -62,9 +70,17 @@ class Settings(BaseSettings):
         25, ge=1, description="Concurrent associations; more are rejected (transient).")
     max_pdu_size: int = Field(0, ge=0, description="Largest PDU we receive; 0 = no limit.")
     listener_processes: int = Field(
-        1, ge=1, le=64, description="Listener processes behind the port, each new "
-        "connection to the one with fewest open; more use more cores for concurrent "
-        "associations.")
+        "auto", ge=1, le=64,  # resolved to a number by _processes below
+        description="Listener processes behind the port, each new connection to the one "
+        "with fewest open; auto = the cores this process may use (a PACS pushing a backlog "
+        "opens several associations at once).")
+    association_request_seconds: PositiveSeconds = Field(
+        5.0, description="Close a connection that has sent no A-ASSOCIATE-RQ this long "
+                         "after connecting; until then it holds no association slot.")
+    max_instance_mb: int = Field(
+        512, ge=1, description="Refuse a received instance larger than this once inflated "
+                               "(deflated datasets are inflated as a stream with this cap), "
+                               "MiB.")
     acse_timeout: PositiveSeconds = Field(30.0, description="Association setup timeout (s).")
     dimse_timeout: PositiveSeconds = Field(30.0, description="DIMSE message timeout (s).")
     network_timeout: PositiveSeconds = Field(60.0, description="Idle network timeout (s).")
@@ -105,6 +121,10 @@ class Settings(BaseSettings):
     openai_url: str = Field(
         "", description="openai backend: server base URL (e.g. a vLLM server).")
     openai_api_key: str = Field("", description="openai backend: API key.")
+    openai_max_in_flight: int = Field(
+        64, ge=1, description="openai backend: requests a GPU worker keeps in flight on the "
+                              "server at once, independent of CXR_GPU_BATCH_SIZE (vLLM "
+                              "batches what it is offered).")
     hf_space_url: str = Field("",
                               description="hf-space backend (opt-in; images leave the site).")
     mock_latency_seconds: Seconds = Field(
@@ -167,6 +187,13 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(s.strip() for s in value.split(",") if s.strip())
+        return value
+
+    @field_validator("listener_processes", mode="before")
+    @classmethod
+    def _processes(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return usable_cores()
         return value
 
     @field_validator("destinations", mode="before")
