@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     max_associations: int = Field(
         25, ge=1, description="Concurrent associations; more are rejected (transient).")
     max_pdu_size: int = Field(0, ge=0, description="Largest PDU we receive; 0 = no limit.")
-    listener_processes: int = Field(
-        "auto", ge=1, le=64,  # resolved to a number by _processes below
+    listener_processes: int = Field(  # type: ignore[assignment]  # "auto": see _processes
+        "auto", ge=1, le=64,
         description="Listener processes behind the port, each new connection to the one "
         "with fewest open; auto = the cores this process may use (a PACS pushing a backlog "
         "opens several associations at once).")
