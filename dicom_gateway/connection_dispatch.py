@@ -34,6 +34,24 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger(__name__)
 
+# HandedConnectionServer stands in for pynetdicom's bound socket and accept() (then
+# wraps TLS as get_request does), reports a failed request through handle_error, and
+# StorageListener starts it the way start_server starts its own.  Hashed and checked by
+# dicom_gateway/pynetdicom_canary.py; with any of it changed, one listener process
+# serves the port with pynetdicom's own server.
+RELIES_ON: dict[str, tuple[str, ...]] = {
+    "handed_connections": tuple("pynetdicom." + name for name in (
+        "transport.AssociationServer.__init__",
+        "transport.AssociationServer.server_bind",
+        "transport.AssociationServer.get_request",
+        "transport.AssociationServer.server_close",  # closes self.socket: our channel
+        "transport.AssociationServer.shutdown",  # removes it from ae._servers
+        "transport.ThreadedAssociationServer.process_request_thread",  # handle_error
+        "ae.ApplicationEntity.make_server",  # **kwargs reach the server class
+        "ae.ApplicationEntity.start_server",
+    )),
+}
+
 HAND_OVER = b"C"
 DONE = b"D"
 BACKLOG = 128  # connections the kernel queues while the dispatcher is between accepts

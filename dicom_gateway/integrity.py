@@ -5,20 +5,121 @@ that declares 65535 x 65535 pixels over 16 bytes of data, parses as a header and
 fail only later, at conversion, after the sender was told it was safe.  These checks
 read only the header and, for encapsulated pixel data, the item headers (seeking over
 the fragments), so they cost little more than the header parse itself.
+
+Memory stays bounded whatever a sender claims or sends.  A Deflated Explicit VR Little
+Endian dataset of 1 MiB can inflate to 1 GiB, and pydicom inflates a deflated file whole
+in memory; so :func:`readable` inflates it as a stream, in chunks, first only counting
+(refused past the instance limit without writing anything), then into a temporary
+Explicit VR Little Endian copy that the header parse and these checks read with deferred
+values.  A dataset that is not deflated is measured by its received size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from pydicom.filebase import DicomFileLike
+from pydicom.filereader import read_file_meta_info
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 
 ITEM = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 DEFLATED = "1.2.840.10008.1.2.1.99"
+EXPLICIT_LITTLE = UID("1.2.840.10008.1.2.1")
+INFLATE_CHUNK = 1 << 20  # bytes of input read, and of output made, at a time
+DEFAULT_MAX_INSTANCE_BYTES = 512 * 2**20
+
+
+class InstanceTooLarge(ValueError):
+    """The instance is, or inflates to, more than the limit (it is refused unread)."""
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def dataset_offset(path: Path) -> int:
+    """Where the dataset starts in a Part 10 file: after the preamble, ``DICM`` and the
+    File Meta Information, whose group length (always written by pynetdicom) says how long
+    it is."""
+    with path.open("rb") as fh:
+        head = fh.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        raise ValueError("no File Meta Information")
+    group, elem, vr, size, length = struct.unpack("<HH2sHL", head[132:144])
+    if (group, elem, vr, size) != (0x0002, 0x0000, b"UL", 4):
+        raise ValueError("File Meta Information without its group length")
+    return 144 + length
+
+
+def inflate(fh: BinaryIO, limit: int, sink: Callable[[bytes], Any] | None = None) -> int:
+    """Inflate the raw deflate stream at ``fh``'s position in chunks; return its size.
+
+    Never holds more than :data:`INFLATE_CHUNK` of input or output at once; raises
+    :class:`InstanceTooLarge` as soon as the output passes ``limit`` and ``ValueError``
+    for a stream that ends early (``zlib.error`` for one that is not deflate at all).
+    Bytes after the end of the stream (a padding byte) are ignored, as pydicom does.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while not inflater.eof:
+        data = inflater.unconsumed_tail or fh.read(INFLATE_CHUNK)
+        out = inflater.decompress(data, INFLATE_CHUNK)
+        if not data and not out:
+            raise ValueError("the deflated data set ends before its deflate stream does")
+        total += len(out)
+        if total > limit:
+            raise InstanceTooLarge(f"inflates to more than {_mib(limit)} "
+                                   "(CXR_MAX_INSTANCE_MB)")
+        if sink is not None:
+            sink(out)
+    return total
+
+
+@contextlib.contextmanager
+def readable(path: Path, transfer_syntax: str, limit: int) -> Iterator[Path]:
+    """The file the header parse and the checks should read, for a received instance.
+
+    ``path`` itself, unless the instance is deflated: then an inflated copy (Explicit VR
+    Little Endian, the same File Meta otherwise) beside it, removed afterwards.  Raises
+    :class:`InstanceTooLarge` for an instance over ``limit`` bytes once inflated.
+    """
+    if transfer_syntax != DEFLATED:
+        size = os.path.getsize(path)
+        if size > limit:
+            raise InstanceTooLarge(f"{_mib(size)}, over the limit of {_mib(limit)} "
+                                   "(CXR_MAX_INSTANCE_MB)")
+        yield path
+        return
+    offset = dataset_offset(path)
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        inflate(fh, limit)  # counting only: a bomb costs CPU for at most `limit` bytes
+    meta = read_file_meta_info(path)
+    meta.TransferSyntaxUID = EXPLICIT_LITTLE
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix="inflated-", suffix=".dcm")
+    copy = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, path.open("rb") as fh:
+            fp = DicomFileLike(out)
+            fp.is_little_endian, fp.is_implicit_VR = True, False
+            fp.write(b"\0" * 128 + b"DICM")
+            write_file_meta_info(fp, meta, enforce_standard=True)
+            fh.seek(offset)
+            inflate(fh, limit, out.write)
+        yield copy
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
@@ -102,14 +203,12 @@ def _pixel_reason(ds: Any, path: Path) -> str | None:
         return None
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts == DEFLATED:
-        # Positions refer to the inflated stream, not the file: read it whole (deflate
-        # is rare and used for small objects) and measure the value itself.
+        # Positions refer to the inflated stream, not the file: check an inflated copy.
+        # (The listener passes such a copy already; a batch folder's file comes here.)
         from pydicom import dcmread
 
-        ds = dcmread(path)
-        raw = ds.get_item("PixelData")
-        if raw is None:
-            return None
+        with readable(path, DEFLATED, DEFAULT_MAX_INSTANCE_BYTES) as plain:
+            return _pixel_reason(dcmread(plain, defer_size=1024), plain)
     length = getattr(raw, "length", None)
     value_tell = getattr(raw, "value_tell", None)
     if length is None:  # already read (small): its length is its value's
@@ -128,7 +227,6 @@ def _pixel_reason(ds: Any, path: Path) -> str | None:
         return "Rows, Columns, BitsAllocated or SamplesPerPixel missing or invalid"
     if length not in (expected, expected + 1):  # + 1: padding of an odd length
         return f"native pixel data holds {length} bytes; the header declares {expected}"
-    if ts != DEFLATED and value_tell is not None and \
-            int(value_tell) + length > os.path.getsize(path):
+    if value_tell is not None and int(value_tell) + length > os.path.getsize(path):
         return "the file ends inside the pixel data"
     return None

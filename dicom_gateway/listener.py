@@ -3,14 +3,21 @@
 The one promise this module keeps: 0x0000 is answered only after the received bytes
 are fsynced in the spool *and* the caller's ``sink`` (the database, wired in by
 ``worker/``) has recorded them.  Everything else gets the specific PS3.4 Annex B
-status: 0xA700 out of resources (disk under the watermark, database unreachable),
-0xA900 dataset does not match the command, lacks mandatory attributes or holds less
-pixel data than its header declares, 0xC000 cannot understand (including encapsulated
-pixel data whose items do not parse).  Patient identifiers are never logged; UIDs are.
+status: 0xA700 out of resources (disk under the watermark, database unreachable, an
+instance over the size limit), 0xA900 dataset does not match the command, lacks
+mandatory attributes or holds less pixel data than its header declares, 0xC000 cannot
+understand (including encapsulated pixel data whose items do not parse).  Patient
+identifiers are never logged; UIDs are.
 
 Datasets are received in pynetdicom's chunked mode: written to a temporary file as
 they arrive (never held whole in memory), then moved into the spool, so a large image
-costs one write, not several copies.
+costs one write, not several copies.  An instance over ``max_instance_bytes`` (a
+deflated one: once inflated, which is done as a capped stream) is refused before it is
+parsed, so no sender can make the listener hold more than a header in memory.
+
+A connection holds an association slot only from its A-ASSOCIATE-RQ on, and one that
+sends none within ``association_request_seconds`` is closed: connections that never
+speak cannot lock real senders out.
 
 Several listener processes can serve one port (``channel``: a
 :class:`~dicom_gateway.connection_dispatch.ConnectionDispatcher` accepts and hands each
@@ -33,17 +40,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import UID
-from pynetdicom import AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_gateway import pynetdicom_canary
 from dicom_gateway.association_slots import AssociationSlots, Slot
 from dicom_gateway.connection_dispatch import HandedConnectionServer
-from dicom_gateway.integrity import PixelProblem, pixel_data_problem
+from dicom_gateway.integrity import (
+    DEFAULT_MAX_INSTANCE_BYTES,
+    InstanceTooLarge,
+    PixelProblem,
+    pixel_data_problem,
+    readable,
+)
 from dicom_gateway.pynetdicom_compat import (
     OVER_LIMIT,
+    REQUESTED,
     SlotLimitedAE,
     discard_partial_dataset,
     install_fast_file_meta,
@@ -112,6 +127,7 @@ class AssociationRecord:
     failed: int = 0
     outcome: str = "open"  # requested -> accepted -> released | aborted; or rejected
     statuses: dict[str, int] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)  # "0xA700: why", the first few
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,26 @@ class ListenerLimits:
     dimse_timeout: float = 30.0
     network_timeout: float = 60.0
     min_free_bytes: int = 0
+    max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
+    association_request_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A failure status for one C-STORE and why (logged, and sent as its ErrorComment)."""
+
+    status: int
+    reason: str
+
+    def response(self) -> Dataset:
+        ds = Dataset()
+        ds.Status = self.status
+        # LO: at most 64 characters, no backslash or control characters
+        ds.ErrorComment = re.sub(r"[^ -\[\]-~]", "?", self.reason)[:64]
+        return ds
+
+
+MAX_REASONS = 5  # an association log entry keeps the first few distinct refusal reasons
 
 
 @dataclass(frozen=True)
@@ -170,7 +206,13 @@ class StorageListener:
         channel: socket.socket | None = None,
     ) -> None:
         _config.STORE_RECV_CHUNKED_DATASET = True
-        install_fast_file_meta()  # the same bytes, without a pydicom dataset per C-STORE
+        # each adaptation of pynetdicom's internals only where the code it relies on is
+        # the code reviewed (otherwise pynetdicom's own behaviour, and one warning)
+        # (a listener process behind a dispatcher: its parent has warned already)
+        self._pynetdicom = pynetdicom_canary.verdict() if channel is not None \
+            else pynetdicom_canary.checked_at_start()
+        if self._pynetdicom.usable("fast_file_meta"):
+            install_fast_file_meta()  # the same bytes, without a pydicom dataset per C-STORE
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
             # pynetdicom's standard handlers format every PDU and DIMSE message for the
             # log even when nothing below WARNING is shown (about 0.2 ms per C-STORE).
@@ -184,7 +226,8 @@ class StorageListener:
         self.on_association = on_association
         self.slots = slots
         self.channel = channel  # connections come from a dispatcher, not our own accept
-        ae = SlotLimitedAE(ae_title=ae_title)
+        ae = SlotLimitedAE(ae_title=ae_title) if self._pynetdicom.usable("slot_limit") \
+            else AE(ae_title=ae_title)
         ae.maximum_pdu_size = self.limits.max_pdu_size
         ae.maximum_associations = self.limits.max_associations
         ae.acse_timeout = self.limits.acse_timeout
@@ -220,6 +263,9 @@ class StorageListener:
         ]
         ssl_context = self.tls.context() if self.tls else None
         if self.channel is not None:
+            if not self._pynetdicom.usable("handed_connections", "slot_limit"):
+                raise RuntimeError("pynetdicom's server code differs from the reviewed code: "
+                                   "run one listener process (CXR_LISTENER_PROCESSES=1)")
             server = self._ae.make_server(self.address, ssl_context=ssl_context,
                                           evt_handlers=handlers,
                                           server_class=HandedConnectionServer,
@@ -257,18 +303,16 @@ class StorageListener:
 
     def _conn_open(self, event: evt.Event) -> None:
         self._record(event)
-        if self.slots is not None:
-            slot = self.slots.acquire()
-            if slot is None:  # negotiation will answer A-ASSOCIATE-RJ, local limit exceeded
-                setattr(event.assoc, OVER_LIMIT, True)
-                log.warning("association from %s:%s rejected: all %d association slots "
-                            "of this port are busy", event.assoc.requestor.address,
-                            event.assoc.requestor.port, self.slots.count)
-            else:
-                assoc: Any = event.assoc
-                assoc._cxr_slot = slot
+        # pynetdicom waits acse_timeout for the A-ASSOCIATE-RQ (and its DUL's ARTIM timer
+        # runs as long); a connection that says nothing is closed after this shorter wait.
+        # The ACSE timeout proper is put back when the request arrives.
+        if self._pynetdicom.usable("slot_limit"):
+            event.assoc.acse_timeout = self.limits.association_request_seconds
         # no idle sleeps between messages; responses without a pydicom encoding pass
-        if not (install_wakeups(event.assoc) and install_fast_store_response(event.assoc)):
+        per_association = (("wakeups", install_wakeups),
+                           ("fast_store_response", install_fast_store_response))
+        if not all(install(event.assoc) for name, install in per_association
+                   if self._pynetdicom.usable(name)):
             log.warning("pynetdicom's own message path is used on this association "
                         "(objects not as dicom_gateway/pynetdicom_compat.py expects)")
         # Small C-STORE responses must not wait for Nagle's algorithm (each would cost a
@@ -279,7 +323,23 @@ class StorageListener:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _requested(self, event: evt.Event) -> None:
+        """The A-ASSOCIATE-RQ arrived (in the association's thread, before negotiation):
+        only now does the connection count against the association limit."""
         self._names(event).outcome = "requested"
+        assoc: Any = event.assoc
+        assoc.acse_timeout = self.limits.acse_timeout
+        setattr(assoc, REQUESTED, True)
+        if self.slots is None:
+            return
+        slot = self.slots.acquire()
+        if slot is None:  # negotiation will answer A-ASSOCIATE-RJ, local limit exceeded
+            setattr(assoc, OVER_LIMIT, True)
+            log.warning("association from %s:%s rejected: all %d association slots "
+                        "of this port are busy", assoc.requestor.address,
+                        assoc.requestor.port, self.slots.count)
+        else:
+            with self._lock:
+                assoc._cxr_slot = slot
 
     def _names(self, event: evt.Event) -> AssociationRecord:
         rec = self._record(event)
@@ -307,12 +367,15 @@ class StorageListener:
     def _conn_close(self, event: evt.Event) -> None:
         self._release_slot(event.assoc)
         remove_wakeups(event.assoc)
-        partial = discard_partial_dataset(event.assoc)
+        partial = discard_partial_dataset(event.assoc) \
+            if self._pynetdicom.usable("partial_cleanup") else None
         if partial is not None:
             log.warning("association from %s ended mid-transfer: partial dataset removed",
                         self._record(event).peer)
         rec = self._record(event)
         if rec.outcome == "open":  # a connection that never asked for an association
+            log.info("connection from %s closed without an A-ASSOCIATE-RQ (the gateway "
+                     "waits %.0f s for one)", rec.peer, self.limits.association_request_seconds)
             self._finish(rec, "closed")
 
     def _finish(self, rec: AssociationRecord, outcome: str) -> None:
@@ -321,8 +384,9 @@ class StorageListener:
                 return
             rec.ended_at = time.time()
             rec.outcome = outcome
-        log.info("association from %s (%s) %s: %d stored, %d failed", rec.calling_ae,
-                 rec.peer, rec.outcome, rec.stored, rec.failed)
+        log.info("association from %s (%s) %s: %d stored, %d failed%s", rec.calling_ae,
+                 rec.peer, rec.outcome, rec.stored, rec.failed,
+                 f" ({'; '.join(rec.reasons)})" if rec.reasons else "")
         if self.on_association is not None:
             try:
                 self.on_association(rec)
@@ -334,56 +398,51 @@ class StorageListener:
     def handle_echo(self, event: evt.Event) -> int:
         return STATUS_SUCCESS
 
-    def handle_store(self, event: evt.Event) -> int:
-        status = self._store(event)
+    def handle_store(self, event: evt.Event) -> int | Dataset:
+        outcome = self._store(event)
         rec = self._record(event)
-        if status == STATUS_SUCCESS:
+        if outcome == STATUS_SUCCESS:
             rec.stored += 1
-        else:
-            rec.failed += 1
-            key = f"0x{status:04X}"
-            rec.statuses[key] = rec.statuses.get(key, 0) + 1
-        return status
+            return STATUS_SUCCESS
+        refusal = outcome if isinstance(outcome, Refusal) else Refusal(outcome, "")
+        rec.failed += 1
+        key = f"0x{refusal.status:04X}"
+        rec.statuses[key] = rec.statuses.get(key, 0) + 1
+        reason = f"{key}: {refusal.reason}"
+        if refusal.reason and reason not in rec.reasons and len(rec.reasons) < MAX_REASONS:
+            rec.reasons.append(reason)
+        return refusal.response() if refusal.reason else refusal.status
 
-    def _store(self, event: evt.Event) -> int:
-        """Spool, record, then acknowledge; any doubt is a failure status."""
+    def _store(self, event: evt.Event) -> int | Refusal:
+        """Check, spool, record, then acknowledge; any doubt is a failure status."""
         req: Any = event.request
         sop_uid = str(req.AffectedSOPInstanceUID)
         if self.limits.min_free_bytes and \
                 shutil.disk_usage(self.spool.root).free < self.limits.min_free_bytes:
             log.warning("refusing %s: free disk below the watermark", sop_uid)
-            return STATUS_OUT_OF_RESOURCES
+            return Refusal(STATUS_OUT_OF_RESOURCES, "free disk below the watermark")
         received = Path(event.dataset_path)
         try:
-            # Header only: large values (the pixels) stay on disk.  Values are converted
-            # lazily, so everything the checks touch is read inside this try.
-            ds = dcmread(received, defer_size=1024)
-            if len(ds) == 0:  # pydicom gives up quietly on some malformed values
-                raise ValueError("no data element could be read")
-            problem = self.mismatch(ds, sop_uid, str(req.AffectedSOPClassUID))
-            modality = str(ds.get("Modality", ""))
-        except Exception as exc:  # noqa: BLE001 - any decoding failure is "cannot understand"
-            # the reader's message may quote a value from the header: quote nothing
-            log.warning("dataset %s refused (0xC000): cannot parse: %s: %s", sop_uid,
-                        type(exc).__name__, _QUOTED.sub("'...'", str(exc))[:200])
-            return STATUS_CANNOT_UNDERSTAND
-        if problem:
-            log.warning("dataset %s refused (0xA900): %s", sop_uid, problem)
-            return STATUS_DATASET_MISMATCH
-        try:
-            broken = pixel_data_problem(ds, received)
-        except Exception as exc:  # noqa: BLE001 - a header we cannot even measure
-            broken = PixelProblem(f"pixel data cannot be checked: {exc}", parses=False)
-        if broken:
-            status = STATUS_DATASET_MISMATCH if broken.parses else STATUS_CANNOT_UNDERSTAND
-            log.warning("dataset %s refused (0x%04X): not whole: %s", sop_uid, status,
-                        broken.reason)
-            return status
+            with readable(received, str(event.context.transfer_syntax),
+                          self.limits.max_instance_bytes) as plain:
+                checked = self._check(plain, sop_uid, str(req.AffectedSOPClassUID))
+        except InstanceTooLarge as exc:
+            # 0xA700 "out of resources": the instance may well be valid, it is this
+            # gateway's configured resource (CXR_MAX_INSTANCE_MB) that it exceeds.  Not
+            # 0xC000 or 0xA900, which would tell the sender its data is at fault.
+            checked = Refusal(STATUS_OUT_OF_RESOURCES, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a deflate stream that does not inflate
+            checked = self._unparsable(exc)
+        if isinstance(checked, Refusal):
+            log.warning("dataset %s refused (0x%04X): %s", sop_uid, checked.status,
+                        checked.reason)
+            return checked
+        ds, modality = checked
         try:
             spooled = self.spool.adopt(ds.StudyInstanceUID, ds.SOPInstanceUID, received)
         except OSError as exc:
             log.error("cannot spool %s: %s", sop_uid, exc)
-            return STATUS_OUT_OF_RESOURCES
+            return Refusal(STATUS_OUT_OF_RESOURCES, "the spool cannot be written")
         assoc = event.assoc
         instance = ReceivedInstance(
             sop_instance_uid=str(ds.SOPInstanceUID),
@@ -404,11 +463,43 @@ class StorageListener:
             log.error("cannot record %s: %s", instance.sop_instance_uid, exc)
             if not spooled.existed:
                 self.spool.remove(spooled.path)
-            return STATUS_OUT_OF_RESOURCES
+            return Refusal(STATUS_OUT_OF_RESOURCES, "the database cannot record it")
         log.info("stored %s (study %s, %s, %d bytes) from %s", instance.sop_instance_uid,
                  instance.study_instance_uid, instance.modality, instance.size,
                  instance.calling_ae)
         return STATUS_SUCCESS
+
+    def _check(self, path: Path, sop_uid: str, sop_class_uid: str
+               ) -> tuple[Dataset, str] | Refusal:
+        """Parse the header of ``path`` and check the instance is whole and matches its
+        command: the dataset and its Modality, or the refusal."""
+        try:
+            # Header only: large values (the pixels) stay on disk.  Values are converted
+            # lazily, so everything the checks touch is read inside this try.
+            ds = dcmread(path, defer_size=1024)
+            if len(ds) == 0:  # pydicom gives up quietly on some malformed values
+                raise ValueError("no data element could be read")
+            problem = self.mismatch(ds, sop_uid, sop_class_uid)
+            modality = str(ds.get("Modality", ""))
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is "cannot understand"
+            return self._unparsable(exc)
+        if problem:
+            return Refusal(STATUS_DATASET_MISMATCH, problem)
+        try:
+            broken = pixel_data_problem(ds, path)
+        except Exception as exc:  # noqa: BLE001 - a header we cannot even measure
+            broken = PixelProblem(f"pixel data cannot be checked: {exc}", parses=False)
+        if broken:
+            status = STATUS_DATASET_MISMATCH if broken.parses else STATUS_CANNOT_UNDERSTAND
+            return Refusal(status, f"not whole: {broken.reason}")
+        return ds, modality
+
+    @staticmethod
+    def _unparsable(exc: Exception) -> Refusal:
+        # the reader's message may quote a value from the header: quote nothing
+        message = _QUOTED.sub("'...'", str(exc))[:200]
+        return Refusal(STATUS_CANNOT_UNDERSTAND,
+                       f"cannot parse: {type(exc).__name__}: {message}")
 
     @staticmethod
     def mismatch(ds: Any, sop_instance_uid: str, sop_class_uid: str) -> str | None:

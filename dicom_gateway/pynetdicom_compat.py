@@ -1,8 +1,9 @@
 """The few places where the listener relies on pynetdicom internals, kept in one file.
 
-pynetdicom gives no public hook for them; each is small, and
-``tests/test_pynetdicom_compat.py`` fails when an upgrade changes the code they rely on
-(the names below, read from pynetdicom's own source), so a silent change cannot slip in.
+pynetdicom gives no public hook for them; each is small, and declares in ``RELIES_ON``
+the pynetdicom code it assumes.  ``dicom_gateway/pynetdicom_canary.py`` hashes that code:
+when an upgrade changes any of it, the listener leaves that adaptation out (pynetdicom's
+own behaviour) and says so once, so a silent change cannot slip in.
 
 * Both reactors of an association poll with fixed sleeps: the association thread sleeps
   1 ms before each look at its DIMSE message queue, and the DUL thread sleeps
@@ -26,7 +27,9 @@ pynetdicom gives no public hook for them; each is small, and
   listener processes on one port need one limit for all of them
   (``dicom_gateway/association_slots.py``).  ``SlotLimitedAE`` reports a limit of 0 to
   an association whose connection found no free slot, so that same check, with its
-  standard A-ASSOCIATE-RJ, turns it away.
+  standard A-ASSOCIATE-RJ, turns it away.  That check also counts connections that have
+  sent no A-ASSOCIATE-RQ yet (every acceptor thread alive); ``SlotLimitedAE`` raises the
+  limit it reports by their number, so that only requested associations count.
 * pynetdicom encodes every response with pydicom, writing the command set twice (once
   to measure its group length): about 0.3 ms for a C-STORE-RSP, a tenth of our CPU per
   small instance.  ``install_fast_store_response`` sends a plain C-STORE-RSP (status
@@ -62,58 +65,102 @@ from pynetdicom.pdu_primitives import P_DATA
 
 log = logging.getLogger(__name__)
 
-# What this module reads, for the compatibility test.
-RELIES_ON = {
-    "pynetdicom.association.Association._run_reactor": ("time.sleep(0.001)",
-                                                       "self.dimse.get_msg(block=False)"),
-    "pynetdicom.dul.DULServiceProvider.run_reactor": ("time.sleep(self._run_loop_delay)",
-                                                     "self._process_recv_primitive()",
-                                                     "self._is_transport_event()"),
-    "pynetdicom.dul.DULServiceProvider.__init__": ("self.to_provider_queue",),
-    "pynetdicom.dul.DULServiceProvider._process_recv_primitive": (
-        "self.to_provider_queue.queue[0]",),
-    "pynetdicom.dimse.DIMSEServiceProvider.__init__": ("self.msg_queue",),
-    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": ("self.msg_queue.put(",
-                                                                "self.message = None"),
-    "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": (
-        "_data_set_file", "_data_set_path", "NamedTemporaryFile(delete=False",
-        "write_file_meta_info(", "create_file_meta(", "sop_class_uid=sop_class,",
-        "sop_instance_uid=sop_instance,", "transfer_syntax=cx.transfer_syntax[0],"),
-    "pynetdicom.acse.ACSE._negotiate_as_acceptor": (
-        "self.assoc.ae.active_associations", "> self.assoc.ae.maximum_associations",
-        "reject_assoc_rsd = (0x02, 0x03, 0x02)"),
-    "pynetdicom.dimse.DIMSEServiceProvider.send_msg": (
-        "evt.trigger(self.assoc, evt.EVT_DIMSE_SENT",
-        "for pdata in dimse_msg.encode_msg(context_id, self.maximum_pdu_size):",
-        "self.dul.send_pdu(pdata)"),
-    "pynetdicom.service_class.StorageServiceClass.SCP": ("self.dimse.send_msg(rsp, cx_id)",),
-    # HandedConnectionServer (connection_dispatch.py) stands in for the bound socket and
-    # for accept(), then wraps TLS as pynetdicom's get_request does
-    "pynetdicom.transport.AssociationServer.__init__": ("bind_and_activate=True",),
-    "pynetdicom.transport.AssociationServer.get_request": (
-        "self.socket.accept()", "self.ssl_context.wrap_socket("),
-    "pynetdicom.ae.ApplicationEntity.make_server": ("**kwargs",),
-    # StorageListener starts a HandedConnectionServer the way start_server starts its own
-    "pynetdicom.ae.ApplicationEntity.start_server": ("self._servers.append(server)",),
-    "pynetdicom.transport.AssociationServer.shutdown": ("self.ae._servers.remove(",),
+# Each adaptation, and the pynetdicom (or pydicom) code whose behaviour it assumes:
+# dicom_gateway/pynetdicom_canary.py keeps a hash of each, and the listener leaves an
+# adaptation out (pynetdicom's own behaviour) when any of its entries changed.
+_PN = "pynetdicom."
+RELIES_ON: dict[str, tuple[str, ...]] = {
+    # install_wakeups, _ReactorClock: the two reactors' sleeps and what wakes them
+    "wakeups": (
+        _PN + "association:time", _PN + "dul:time",  # every sleep under our clock
+        _PN + "association.Association._run_reactor",  # sleeps in the reactor threads
+        _PN + "association.Association.kill",
+        _PN + "association.Association._abort_blocking",
+        _PN + "dul.DULServiceProvider.run_reactor",
+        _PN + "dul.DULServiceProvider.stop_dul",
+        _PN + "association.Association.__init__",  # its thread runs run_reactor
+        _PN + "association.Association.run_reactor",  # negotiation, then _run_reactor
+        _PN + "transport.RequestHandler.handle",  # EVT_CONN_OPEN before the thread starts
+        _PN + "transport.RequestHandler._create_association",
+        _PN + "transport.AssociationSocket.__init__",  # dul.socket.socket: the connection
+        _PN + "transport.AssociationSocket.ready.fget",  # what the DUL polls
+        _PN + "transport.AssociationSocket.close",
+        _PN + "dul.DULServiceProvider.__init__",  # to_provider_queue, _run_loop_delay
+        _PN + "dul.DULServiceProvider._is_transport_event",
+        _PN + "dul.DULServiceProvider._process_recv_primitive",
+        _PN + "dul.DULServiceProvider.send_pdu",  # the put that wakes the DUL
+        _PN + "dimse.DIMSEServiceProvider.__init__",  # msg_queue
+        _PN + "dimse.DIMSEServiceProvider.receive_primitive",  # the put that wakes assoc
+        _PN + "dimse.DIMSEServiceProvider.get_msg",
+        _PN + "dimse.DIMSEServiceProvider.peek_msg",
+    ),
+    # discard_partial_dataset: the chunked dataset's temporary file
+    "partial_cleanup": (
+        _PN + "dimse_messages.DIMSEMessage.__init__",
+        _PN + "dimse_messages.DIMSEMessage.decode_msg",
+        _PN + "dimse_messages.DIMSEMessage.message_to_primitive",
+        _PN + "dimse.DIMSEServiceProvider.__init__",  # dimse.message
+        _PN + "dimse.DIMSEServiceProvider.receive_primitive",  # resets it when complete
+    ),
+    # SlotLimitedAE: the limit read during negotiation, in the association's thread
+    "slot_limit": (
+        _PN + "ae.ApplicationEntity.__init__",  # _maximum_associations
+        _PN + "ae.ApplicationEntity.maximum_associations.fget",
+        _PN + "ae.ApplicationEntity.maximum_associations.fset",
+        _PN + "ae.ApplicationEntity.active_associations.fget",
+        _PN + "acse.ACSE.negotiate_association",
+        _PN + "acse.ACSE._negotiate_as_acceptor",
+        _PN + "transport.RequestHandler.handle",  # EVT_CONN_OPEN, then negotiation
+        # EVT_REQUESTED (we mark the association, then take a slot) before negotiation;
+        # and the listener's idle-connection rule: acse_timeout, set per association at
+        # EVT_CONN_OPEN, is how long the acceptor waits for the A-ASSOCIATE-RQ
+        _PN + "association.Association.run_reactor",
+        _PN + "association.Association.acse_timeout.fset",  # the DUL's ARTIM timer too
+    ),
+    # install_fast_store_response: a C-STORE-RSP byte for byte pynetdicom's
+    "fast_store_response": (
+        _PN + "dimse.DIMSEServiceProvider.send_msg",
+        _PN + "dimse.DIMSEServiceProvider.maximum_pdu_size.fget",
+        _PN + "dimse_messages.DIMSEMessage.encode_msg",
+        _PN + "dimse_messages.DIMSEMessage.primitive_to_message",
+        _PN + "dimse_messages.C_STORE_RSP",
+        _PN + "service_class.StorageServiceClass.SCP",  # self.dimse.send_msg(rsp, cx_id)
+        _PN + "association.Association.get_handlers",
+        _PN + "dul.DULServiceProvider.send_pdu",
+        _PN + "pdu_primitives.P_DATA.presentation_data_value_list.fset",
+    ),
+    # install_fast_file_meta: the two names decode_msg calls, and the bytes they write
+    "fast_file_meta": (
+        _PN + "dimse_messages.DIMSEMessage.decode_msg",
+        _PN + "dsutils.create_file_meta",
+        "pydicom.filewriter.write_file_meta_info",
+    ),
 }
 
 OVER_LIMIT = "_cxr_over_limit"  # set on an Association whose connection got no slot
+REQUESTED = "_cxr_requested"  # set on an Association once its A-ASSOCIATE-RQ arrived
 
 
 class SlotLimitedAE(AE):
-    """An AE whose association limit is 0 for an association marked over the limit.
+    """An AE whose association limit is 0 for an association marked over the limit, and
+    counts only associations that were requested.
 
     pynetdicom reads ``maximum_associations`` in the association's thread while it
-    negotiates; everywhere else (and for every other association) the limit is the one
-    configured.
+    negotiates, comparing it with every acceptor thread alive; there the limit reported
+    is the one configured plus the acceptors still waiting for their A-ASSOCIATE-RQ.
+    Everywhere else the limit is the one configured.
     """
 
     @property
     def maximum_associations(self) -> int:
-        if getattr(threading.current_thread(), OVER_LIMIT, False):
+        current = threading.current_thread()
+        if getattr(current, OVER_LIMIT, False):
             return 0
-        return int(self._maximum_associations)
+        if not getattr(current, REQUESTED, False):
+            return int(self._maximum_associations)
+        waiting = sum(1 for a in self.active_associations
+                      if a.is_acceptor and not getattr(a, REQUESTED, False))
+        return int(self._maximum_associations) + waiting
 
     @maximum_associations.setter
     def maximum_associations(self, value: int) -> None:
@@ -194,9 +241,11 @@ def install_wakeups(assoc: Any) -> bool:
 
     message = threading.Event()
 
-    def assoc_wait(seconds: float) -> None:
-        message.wait(seconds)
+    def assoc_wait(seconds: float) -> bool:
+        """At most ``seconds``; True when a DIMSE message ended it."""
+        woken = message.wait(seconds)
         message.clear()
+        return woken
 
     dimse.msg_queue = _WakingQueue(message.set)
     assoc._cxr_wait = assoc_wait
@@ -209,15 +258,17 @@ def install_wakeups(assoc: Any) -> bool:
         with contextlib.suppress(OSError):  # full (already poked) or closed: fine
             writer.send(b"\0")
 
-    def dul_wait(seconds: float) -> None:
+    def dul_wait(seconds: float) -> bool:
+        """At most ``seconds``; True when data on the socket or a PDU to send ended it."""
         try:
             ready, _, _ = select.select([raw, reader], [], [], seconds)
         except (OSError, ValueError):  # the socket closed under us: as before
             _time.sleep(seconds)
-            return
+            return False
         if reader in ready:
             with contextlib.suppress(OSError):
                 reader.recv(4096)
+        return bool(ready)
 
     dul.to_provider_queue = _WakingQueue(poke)
     dul._cxr_wait = dul_wait

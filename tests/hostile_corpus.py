@@ -8,6 +8,7 @@ for inputs that are odd but whole, completes).
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from tests.dicom_factory import CR
 REFUSED_C000 = "status 0xC000"
 REFUSED_A900 = "status 0xA900"
 REFUSED = "status 0xA900 or 0xC000"  # truncations: which one depends on where the cut falls
+REFUSED_A700 = "status 0xA700"  # over the instance size limit (CXR_MAX_INSTANCE_MB)
+LIMIT_MB = 32  # the CXR_MAX_INSTANCE_MB the corpus is sent under (the 24 MiB case fits)
 STORED_FAILED = "job failed"
 STORED_SKIPPED = "study skipped"
 STORED_DONE = "job done"
@@ -118,6 +121,38 @@ def nested_sequences(depth: int) -> bytes:
     open_ = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
     close = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
     return open_ * depth + element(0x0008, 0x0104, b"LO", b"deep") + close * depth
+
+
+@functools.lru_cache(maxsize=2)
+def deflate_bomb(inflated: int = 2**30, seed: int = 7) -> HostileCase:
+    """A frontal chest CR in Deflated Explicit VR Little Endian whose private OB element
+    holds ``inflated`` zero bytes: about a thousandth of that on the wire (1 MiB for
+    1 GiB), built chunk by chunk so that the test never holds the inflated bytes."""
+    ds = base(seed=seed)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.add_new(0x00090010, "LO", "HOSTILE")
+    marker = b"\xab\xcd" * 8
+    ds.add_new(0x00091010, "OB", marker)
+    plain = encode(ds)
+    placeholder = element(0x0009, 0x1010, b"OB", marker)
+    at = plain.index(placeholder)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    step = 1 << 20
+    assert inflated % step == 0
+    zeros = bytes(step)
+    parts = [deflater.compress(plain[:at] + element(0x0009, 0x1010, b"OB", b"",
+                                                    length=inflated))]
+    parts += [deflater.compress(zeros) for _ in range(inflated // step)]
+    parts += [deflater.compress(plain[at + len(placeholder):]), deflater.flush()]
+    return HostileCase(f"deflate bomb ({sum(map(len, parts)) // 1024} KiB inflating to "
+                       f"{inflated // 2**20} MiB)", b"".join(parts), str(ds.SOPInstanceUID),
+                       REFUSED_A700, "inflates to more than", DeflatedExplicitVRLittleEndian)
+
+
+def deflate_dataset(ds: Dataset) -> bytes:
+    """``ds`` as a sender puts it on the wire in Deflated Explicit VR Little Endian."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return deflater.compress(encode(ds)) + deflater.flush()
 
 
 def corpus() -> list[HostileCase]:
@@ -285,6 +320,19 @@ def corpus() -> list[HostileCase]:
     cases.append(HostileCase("valid deflate, truncated", body[: len(body) // 2],
                              str(good_deflate.SOPInstanceUID), REFUSED_C000, "",
                              DeflatedExplicitVRLittleEndian))
+    # inflated as a stream and refused at the limit, never held whole
+    cases.append(deflate_bomb())
+    ok = base(seed=5)
+    ok.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    cases.append(HostileCase("a valid deflated radiograph", deflate_dataset(ok),
+                             str(ok.SOPInstanceUID), STORED_DONE, "",
+                             DeflatedExplicitVRLittleEndian))
+    short = base(seed=6)
+    short.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    short.PixelData = short.PixelData[:1024]
+    cases.append(HostileCase("deflated, half the pixels", deflate_dataset(short),
+                             str(short.SOPInstanceUID), REFUSED_A900, "not whole",
+                             DeflatedExplicitVRLittleEndian))
 
     # -- crafted UIDs -----------------------------------------------------------------------
     for uid, what in (("../../etc", "StudyInstanceUID"), ("1.2.3/../../x", "StudyInstanceUID"),
@@ -305,6 +353,11 @@ def corpus() -> list[HostileCase]:
     ds.add_new(0x00090010, "LO", "HOSTILE")
     ds.add_new(0x00091010, "OB", bytes(24 * 2**20))
     cases.append(case("24 MiB private element", ds, STORED_DONE))
+    ds = base()
+    ds.add_new(0x00090010, "LO", "HOSTILE")
+    ds.add_new(0x00091010, "OB", bytes((LIMIT_MB + 8) * 2**20))
+    cases.append(case(f"{LIMIT_MB + 8} MiB instance over a {LIMIT_MB} MiB limit", ds,
+                      REFUSED_A700, "over the limit"))
     for depth, expect in ((40, STORED_DONE), (3000, REFUSED_C000)):
         cases.append(case(f"sequences {depth} deep", base(), expect, mutate=lambda d, n=depth:
                           d[:d.rindex(b"\xe0\x7f\x10\x00")] + nested_sequences(n)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from dicom_gateway.connection_dispatch import DONE, HAND_OVER, ConnectionDispatcher
+
+pytestmark = pytest.mark.integration  # a real TCP server on loopback
+CAP = 120.0  # seconds: how long a condition may take on a busy machine before it is a failure
 
 
 @pytest.fixture
@@ -21,29 +24,38 @@ def dispatcher() -> Iterator[ConnectionDispatcher]:
 
 
 def _connect(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10)
+    return socket.create_connection(("127.0.0.1", port), timeout=CAP)
 
 
 def _take(channel: socket.socket) -> socket.socket:
-    """What a listener does: receive one handed connection."""
-    channel.settimeout(10)
+    """What a listener does: receive one handed connection (waiting for it)."""
+    channel.settimeout(CAP)
     msg, fds, _, _ = socket.recv_fds(channel, 16, 1)
     assert (msg, len(fds)) == (HAND_OVER, 1)
     return socket.socket(fileno=fds[0])
 
 
-def _pending(channel: socket.socket, wait: float = 0.3) -> int:
-    """How many handed connections are waiting on a listener's channel."""
-    got = 0
-    channel.settimeout(wait)
-    while True:
-        try:
-            _, fds, _, _ = socket.recv_fds(channel, 16, 1)
-        except TimeoutError:
-            return got
-        for fd in fds:
-            socket.socket(fileno=fd).close()
-        got += 1
+def _nothing_waiting(channel: socket.socket) -> bool:
+    """True when no handed connection waits on a listener's channel, asked without waiting:
+    the dispatcher counts a connection as open only after its message is in the channel,
+    so once the counts say where every connection went, the channels hold all of them."""
+    channel.setblocking(False)
+    try:
+        socket.recv_fds(channel, 16, 1)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + CAP
+    while not check():
+        assert time.monotonic() < deadline, f"not within {CAP:.0f} s: {what}"
+        time.sleep(0.01)
+
+
+def _handed(d: ConnectionDispatcher, total: int) -> Callable[[], bool]:
+    return lambda: sum(d.open_counts().values()) == total
 
 
 def test_connections_go_to_the_listener_with_fewest_open(dispatcher: ConnectionDispatcher
@@ -53,6 +65,7 @@ def test_connections_go_to_the_listener_with_fewest_open(dispatcher: ConnectionD
     clients = [_connect(dispatcher.port) for _ in range(4)]
     held_a = [_take(a), _take(a)]
     held_b = [_take(b), _take(b)]
+    _until(_handed(dispatcher, 4), "four connections counted")
     assert dispatcher.open_counts() == {0: 2, 1: 2}
     # the handed descriptor is the sender's connection itself
     clients[0].sendall(b"hello")
@@ -63,14 +76,12 @@ def test_connections_go_to_the_listener_with_fewest_open(dispatcher: ConnectionD
     for s in held_a:
         s.close()
         a.send(DONE)
-    deadline = time.monotonic() + 10
-    while dispatcher.open_counts() != {0: 0, 1: 2} and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert dispatcher.open_counts() == {0: 0, 1: 2}
+    _until(lambda: dispatcher.open_counts() == {0: 0, 1: 2}, "listener 0's reports heard")
     clients += [_connect(dispatcher.port) for _ in range(2)]
     more = [_take(a), _take(a)]
-    assert _pending(b) == 0
+    _until(_handed(dispatcher, 4), "both new connections counted")
     assert dispatcher.open_counts() == {0: 2, 1: 2}
+    assert _nothing_waiting(b)  # none of the six went to listener 1 beyond its two
     for s in clients + held_b + more:
         s.close()
 
@@ -81,11 +92,16 @@ def test_a_listener_that_is_gone_gets_nothing_and_a_new_one_takes_its_place(
     dispatcher.start()
     b.close()  # that listener process died
     clients = [_connect(dispatcher.port) for _ in range(3)]
-    assert _pending(a) == 3
+    held = [_take(a) for _ in range(3)]
+    _until(_handed(dispatcher, 3), "three connections counted")
+    assert dispatcher.open_counts() == {0: 3} and _nothing_waiting(a)
     b2 = dispatcher.attach(1)  # started again: it gets the next, as the least busy
     clients.append(_connect(dispatcher.port))
-    assert _pending(b2) == 1 and _pending(a) == 0
-    for s in clients:
+    held.append(_take(b2))
+    _until(_handed(dispatcher, 4), "the fourth connection counted")
+    assert dispatcher.open_counts() == {0: 3, 1: 1}
+    assert _nothing_waiting(a) and _nothing_waiting(b2)
+    for s in clients + held:
         s.close()
 
 
@@ -94,7 +110,6 @@ def test_with_no_listener_left_a_connection_is_closed_not_held(
     dispatcher.attach(0).close()
     dispatcher.start()
     client = _connect(dispatcher.port)
-    client.settimeout(10)
     assert client.recv(1) == b""  # closed: the sender sees it at once and may retry
     client.close()
 

@@ -217,11 +217,28 @@ def test_multiframe_uses_first_frame_with_note() -> None:
     assert img.png == convert_dataset(synthetic()).png
 
 
-def test_rgb_input_is_handled() -> None:
-    rgb = np.stack([RAMP // 16] * 3, axis=-1).astype(np.uint8)
+@pytest.mark.parametrize("planar", [0, 1])
+def test_rgb_input_is_its_luminance(planar: int) -> None:
+    """Quadrants of pure red, green, blue and white: ITU-R BT.601 luminance (0.299 R +
+    0.587 G + 0.114 B) gives 76, 149, 29 and 255, whichever way the planes are stored."""
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    rgb[:8, :8] = (255, 0, 0)
+    rgb[:8, 8:] = (0, 255, 0)
+    rgb[8:, :8] = (0, 0, 255)
+    rgb[8:, 8:] = (255, 255, 255)
     ds = synthetic(RAMP, photometric="RGB")
-    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, planar
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    ds.PixelData = rgb.tobytes()
-    img = convert_dataset(ds)
-    assert "luminance" in img.notes[0]
+    ds.PixelData = (rgb.transpose(2, 0, 1) if planar else rgb).tobytes()
+    expected = {"window": (76, 149, 29, 255),  # the luminance itself
+                # four equal areas, equalised: 0, 1/3, 2/3, 1 in luminance order (B, R, G, W)
+                "mimic": (85, 170, 0, 255)}
+    for conversion, (red, green, blue, white) in expected.items():
+        img = convert_dataset(ds, conversion)
+        assert "luminance" in img.notes[0]
+        out = np.asarray(Image.open(io.BytesIO(img.png)))
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+        h, w = out.shape[:2]
+        centres = [out[h // 4, w // 4, 0], out[h // 4, 3 * w // 4, 0],
+                   out[3 * h // 4, w // 4, 0], out[3 * h // 4, 3 * w // 4, 0]]
+        assert centres == [red, green, blue, white], conversion

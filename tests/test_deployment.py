@@ -3,18 +3,22 @@ install steps, and the compose topology run as processes with 50 studies from Or
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydicom.uid import generate_uid
 
 from tests.dicom_factory import make_cr
@@ -81,7 +85,8 @@ def test_compose_file_is_valid_and_complete(config: dict[str, Any], tmp_path: Pa
     assert "--appendonly yes" in redis_cmd and "--maxmemory-policy noeviction" in redis_cmd
     gpu = services["gpu-worker"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["count"] == 1
+    assert device["driver"] == "nvidia" and device["count"] == "all"  # one container, all GPUs
+    assert "--per-device" in gpu["command"]  # ... and a worker process pinned to each
     mounts = [v if isinstance(v, dict) else dict(zip(("source", "target", "mode"),
                                                      v.split(":"), strict=False))
               for v in gpu["volumes"]]
@@ -99,29 +104,106 @@ def test_compose_file_is_valid_and_complete(config: dict[str, Any], tmp_path: Pa
     assert missing.returncode != 0 and "set POSTGRES_PASSWORD" in missing.stderr
 
 
-def requirements(dockerfile: Path) -> set[str]:
-    """The distributions a Dockerfile's pip install of this project pulls in (by name)."""
+def image_install(dockerfile: Path) -> tuple[list[str], str]:
+    """The requirements a Dockerfile's pip install of this project names (its declared
+    dependencies and those of its extras), and the constraints file it installs with."""
     text = dockerfile.read_text()
-    (extras,) = re.findall(r'pip install [^\n]*"\.(?:\[([\w,]*)\])?"', text)
+    ((constraints, extras),) = re.findall(
+        r'pip install [^\n]*-c (\S+) "\.(?:\[([\w,]*)\])?"', text)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
     for extra in filter(None, extras.split(",")):
         reqs += project["optional-dependencies"][extra]
-    return {re.split(r"[<>=\[;! ]", r, maxsplit=1)[0].lower() for r in reqs}
+    return reqs, constraints
+
+
+Metadata = Callable[[str], "importlib.metadata.Distribution"]
+
+
+def dependency_closure(requirements: list[str],
+                       metadata: Metadata = importlib.metadata.distribution
+                       ) -> dict[str, str]:
+    """Every distribution ``requirements`` pull in, transitively (extras and environment
+    markers evaluated as pip does), by normalised name, with its version: read from the
+    installed packages' own metadata, so a dependency that pulls in another through its
+    own requirements is found."""
+    found: dict[str, str] = {}
+    done: set[tuple[str, str]] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(req.name)
+        dist = metadata(name)
+        found[name] = dist.version
+        for extra in {""} | {canonicalize_name(e) for e in req.extras}:
+            if (name, extra) in done:
+                continue
+            done.add((name, extra))
+            for text in dist.requires or []:
+                sub = Requirement(text)
+                wanted = sub.marker.evaluate({"extra": extra}) if sub.marker else not extra
+                if wanted:
+                    todo.append(Requirement(str(sub).split(";")[0]))
+    return found
+
+
+MODEL_STACK = ("torch", "torchvision", "transformers", "accelerate", "triton")
+
+
+def model_stack(names: set[str] | dict[str, str]) -> set[str]:
+    return {n for n in names if n in MODEL_STACK or n.startswith(("nvidia-", "cuda-"))}
+
+
+def pinned(constraints: Path) -> dict[str, str]:
+    lines = [ln.strip() for ln in constraints.read_text().splitlines()]
+    pins = dict(ln.split("==", 1) for ln in lines if ln and not ln.startswith("#"))
+    return {canonicalize_name(n): v for n, v in pins.items()}
+
+
+def test_the_dependency_closure_finds_torch_pulled_in_by_another_package() -> None:
+    """What the image test below would miss with a name match on pyproject.toml alone."""
+    fake = {"gateway-dep": ["helper>=1", "extra-only; extra == 'gpu'"],
+            "helper": ["Torch>=2; python_version >= '3'"],
+            "torch": ["nvidia-cublas"], "nvidia-cublas": [], "extra-only": []}
+
+    class Dist:
+        def __init__(self, name: str) -> None:
+            self.version, self.requires = "1.0", fake[name]
+
+    closure = dependency_closure(["gateway-dep"], Dist)  # type: ignore[arg-type]
+    assert set(closure) == {"gateway-dep", "helper", "torch", "nvidia-cublas"}
+    assert model_stack(closure) == {"torch", "nvidia-cublas"}
+    assert set(dependency_closure(["gateway-dep[gpu]"], Dist)) == set(closure) | {  # type: ignore[arg-type]
+        "extra-only"}
 
 
 def test_the_gateway_image_installs_no_torch() -> None:
-    gateway = requirements(ROOT / "deploy" / "Dockerfile")
-    assert not gateway & {"torch", "torchvision", "transformers", "accelerate"}, gateway
-    assert {"pydicom", "pynetdicom", "celery", "fastapi", "psycopg"} <= gateway
-    gpu = requirements(ROOT / "deploy" / "Dockerfile.gpu")
-    assert {"torch", "transformers"} <= gpu
+    """The gateway image's install, resolved from the installed packages' metadata (the
+    versions the constraints file pins, so the same resolution pip makes in the image):
+    no model stack anywhere in it, whichever package would pull it in; the GPU image's
+    has it; both install every package at the version pinned."""
+    gateway_reqs, constraints = image_install(ROOT / "deploy" / "Dockerfile")
+    gpu_reqs, gpu_constraints = image_install(ROOT / "deploy" / "Dockerfile.gpu")
+    assert constraints == gpu_constraints == "deploy/constraints.txt"
+    pins = pinned(ROOT / constraints)
+    gateway = dependency_closure(gateway_reqs)
+    assert not model_stack(gateway), model_stack(gateway)
+    assert {"pydicom", "pynetdicom", "celery", "fastapi", "psycopg", "psycopg-binary"} <= \
+        set(gateway)
+    gpu = dependency_closure(gpu_reqs)
+    assert {"torch", "torchvision", "transformers"} <= set(gpu)
+    for closure in (gateway, gpu):
+        assert {n: pins.get(n) for n in closure} == closure, "scripts/lock is due"
     for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
         text = (ROOT / "deploy" / dockerfile).read_text()
         assert re.search(r"^USER (?!root)\w+", text, re.M), f"{dockerfile} runs as root"
-        for line in re.findall(r"^COPY (.+) \S+$", text, re.M):  # only our own files
-            for source in line.split():
-                assert (ROOT / source).exists(), (dockerfile, source)
+        copied = [source for line in re.findall(r"^COPY (.+) \S+$", text, re.M)
+                  for source in line.split()]
+        for source in copied:  # only our own files
+            assert (ROOT / source).exists(), (dockerfile, source)
+        assert constraints in copied, f"{dockerfile} does not copy {constraints}"
 
 
 def _service_env(svc: dict[str, Any]) -> dict[str, str]:
@@ -157,7 +239,8 @@ def test_the_compose_topology_as_processes(config: dict[str, Any], tmp_path: Pat
                        CXR_HOST="127.0.0.1", CXR_API_HOST="127.0.0.1")
         else:
             assert env["CXR_MODEL_BACKEND"] == "local"
-            env.update(CXR_MODEL_BACKEND="mock", HF_HOME=str(tmp_path / "models"))
+            env.update(CXR_MODEL_BACKEND="mock", HF_HOME=str(tmp_path / "models"),
+                       CUDA_VISIBLE_DEVICES="0,1")  # two GPUs, one worker process each
         base = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
         return {**base, **env}
 
@@ -168,12 +251,10 @@ def test_the_compose_topology_as_processes(config: dict[str, Any], tmp_path: Pat
                                            *services["gateway"]["command"]],
                                           env=env_for("gateway"), stdout=log, stderr=log))
         wait_for_port(gateway_port, timeout=60)
-        for i in range(2):
-            with (tmp_path / f"gpu-{i}.log").open("ab") as log:
-                procs.append(subprocess.Popen([str(BIN / "cxr-gateway"),
-                                               *services["gpu-worker"]["command"]],
-                                              env=env_for("gpu-worker"), stdout=log,
-                                              stderr=log))
+        with (tmp_path / "gpu-worker.log").open("ab") as log:  # the one gpu-worker container
+            procs.append(subprocess.Popen([str(BIN / "cxr-gateway"),
+                                           *services["gpu-worker"]["command"]],
+                                          env=env_for("gpu-worker"), stdout=log, stderr=log))
         study_uids = []
         for i in range(50):
             ds = make_cr(generate_uid(), size=64, seed=i)

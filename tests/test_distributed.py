@@ -13,9 +13,16 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from tests.dicom_factory import make_cr, save
-from tests.peers import PostgresCluster, RedisServer, StoreSCP, Worker, fresh_database
+from tests.peers import (
+    PostgresCluster,
+    RedisServer,
+    SlowModel,
+    StoreSCP,
+    Worker,
+    fresh_database,
+)
 from tests.test_end_to_end import assert_stored
-from worker.db import Database, Instance, Job
+from worker.db import Database, Instance, Job, JobEvent
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +51,18 @@ def wait_all(db: Database, count: int, timeout: float = 180.0) -> list[Job]:
         time.sleep(0.5)
     states = {j.id: j.state for j in rows}
     raise TimeoutError(f"jobs not finished: {states}")
+
+
+def job_events(db: Database, job_id: int) -> list[tuple[str, str, float]]:
+    """(state, detail, at) of a job's events, in the order they were written."""
+    with db.session() as s:
+        return [(e.state, e.detail, e.at) for e in s.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()]
+
+
+def unfinished(db: Database) -> set[int]:
+    with db.session() as s:
+        return set(s.scalars(select(Job.id).where(Job.state.not_in(("done", "failed")))).all())
 
 
 def studies(folder: Path, n: int) -> list[Path]:
@@ -102,15 +121,18 @@ def test_fifty_studies_through_two_workers(serve_factory, storescp: StoreSCP, re
         cluster.stop()
 
 
+@pytest.mark.parametrize("model_backend", ["mock", "openai"])
 def test_worker_killed_during_inference_gives_exactly_one_sr(
-    serve_factory, storescp: StoreSCP, redis: RedisServer, pg_url: str, tmp_path: Path
+    serve_factory, storescp: StoreSCP, redis: RedisServer, pg_url: str, tmp_path: Path,
+    model_backend: str, request: pytest.FixtureRequest,
 ) -> None:
+    model = SlowModel(model_backend, 3.0, request)  # openai: the stand-in holds requests 3 s
     cluster = Cluster(serve_factory, tmp_path, redis.url, pg_url, storescp.destination,
-                      {"CXR_MOCK_LATENCY_SECONDS": "3"}).start(workers=1)
+                      model.env).start(workers=1)
     try:
         (path,) = studies(tmp_path / "in", 1)
         assert_stored(cluster.gateway.storescu(path, extra=("-v",)))
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with cluster.db.session() as s:
                 job = s.scalar(select(Job))
@@ -119,42 +141,69 @@ def test_worker_killed_during_inference_gives_exactly_one_sr(
             time.sleep(0.1)
         assert job is not None and job.state == "inferring" and job.holder
         dead = job.holder
+        cut = model.wait_in_flight()  # openai: the findings request is being generated
+        killed_at = time.time()  # the clock the job events are stamped with
         cluster.workers[0].kill()  # SIGKILL mid-generation: the message stays unacked
-        killed = time.monotonic()
         cluster.add_worker()
-        while time.monotonic() - killed < 60:
-            with cluster.db.session() as s:
-                now_held = s.get(Job, job.id)
-            if now_held is not None and now_held.holder not in ("", dead):
-                break
-            time.sleep(0.2)
-        took = time.monotonic() - killed
-        assert took < 4 + 1 + 5, f"taken over after {took:.1f} s"  # timeout + beat + margin
-        (done,) = wait_all(cluster.db, 1, timeout=120)
-        assert done.state == "done" and done.attempts == 1
-        time.sleep(3)
-        assert storescp.delivered_uids() == [done.sr_sop_instance_uid]
+        (done,) = wait_all(cluster.db, 1, timeout=240)
+        assert done.state == "done" and done.attempts == 1  # one takeover, counted once
+        events = job_events(cluster.db, done.id)
+        takeovers = [i for i, (_, detail, at) in enumerate(events)
+                     if detail.startswith(f"taken over: holder {dead} stopped answering")]
+        assert len(takeovers) == 1, events
+        after = events[takeovers[0]:]
+        assert after[0][2] >= killed_at, events  # taken over after the kill, not before
+        assert [state for state, _, _ in after].count("inferring") == 1, events  # once more
+        assert [state for state, _, _ in events].count("done") == 1, events
+        assert storescp.delivered_uids() == [done.sr_sop_instance_uid]  # one SR, one file
+        if model.standin is not None:  # the cut-off request, then one whole conversation
+            image = cut[0].image_sha256
+            assert [r.turn for r in cut] == ["findings"]
+            assert model.turns() == [(image, "findings", 200), (image, "findings", 200),
+                                     (image, "report", 200)]
     finally:
         cluster.stop()
 
 
 def test_redis_restart_loses_nothing(serve_factory, storescp: StoreSCP, redis: RedisServer,
                                      pg_url: str, tmp_path: Path) -> None:
+    """Redis is killed while it verifiably holds messages for unfinished jobs (queued, or
+    taken and not yet acknowledged); every job still finishes, and each SR arrives once."""
+    import redis as redis_client
+
     cluster = Cluster(serve_factory, tmp_path, redis.url, pg_url, storescp.destination,
-                      {"CXR_MOCK_LATENCY_SECONDS": "0.3"}).start(workers=2)
+                      {"CXR_MOCK_LATENCY_SECONDS": "1"}).start(workers=2)
     try:
         files = studies(tmp_path / "in", 20)
         out = cluster.gateway.storescu(*files[:10], extra=("-v",))
         assert out.stderr.count("Store Response (Success)") == 10
-        time.sleep(2.5)  # some jobs queued or running
+        broker = redis_client.Redis(port=redis.port)
+
+        def messages() -> int:
+            """Messages in celery's queues (kombu keeps one list per priority: "gpu",
+            "gpu\\x06\\x163", ...) and those workers took and have not acknowledged."""
+            queued = sum(int(broker.llen(k)) for k in broker.scan_iter()
+                         if k.split(b"\x06\x16")[0] in (b"cpu", b"gpu")
+                         and broker.type(k) == b"list")
+            return queued + int(broker.hlen("unacked"))
+
+        deadline = time.monotonic() + 120
+        while not (messages() and unfinished(cluster.db)):
+            assert time.monotonic() < deadline, "no message was ever waiting in Redis"
+            time.sleep(0.05)
         redis.kill()  # queued messages are gone with it (no persistence)
-        time.sleep(1)
+        broker.close()
+        pending = unfinished(cluster.db)
+        assert pending, "the kill must land while jobs are unfinished"
         redis.start()
         out = cluster.gateway.storescu(*files[10:], extra=("-v",))
         assert out.stderr.count("Store Response (Success)") == 10
-        jobs = wait_all(cluster.db, 20, timeout=240)
-        assert [j.state for j in jobs] == ["done"] * 20
-        assert len(storescp.wait_files(20)) == 20
+        jobs = wait_all(cluster.db, 20, timeout=300)
+        assert [j.state for j in jobs] == ["done"] * 20  # those pending at the kill too
+        assert pending <= {j.id for j in jobs}
+        assert storescp.delivered_uids() == sorted(j.sr_sop_instance_uid for j in jobs)
+        for j in jobs:  # exactly once: one done, one delivered SR per job
+            assert [e[0] for e in job_events(cluster.db, j.id)].count("done") == 1
     finally:
         cluster.stop()
 
@@ -195,7 +244,7 @@ def test_worker_names_are_unique_per_process(serve_factory, storescp: StoreSCP,
     named = Worker(cluster.gateway.env, tmp_path / "w.log", "gpu1@%h", queues="gpu")
     cluster.workers += [*plain, named]
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with cluster.db.session() as s:
                 names = {w.name for w in s.scalars(select(WorkerProcess)).all()
@@ -222,7 +271,7 @@ def test_sigterm_while_sending_reports_on_redis_exits_promptly(
     try:
         files = studies(tmp_path / "in", 3)
         assert_stored(cluster.gateway.storescu(*files, extra=("-v",)))
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with cluster.db.session() as s:
                 sending = s.scalar(select(Job).where(Job.state == "delivering",
@@ -233,10 +282,13 @@ def test_sigterm_while_sending_reports_on_redis_exits_promptly(
         assert sending is not None and hole.connections, "no report was being sent"
         proc = cluster.gateway.proc
         assert proc is not None
-        start = time.monotonic()
+        before = cluster.gateway.log.read_text()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        assert time.monotonic() - start < 3 + 2
+        # it leaves by itself (120 s would be a hang), and it is the grace period that
+        # ends the wait on the silent peer, not the peer: asserted by events, not by time
+        assert proc.wait(timeout=120) == 0
+        after = cluster.gateway.log.read_text()[len(before):]
+        assert after.count("serve did not stop within 3.0 s; exiting anyway") == 1, after
     finally:
         hole.close()
         cluster.stop()

@@ -3,30 +3,41 @@ serving, and nothing is written outside its data folder."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from tests.dicom_factory import raw_c_store
 from tests.hostile_corpus import (
+    LIMIT_MB,
     REFUSED,
+    REFUSED_A700,
     REFUSED_A900,
     REFUSED_C000,
     HostileCase,
     corpus,
+    deflate_bomb,
 )
-from tests.test_end_to_end import db_for
-from worker.db import Instance, Job, Study
+from tests.peers import StoreSCP
+from tests.test_end_to_end import assert_stored, db_for
+from worker.db import AssociationLog, Instance, Job, Study
 
 pytestmark = pytest.mark.integration
 
-STATUS = {REFUSED_A900: (0xA900,), REFUSED_C000: (0xC000,), REFUSED: (0xA900, 0xC000)}
+STATUS = {REFUSED_A900: (0xA900,), REFUSED_C000: (0xC000,), REFUSED: (0xA900, 0xC000),
+          REFUSED_A700: (0xA700,)}
 
 
 def echo(port: int) -> bool:
@@ -69,7 +80,8 @@ def test_hostile_corpus_over_the_network(serve_factory, tmp_path: Path) -> None:
     cases = corpus()
     assert len(cases) >= 50
     data_dir = tmp_path / "gateway"
-    srv = serve_factory.new({"CXR_MAX_SOURCE_PIXELS": str(64 * 2**20)},
+    srv = serve_factory.new({"CXR_MAX_SOURCE_PIXELS": str(64 * 2**20),
+                             "CXR_MAX_INSTANCE_MB": str(LIMIT_MB)},
                             data_dir=data_dir).start()
     outside_before = tree(tmp_path) - {p for p in tree(tmp_path) if p.startswith("gateway")}
     results: dict[str, str] = {}
@@ -113,3 +125,119 @@ def test_hostile_corpus_over_the_network(serve_factory, tmp_path: Path) -> None:
     print(f"\n{len(cases)} hostile cases:", *(f"  {k}: {v}" for k, v in results.items()),
           sep="\n")
     assert os.path.getsize(summary) > 0
+
+
+def c_store_response(port: int, c: HostileCase) -> Any:
+    """Send a case as raw_c_store does, and return the whole C-STORE-RSP (None if none)."""
+    ae = AE(ae_title="RAWSCU")
+    ae.add_requested_context(c.sop_class_uid, c.transfer_syntax)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CXRGATEWAY")
+    assert assoc.is_established
+    req = C_STORE()
+    req.MessageID, req.Priority = 1, 2
+    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = c.sop_class_uid, c.sop_instance_uid
+    req.DataSet = io.BytesIO(c.data)
+    assoc._reactor_checkpoint.clear()  # pause the reactor, as send_c_store does
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
+    _, rsp = assoc.dimse.get_msg(block=True)
+    assoc._reactor_checkpoint.set()
+    if assoc.is_established:
+        assoc.release()
+    return rsp
+
+
+def association_rows(data_dir: Path, outcome: str, count: int,
+                     timeout: float = 120.0) -> list[AssociationLog]:
+    """Wait for at least ``count`` association log rows with this outcome."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with db_for(data_dir).session() as s:
+            rows = list(s.scalars(select(AssociationLog)
+                                  .where(AssociationLog.outcome == outcome)))
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_a_deflate_bomb_is_refused_and_a_radiograph_still_becomes_an_sr(
+        serve_factory, storescp: StoreSCP, rg1: Path) -> None:
+    """1 MiB on the wire that inflates to 1 GiB, under the default 512 MiB limit."""
+    bomb = deflate_bomb()
+    assert len(bomb.data) < 2 * 2**20
+    srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination}).start()
+    rsp = c_store_response(srv.port, bomb)
+    assert rsp is not None and rsp.Status == 0xA700
+    assert rsp.ErrorComment == "inflates to more than 512 MiB (CXR_MAX_INSTANCE_MB)"
+    # the association log: its row counts the refusal, its log line says why
+    rows = association_rows(srv.data_dir, "released", 1)
+    assert [json.loads(r.statuses) for r in rows if r.calling_ae == "RAWSCU"] == \
+        [{"0xA700": 1}]
+    log = srv.log.read_text(errors="replace")
+    assert f"dataset {bomb.sop_instance_uid} refused (0xA700): inflates to more than " \
+           "512 MiB" in log
+    assert re.search(r"association from RAWSCU \(.*\) released: 0 stored, 1 failed "
+                     r"\(0xA700: inflates to more than 512 MiB", log), log
+    with db_for(srv.data_dir).session() as s:
+        assert s.scalar(select(Instance).where(
+            Instance.sop_instance_uid == bomb.sop_instance_uid)) is None
+    assert not list((srv.data_dir / "spool" / ".tmp").iterdir())
+    # and the gateway goes on: a real radiograph becomes an SR at the destination
+    assert_stored(srv.storescu(rg1, extra=("-v",)))
+    (sr_file,) = storescp.wait_files(1, timeout=120)
+    sr = dcmread(sr_file)
+    assert sr.Modality == "SR"
+    assert sr.StudyInstanceUID == dcmread(rg1, stop_before_pixels=True).StudyInstanceUID
+
+
+def _is_open(sock: socket.socket) -> bool:
+    """True while the gateway has neither closed nor reset the connection."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def _closed_by_peer(sock: socket.socket, deadline: float) -> bool:
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_idle_connections_hold_no_association_slot(serve_factory, rg1: Path,
+                                                   processes: int) -> None:
+    """40 connections that never send an A-ASSOCIATE-RQ, against a limit of 4
+    associations: a real sender is still accepted while they are open, and the gateway
+    closes them itself.  (Before: they held the limit for the ACSE timeout.)"""
+    srv = serve_factory.new({"CXR_LISTENER_PROCESSES": str(processes),
+                             "CXR_MAX_ASSOCIATIONS": "4",
+                             # long enough that storescu surely runs while they are open
+                             "CXR_ASSOCIATION_REQUEST_SECONDS": "20"}).start()
+    idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(40)]
+    peers = {"{}:{}".format(*sock.getsockname()) for sock in idle}
+    try:
+        result = srv.storescu(rg1, extra=("-v",))
+        assert_stored(result)
+        assert all(_is_open(sock) for sock in idle), "idle connections closed too early"
+        deadline = time.monotonic() + 120
+        closed = [_closed_by_peer(sock, deadline) for sock in idle]
+        assert all(closed), f"{closed.count(False)} idle connections still open"
+    finally:
+        for sock in idle:
+            sock.close()
+    # each of them is in the association log as a connection closed without a request
+    closed_rows = association_rows(srv.data_dir, "closed", 40)
+    assert peers <= {r.peer for r in closed_rows}
+    assert len(association_rows(srv.data_dir, "released", 1)) == 1
+    assert "closed without an A-ASSOCIATE-RQ" in srv.log.read_text(errors="replace")

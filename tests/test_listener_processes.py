@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -19,6 +20,7 @@ from tests.test_end_to_end import assert_stored
 from tests.test_ingest import instance_count
 
 
+@pytest.mark.integration  # a second process holds a slot
 def test_slots_hold_one_limit_and_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     slots = AssociationSlots(tmp_path / "slots", 3)
     held = [slots.acquire() for _ in range(2)]
@@ -161,7 +163,12 @@ def test_a_port_in_use_is_one_error_line(serve_factory) -> None:
                               env=second.env, stdout=fh, stderr=subprocess.PIPE, text=True,
                               timeout=60)
     assert proc.returncode == 2
-    assert f"port {first.port} on 127.0.0.1 is in use" in proc.stderr
+    # exactly one line, the error, and no traceback: what a person reads on a terminal
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    line = lines[0]
+    assert line.startswith("error: ") and f"port {first.port} on 127.0.0.1 is in use" in line
+    assert "Traceback" not in proc.stderr
     wait_for_port(first.port)  # the first gateway still serves
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
-from models.parsing import parse_output, parse_report
+from models.parsing import ANSWER_STATUSES, OK, parse_output, parse_report
 
 # The paper's Φ as the training reward wrote it (NVIDIA-Medtech/NV-Reason-CXR,
 # train/vlm_rewards.py, accuracy_reward), re-implemented here from that description and
@@ -81,8 +82,16 @@ def test_status_and_labels_equal_the_training_parser(name: str, text: str, token
         assert p.labels == ()  # nothing that is not a reading carries a label
 
 
-def test_table_has_enough_cases() -> None:
-    assert len(CASES) >= 20
+def test_the_table_covers_every_status_and_agrees_with_the_training_parser() -> None:
+    """The table itself: every status the parser can give is expected of two cases or
+    more, names are unique, and each expected status agrees with the independent copy
+    of the training parser (a reading exactly when it finds a label), so a mislabelled
+    case cannot make the test above pass for the wrong reason."""
+    counts = Counter(status for *_, status in CASES)
+    assert set(counts) == set(ANSWER_STATUSES) and min(counts.values()) >= 2, counts
+    assert len({name for name, *_ in CASES}) == len(CASES)
+    for name, text, _tokens, status in CASES:
+        assert (status == OK) == bool(training_parser(text)), name
 
 
 def test_near_misses_and_unknown_are_reported_beside_not_in() -> None:

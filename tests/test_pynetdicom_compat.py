@@ -1,46 +1,272 @@
-"""The pynetdicom internals the listener relies on, and what they buy: no partial files."""
+"""The pynetdicom internals the listener relies on: the canary that fingerprints them,
+the fallback when they change, and what the adaptations buy (no partial files, no idle
+sleeps, responses and file meta without pydicom)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import inspect
+import logging
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pynetdicom import association as pn_association
+from pynetdicom import dul as pn_dul
 
-from dicom_gateway.pynetdicom_compat import RELIES_ON
-from tests.peers import free_port
+from dicom_gateway import pynetdicom_canary
+from tests.peers import dicom_tool, free_port
 from tests.test_end_to_end import assert_stored
 
 
-def _resolve(dotted: str) -> object:
-    parts = dotted.split(".")
+@pytest.fixture(autouse=True)
+def pynetdicom_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Whatever a test installs into pynetdicom (the reactor clock, the file meta writer,
+    the listener's settings) is undone after it; the canary's verdict is taken afresh."""
+    from pynetdicom import _config, dimse_messages
+
+    from dicom_gateway import pynetdicom_compat
+
+    for module, name in [(pn_association, "time"), (pn_dul, "time"),
+                         (dimse_messages, "create_file_meta"),
+                         (dimse_messages, "write_file_meta_info"),
+                         (_config, "STORE_RECV_CHUNKED_DATASET"),
+                         (_config, "LOG_HANDLER_LEVEL"), (tempfile, "tempdir")]:
+        monkeypatch.setattr(module, name, getattr(module, name))
+    monkeypatch.setattr(pynetdicom_compat, "_ORIGINAL_META",
+                        dict(pynetdicom_compat._ORIGINAL_META))
+    for cached in (pynetdicom_canary.verdict, pynetdicom_canary.checked_at_start):
+        cached.cache_clear()
+    try:
+        yield
+    finally:
+        for cached in (pynetdicom_canary.verdict, pynetdicom_canary.checked_at_start):
+            cached.cache_clear()
+
+
+# -- the canary -------------------------------------------------------------------------
+
+def test_the_canary_passes_on_the_installed_pynetdicom() -> None:
+    """The hashes are those of what is installed (the pinned releases), every adaptation's
+    entry has one and no hash is left over."""
+    assert {n: version(n) for n in pynetdicom_canary.RECORDED_FOR} == \
+        pynetdicom_canary.RECORDED_FOR
+    assert pynetdicom_canary.check() == {}
+    relied_on = set().union(*pynetdicom_canary.ADAPTATIONS.values())
+    assert set(pynetdicom_canary.SOURCE_SHA256) == relied_on
+    assert set(pynetdicom_canary.ADAPTATIONS) == {
+        "wakeups", "partial_cleanup", "slot_limit", "fast_store_response", "fast_file_meta",
+        "handed_connections"}
+    assert pynetdicom_canary.verdict().off == frozenset()
+
+
+@pytest.fixture
+def copy_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+            ) -> Callable[[str, Callable[[list[str]], None]], ModuleType]:
+    """Loads a copy of a module's file with an edit applied to its lines (registered in
+    sys.modules for the test, as inspect needs to find a class's source)."""
+    def load(name: str, edit: Callable[[list[str]], None]) -> ModuleType:
+        lines = Path(inspect.getfile(importlib.import_module(name))).read_text() \
+            .splitlines(keepends=True)
+        edit(lines)
+        path = tmp_path / f"copy_of_{name.replace('.', '_')}.py"
+        path.write_text("".join(lines))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        copy = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, path.stem, copy)
+        spec.loader.exec_module(copy)
+        return copy
+    return load
+
+
+def _key_module(key: str) -> str:
+    if ":" in key:
+        return key.split(":", 1)[0]
+    parts = key.split(".")
     for cut in range(len(parts), 0, -1):
-        try:
-            obj: object = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for name in parts[cut:]:
-            obj = getattr(obj, name)
-        return obj
-    raise ImportError(dotted)
+        with contextlib.suppress(ImportError):
+            if importlib.util.find_spec(".".join(parts[:cut])) is not None:
+                return ".".join(parts[:cut])
+    raise ImportError(key)
 
 
-@pytest.mark.parametrize("dotted", sorted(RELIES_ON))
-def test_the_pynetdicom_code_we_rely_on_is_unchanged(dotted: str) -> None:
-    """Fails when an upgrade of pynetdicom changes what dicom_gateway/pynetdicom_compat.py
-    reads: review that module against the new code, then update RELIES_ON."""
-    source = inspect.getsource(_resolve(dotted))  # type: ignore[arg-type]
-    for needle in RELIES_ON[dotted]:
-        assert needle in source, f"{dotted} no longer contains {needle!r}"
+def _replace_once(key: str, old: str, new: str) -> Callable[[list[str]], None]:
+    """An edit of the one line of ``key``'s code that holds ``old``."""
+    block, first = inspect.getsourcelines(pynetdicom_canary.resolve(key))  # type: ignore
 
+    def edit(lines: list[str]) -> None:
+        (at,) = [i for i in range(first - 1, first - 1 + len(block)) if old in lines[i]]
+        lines[at] = lines[at].replace(old, new)
+    return edit
+
+
+@pytest.mark.parametrize("key, old, new, also", [
+    # a longer idle sleep in the DUL's loop: a changed value, not a removal
+    ("pynetdicom.dul.DULServiceProvider.run_reactor", "time.sleep(self._run_loop_delay)",
+     "time.sleep(self._run_loop_delay * 10)", {"pynetdicom.dul:time"}),
+    # the association limit compared differently (a substring test's needle survives)
+    ("pynetdicom.acse.ACSE._negotiate_as_acceptor",
+     "if len(active_acceptors) > self.assoc.ae.maximum_associations:",
+     "if len(active_acceptors) >= self.assoc.ae.maximum_associations:", set()),
+    # a failed request no longer reported through handle_error
+    ("pynetdicom.transport.ThreadedAssociationServer.process_request_thread",
+     "self.handle_error(request, client_address)", "pass", set()),
+    # the private attribute SlotLimitedAE reads, renamed by its setter
+    ("pynetdicom.ae.ApplicationEntity.maximum_associations.fset",
+     "self._maximum_associations = value", "self._max_associations = value", set()),
+    # the queue the wake-ups replace, written another way
+    ("pynetdicom.dul.DULServiceProvider.send_pdu", "self.to_provider_queue.put(primitive)",
+     "self.to_provider_queue.put_nowait(primitive)", set()),
+])
+def test_one_changed_line_in_a_copy_fails_the_canary_for_that_entry(
+        key: str, old: str, new: str, also: set[str], copy_of: Any) -> None:
+    module = _key_module(key)
+    copy = copy_of(module, _replace_once(key, old, new))
+    assert pynetdicom_canary.check(modules={module: copy}) == dict.fromkeys({key} | also,
+                                                                           "changed")
+
+
+def _add_a_line(key: str) -> Callable[[list[str]], None]:
+    """An edit that adds one statement at the end of ``key``'s code (or, for a
+    ``module:time`` entry, a new function that sleeps)."""
+    if ":" in key:
+        return lambda lines: lines.append("\n\ndef _new_sleeper():\n    time.sleep(1)\n")
+    block, first = inspect.getsourcelines(pynetdicom_canary.resolve(key))  # type: ignore
+    header = next(line for line in block if line.lstrip().startswith(("def ", "class ")))
+    indent = header[: len(header) - len(header.lstrip())] + "    "
+
+    def edit(lines: list[str]) -> None:
+        lines.insert(first - 1 + len(block), f"{indent}_added = None\n")
+    return edit
+
+
+@pytest.mark.parametrize("key", sorted(pynetdicom_canary.SOURCE_SHA256))
+def test_a_line_added_to_any_relied_on_function_fails_the_canary(
+        key: str, copy_of: Any) -> None:
+    """Every entry is sensitive: a statement added to it in a copy of its module is
+    reported (the copy's other functions, moved down a line, are not)."""
+    module = _key_module(key)
+    if ":" not in key:  # the entry names code of that module, not an inherited method
+        assert inspect.getmodule(pynetdicom_canary.resolve(key)).__name__ == module  # type: ignore
+    copy = copy_of(module, _add_a_line(key))
+    found = pynetdicom_canary.check(modules={module: copy})
+    assert found.get(key) == "changed"
+    # the module's ``time`` entry also covers a changed function that reads ``time``
+    assert set(found) <= {key, f"{module}:time"}, found
+
+
+def test_a_changed_entry_turns_off_every_adaptation_relying_on_it_and_only_those() -> None:
+    found = pynetdicom_canary.judge({"pynetdicom.dul.DULServiceProvider.send_pdu": "changed"})
+    assert found.off == {"wakeups", "fast_store_response"}
+    assert found.usable("fast_file_meta", "partial_cleanup", "slot_limit",
+                        "handed_connections")
+    assert not found.usable("fast_file_meta", "wakeups")
+    with pytest.raises(KeyError):
+        found.usable("no such adaptation")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("changed", [(), ("pynetdicom.dul:time",
+                                          "pynetdicom.dimse.DIMSEServiceProvider.send_msg")])
+def test_a_listener_with_changed_pynetdicom_code_warns_once_and_stores_the_stock_way(
+        changed: tuple[str, ...], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """An in-process StorageListener fed by dcmtk's storescu, two associations: with two
+    entries' hashes not matching, one warning names both, the wake-ups and fast
+    responses are never installed (pynetdicom's own loops and encoder answer), the file
+    meta writer still is, and both instances are stored; with the table as recorded, no
+    warning and every adaptation installed."""
+    from dicom_gateway import listener as listener_module
+    from dicom_gateway.listener import ReceivedInstance, StorageListener
+    from dicom_gateway.spool import Spool
+    from tests.dicom_factory import make_cr, save
+
+    for key in changed:
+        monkeypatch.setitem(pynetdicom_canary.SOURCE_SHA256, key, "0" * 64)
+    installed: list[str] = []
+
+    def spy(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def called(*args: Any) -> Any:
+            installed.append(name)
+            return real(*args)
+        return called
+
+    for name in ("install_wakeups", "install_fast_store_response", "install_fast_file_meta"):
+        monkeypatch.setattr(listener_module, name, spy(name, getattr(listener_module, name)))
+    caplog.set_level(logging.WARNING, logger="dicom_gateway")
+    spool = Spool(tmp_path / "spool")
+    monkeypatch.setattr(tempfile, "tempdir", str(spool.tmp))  # as serve sets it
+    stored: list[ReceivedInstance] = []
+    scp = StorageListener("CXRGATEWAY", "127.0.0.1", 0, spool, stored.append)
+    scp.start()
+    try:
+        for n in range(2):  # one association each
+            sent = save(make_cr(seed=n), tmp_path / f"{n}.dcm")
+            assert_stored(subprocess.run(
+                [dicom_tool("storescu"), "-aet", "SCU", "-aec", "CXRGATEWAY", "-v",
+                 "127.0.0.1", str(scp.port), str(sent)],
+                capture_output=True, text=True, timeout=120))
+    finally:
+        scp.stop()
+    StorageListener("ANOTHER", "127.0.0.1", 0, spool, stored.append)  # same process: quiet
+    assert len(stored) == 2 and all(r.path.is_file() for r in stored)
+    warnings = [r for r in caplog.records if r.name == "dicom_gateway.pynetdicom_canary"]
+    if changed:
+        (warning,) = warnings
+        assert all(key in warning.getMessage() for key in changed)
+        assert "fast_store_response, wakeups" in warning.getMessage()
+        assert installed == ["install_fast_file_meta"] * 2  # once per listener
+    else:
+        assert warnings == []
+        assert installed.count("install_wakeups") == 2
+        assert installed.count("install_fast_store_response") == 2
+        assert installed.count("install_fast_file_meta") == 2
+    assert not [r for r in caplog.records if "own message path" in r.getMessage()]
+
+
+def test_a_listener_refuses_handed_connections_when_the_server_code_changed(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
+    """A listener process behind a dispatcher cannot fall back to pynetdicom's own
+    server (the dispatcher owns the port): it refuses to start, without a warning of
+    its own (``serve`` warns, and then runs one process, before any is started)."""
+    from dicom_gateway.connection_dispatch import channel_pair
+    from dicom_gateway.listener import StorageListener
+    from dicom_gateway.spool import Spool
+
+    monkeypatch.setitem(pynetdicom_canary.SOURCE_SHA256,
+                        "pynetdicom.transport.AssociationServer.get_request", "0" * 64)
+    ours, theirs = channel_pair()
+    try:
+        scp = StorageListener("CXRGATEWAY", "127.0.0.1", 0, Spool(tmp_path), lambda r: None,
+                              channel=theirs)
+        with pytest.raises(RuntimeError, match="CXR_LISTENER_PROCESSES=1"):
+            scp.start()
+        assert not [r for r in caplog.records if r.name == "dicom_gateway.pynetdicom_canary"]
+        assert not pynetdicom_canary.checked_at_start().usable("handed_connections")
+        (warning,) = [r for r in caplog.records if r.name == "dicom_gateway.pynetdicom_canary"]
+        assert "AssociationServer.get_request changed" in warning.getMessage()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+# -- what the adaptations buy -------------------------------------------------------------
 
 class CuttingProxy:
     """Forwards a sender to the gateway and cuts the connection after ``limit`` bytes:
@@ -96,10 +322,10 @@ def test_a_dropped_association_leaves_no_partial_file(serve_factory, rg1: Path) 
     assert_stored(srv.storescu(rg1, extra=("-v",)))  # and it keeps serving
 
 
-def test_reactors_wait_on_work_instead_of_sleeping() -> None:
-    """Both reactors of a real association go through the waits ``install_wakeups`` gives
-    them (a pynetdicom that stopped calling ``time.sleep`` there would leave them unused),
-    and the association still works: echoes and stores answered, sockets closed after."""
+def _scp_with_wakeups(on_open: Callable[[Any], None], **handlers: Callable[..., Any]
+                      ) -> tuple[Any, int]:
+    """A bare pynetdicom SCP (Verification, CR storage) that installs the wake-ups on
+    each association it accepts, then calls ``on_open`` with it."""
     from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -108,59 +334,167 @@ def test_reactors_wait_on_work_instead_of_sleeping() -> None:
     )
 
     from dicom_gateway.pynetdicom_compat import install_wakeups, remove_wakeups
-    from tests.dicom_factory import make_cr
 
-    waits = {"assoc": 0, "dul": 0}
-    installed: list[bool] = []
-    pairs: list[tuple[socket.socket, socket.socket]] = []
-
-    def counting(name: str, wait: object) -> object:
-        def counted(seconds: float) -> None:
-            waits[name] += 1
-            wait(seconds)  # type: ignore[operator]
-        return counted
-
-    def on_open(event: evt.Event) -> None:
-        installed.append(install_wakeups(event.assoc))
-        event.assoc._cxr_wait = counting("assoc", event.assoc._cxr_wait)
-        event.assoc.dul._cxr_wait = counting("dul", event.assoc.dul._cxr_wait)
-        pairs.append(event.assoc._cxr_wake_sockets)
+    def opened(event: evt.Event) -> None:
+        assert install_wakeups(event.assoc)
+        on_open(event.assoc)
 
     scp = AE(ae_title="SCP")
     scp.add_supported_context(Verification)
     scp.add_supported_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
     port = free_port()
     server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[
-        (evt.EVT_CONN_OPEN, on_open), (evt.EVT_CONN_CLOSE, lambda e: remove_wakeups(e.assoc)),
-        (evt.EVT_C_STORE, lambda e: 0x0000)])
+        (evt.EVT_CONN_OPEN, opened), (evt.EVT_CONN_CLOSE, lambda e: remove_wakeups(e.assoc)),
+        (evt.EVT_C_STORE, lambda e: 0x0000),
+        (evt.EVT_C_ECHO, handlers.get("echo", lambda e: 0x0000))])
+    return server, port
+
+
+def _associate(port: int) -> Any:
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        ComputedRadiographyImageStorage,
+        Verification,
+    )
+
+    scu = AE(ae_title="SCU")
+    scu.add_requested_context(Verification)
+    scu.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", port, ae_title="SCP")
+    assert assoc.is_established
+    return assoc
+
+
+def _recording(log: list[tuple[str, float, bool]], name: str, wait: Any) -> Any:
+    def recorded(seconds: float) -> bool:
+        woken: bool = wait(seconds)
+        log.append((name, seconds, woken))
+        return woken
+    return recorded
+
+
+@pytest.mark.integration  # a bare pynetdicom SCP on a TCP port
+def test_reactors_wait_on_work_instead_of_sleeping() -> None:
+    """Both reactors of a real association go through the waits ``install_wakeups`` gives
+    them (a pynetdicom that stopped calling ``time.sleep`` there would leave them unused),
+    work ends some of those waits (they report it), and the association still works:
+    echoes and stores answered, the wake-up sockets closed after."""
+    from tests.dicom_factory import make_cr
+
+    waits: list[tuple[str, float, bool]] = []
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def on_open(assoc: Any) -> None:
+        assoc._cxr_wait = _recording(waits, "assoc", assoc._cxr_wait)
+        assoc.dul._cxr_wait = _recording(waits, "dul", assoc.dul._cxr_wait)
+        pairs.append(assoc._cxr_wake_sockets)
+
+    server, port = _scp_with_wakeups(on_open)
     try:
-        scu = AE(ae_title="SCU")
-        scu.add_requested_context(Verification)
-        scu.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
-        assoc = scu.associate("127.0.0.1", port, ae_title="SCP")
-        assert assoc.is_established
+        assoc = _associate(port)
         for _ in range(20):
             assert assoc.send_c_echo().Status == 0x0000
-        ds = make_cr("1.2.3.4", view="PA", seed=1)
-        assert assoc.send_c_store(ds).Status == 0x0000
+        assert assoc.send_c_store(make_cr("1.2.3.4", view="PA", seed=1)).Status == 0x0000
         assoc.release()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 120
         while pairs and pairs[0][0].fileno() != -1 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         server.shutdown()
-    assert installed == [True]
-    assert waits["assoc"] > 0 and waits["dul"] > 0
+    assert len(pairs) == 1
+    for reactor in ("assoc", "dul"):
+        assert any(name == reactor and woken for name, _, woken in list(waits)), reactor
     assert all(s.fileno() == -1 for s in pairs[0])  # closed with the association
 
 
-def test_the_reactor_clock_sleeps_normally_outside_reactor_threads() -> None:
+@pytest.mark.integration  # a bare pynetdicom SCP on a TCP port
+def test_the_reactor_clock_waits_inside_a_reactor_thread_and_sleeps_outside(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a real association's reactor thread (its C-ECHO handler runs there) the
+    clock's hour-long sleep is the association's wait, which a queued DIMSE message ends
+    at once (the wait says so); in the test's own thread the same call is time.sleep."""
     from dicom_gateway.pynetdicom_compat import _CLOCK
 
-    start = time.monotonic()
-    _CLOCK.sleep(0.05)
-    assert time.monotonic() - start >= 0.05
-    assert _CLOCK.monotonic() >= start  # everything else is the time module's own
+    waits: list[tuple[str, float, bool]] = []
+    inside: list[bool] = []
+
+    def on_open(assoc: Any) -> None:
+        assoc._cxr_wait = _recording(waits, "assoc", assoc._cxr_wait)
+
+    def echo(event: Any) -> int:
+        inside.append(threading.current_thread() is event.assoc)
+        # what the DUL thread does when a message arrives (a no-op item for the reactor)
+        queued = threading.Thread(target=event.assoc.dimse.msg_queue.put, args=((None, None),))
+        queued.start()
+        queued.join()
+        _CLOCK.sleep(3600)  # pytest-timeout fails the test long before, if not woken
+        return 0x0000
+
+    server, port = _scp_with_wakeups(on_open, echo=echo)
+    try:
+        assoc = _associate(port)
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert inside == [True]
+    assert ("assoc", 3600, True) in waits
+
+    slept: list[tuple[int, float]] = []
+    real_sleep = time.sleep
+
+    def spy(seconds: float) -> None:
+        slept.append((threading.get_ident(), seconds))
+        real_sleep(seconds)
+
+    before = len(waits)
+    with monkeypatch.context() as m:
+        m.setattr(time, "sleep", spy)
+        _CLOCK.sleep(0.002)
+    assert (threading.get_ident(), 0.002) in slept
+    assert len(waits) == before  # no association's wait was used
+    assert _CLOCK.monotonic is time.monotonic  # everything else is the time module's own
+
+
+def test_a_wake_up_ends_a_long_wait() -> None:
+    """The waits ``install_wakeups`` gives a (real, not started) acceptor association:
+    each hour-long wait returns because of its wake-up (a DIMSE message queued; data on
+    the connection; a PDU queued to send), and says so, where a wait with nothing to do
+    says it timed out."""
+    from pynetdicom import AE
+    from pynetdicom.association import Association
+    from pynetdicom.pdu_primitives import P_DATA
+    from pynetdicom.transport import AssociationSocket
+
+    from dicom_gateway.pynetdicom_compat import install_wakeups, remove_wakeups
+
+    ours, theirs = socket.socketpair()
+    assoc = Association(AE(), "acceptor")
+    assoc.set_socket(AssociationSocket(assoc, client_socket=ours))
+    assert install_wakeups(assoc)
+
+    def hour_long(wait: Callable[[float], bool], wake: Callable[[], object]) -> bool:
+        result: list[bool] = []
+        waiter = threading.Thread(target=lambda: result.append(wait(3600)), daemon=True)
+        waiter.start()
+        wake()
+        waiter.join(120)
+        assert result, "the wait did not end on its wake-up"
+        return result[0]
+
+    try:
+        assert assoc._cxr_wait(0) is False and assoc.dul._cxr_wait(0) is False
+        assert hour_long(assoc._cxr_wait, lambda: assoc.dimse.msg_queue.put((1, None)))
+        assert assoc._cxr_wait(0) is False  # the wake-up was used up
+        assert hour_long(assoc.dul._cxr_wait, lambda: theirs.sendall(b"\x05"))
+        assert ours.recv(1) == b"\x05"
+        assert hour_long(assoc.dul._cxr_wait, lambda: assoc.dul.send_pdu(P_DATA()))
+        assert assoc.dul._cxr_wait(0) is False
+    finally:
+        remove_wakeups(assoc)
+        ours.close()
+        theirs.close()
 
 
 @settings(max_examples=int(os.environ.get("CXR_FUZZ_EXAMPLES", "300")), deadline=None)
@@ -188,6 +522,7 @@ def test_our_c_store_rsp_is_byte_for_byte_pynetdicoms(message_id: int, status: i
     assert pdv == b"\x03" + encode_c_store_rsp(message_id, sop_class, sop_instance, status)
 
 
+@pytest.mark.integration  # a bare pynetdicom SCP on a TCP port
 def test_live_store_responses_skip_pydicom_unless_someone_listens(monkeypatch) -> None:
     """On a real association, plain C-STORE responses go out from our bytes (pynetdicom's
     encoder is never called) and the peer reads each status; with an EVT_DIMSE_SENT
@@ -296,6 +631,7 @@ def test_file_meta_values_out_of_the_plain_forms_are_left_to_pydicom() -> None:
     assert isinstance(meta, FileMetaDataset)  # pynetdicom's own, written by pydicom
 
 
+@pytest.mark.integration  # a bare pynetdicom SCP on a TCP port
 def test_a_live_store_writes_its_file_meta_without_pydicom(monkeypatch, tmp_path) -> None:
     """A real C-STORE in chunked mode: the stored file starts with the file meta our
     encoder wrote (pynetdicom's create_file_meta and pydicom's writer never called), and

@@ -59,6 +59,7 @@ def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
         load_settings(cfg, {})
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_settings_command_shows_values_in_effect_and_their_sources(tmp_path: Path) -> None:
     cfg = tmp_path / "cxr.toml"
     cfg.write_text('ae_title = "FROMFILE"\n')
@@ -87,6 +88,7 @@ def one_error_line(out: subprocess.CompletedProcess[str], *words: str) -> str:
     return errors[0]
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_startup_mistakes_end_in_one_error_line(tmp_path: Path) -> None:
     base = {"CXR_DATA_DIR": str(tmp_path / "d"), "CXR_API_PORT": "0"}
     one_error_line(cli("serve", env={**base, "CXR_PORT": "99999"}), "CXR_PORT", "65535")
@@ -111,6 +113,7 @@ def test_startup_mistakes_end_in_one_error_line(tmp_path: Path) -> None:
     one_error_line(cli("worker", env=base), "CXR_BROKER_URL")
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_read_commands_refuse_a_folder_without_a_database(tmp_path: Path) -> None:
     for args in (("jobs", "list"), ("jobs", "show", "1"), ("studies", "list"), ("status",)):
         one_error_line(cli(*args, "--data-dir", str(tmp_path / "empty")), "no gateway database")
@@ -120,6 +123,7 @@ def test_read_commands_refuse_a_folder_without_a_database(tmp_path: Path) -> Non
     assert not (tmp_path / "var").exists()
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_every_option_has_help() -> None:
     from worker.cli import build_parser
 

@@ -72,6 +72,7 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.integration  # dciodvfy and dcmtk as subprocesses
 def test_dciodvfy_reports_no_errors_and_dcmtk_renders(rg1: Path, tmp_path: Path,
                                                      case: str) -> None:
     sr, path = build(rg1, tmp_path, **CASES[case])
@@ -113,6 +114,7 @@ def test_report_sentences_each_appear_once_under_their_heading(rg1: Path,
     assert texts(sr, sr_codes.REASONING) == ["r"]
 
 
+@pytest.mark.integration  # dciodvfy and dcmtk as subprocesses
 def test_mock_sr_has_no_coded_finding_and_says_mock(rg1: Path, tmp_path: Path) -> None:
     sr, path = build(rg1, tmp_path, **CASES["mock"])
     assert coded_findings(sr) == []
@@ -189,6 +191,7 @@ def test_comprehensive_fallback_is_a_distinct_instance(rg1: Path, tmp_path: Path
     assert alt.ContentSequence == sr.ContentSequence
 
 
+@pytest.mark.integration  # dciodvfy and dcmtk as subprocesses
 def test_superseding_sr_references_its_predecessor(rg1: Path, tmp_path: Path) -> None:
     first, _ = build(rg1, tmp_path)
     v2 = SRIdentity.derive("seed-a", "1.2.3", "job-2", 2, "local|m@r", "CXR Reason Gateway",
@@ -224,6 +227,7 @@ def test_refusal_shows_what_the_model_said(rg1: Path, tmp_path: Path) -> None:
     assert texts(sr, sr_codes.ANSWER) == [CASES["refusal"]["answer_text"]]
 
 
+@pytest.mark.integration  # dciodvfy and dcmtk as subprocesses
 def test_source_without_type2_attributes_still_builds(rg1: Path, tmp_path: Path) -> None:
     source = dcmread(rg1, stop_before_pixels=True)
     for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",

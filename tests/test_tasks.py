@@ -95,6 +95,7 @@ def test_gpu_batch_takes_live_before_batch_and_respects_size(
         assert s.get(Job, made[1].id).state == jobs.PREPARED  # type: ignore[union-attr]
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_jobs_show_has_the_timeline(rt: Runtime, tmp_path: Path) -> None:
     import json
     import subprocess
@@ -118,6 +119,7 @@ def test_jobs_show_has_the_timeline(rt: Runtime, tmp_path: Path) -> None:
     assert "prepared" in listed.stdout
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_jobs_retry_requeues_failed_jobs(rt: Runtime, tmp_path: Path) -> None:
     import subprocess
 

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
         "mock", description="mock (wiring only, labelled as mock), local, openai or hf-space.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Model repository id.")
     model_revision: str = Field(
-        "", description="Model revision; empty = the pin for the default model.")
+        "", description="Model revision recorded with every result (and reused by batch "
+                        "reruns); empty = the pin for the default model, a local snapshot's "
+                        "commit, or what an openai server reports in /v1/models.")
     device: str = Field("auto", description="local backend: auto, cuda[:N], cpu.")
     allow_cpu: bool = Field(False,
                             description="local backend: allow (slow, float32) CPU inference.")
@@ -257,6 +259,8 @@ class Settings(BaseSettings):
             max_associations=self.max_associations, max_pdu_size=self.max_pdu_size,
             acse_timeout=self.acse_timeout, dimse_timeout=self.dimse_timeout,
             network_timeout=self.network_timeout, min_free_bytes=self.min_free_mb * 2**20,
+            max_instance_bytes=self.max_instance_mb * 2**20,
+            association_request_seconds=self.association_request_seconds,
         )
 
     @property
