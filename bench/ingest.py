@@ -5,15 +5,19 @@ the same files, every receiver with the same maximum PDU (131072, dcmtk's larges
 
 * large: 40 x RG1_UNCR.dcm (7.2 MB each), one association;
 * small: 500 small CR instances (64 x 64, 12 bits, about 8 KB), one association;
-* concurrent: the 500 small instances from 4 storescu processes at once (125 each).
+* concurrent: the 500 small instances from 4 storescu processes at once (125 each);
+* large_concurrent: the 40 RG1 from 4 storescu processes at once (10 each), as a PACS
+  pushing a backlog over several associations does.
+
+A set that sends files an earlier set sent goes to a freshly started receiver.
 
 Receivers:
 
 * ours: ``cxr-gateway serve`` on the embedded default: every instance written to the spool,
   fsynced (file and folder) and committed to SQLite (WAL, synchronous=FULL) before its
   0x0000; the study quiet period is an hour so that no job competes with ingest; its
-  listener in ``--listener-processes`` processes on the port (``CXR_LISTENER_PROCESSES``,
-  default: one per core, at most 4);
+  listener processes as the settings' default has them (``CXR_LISTENER_PROCESSES=auto``,
+  one per usable core) unless ``--listener-processes`` says otherwise;
 * Orthanc (Debian package): its default storage (files synced, ``SyncStorageArea``) and
   SQLite index;
 * storescp: writes each file, no sync, no index (the ceiling).
@@ -23,8 +27,8 @@ every run the bench checks that the receiver really stored every instance (its f
 and for ours the database rows; for Orthanc its instance count) before it reports.
 
 Ends with ``RESULT ingest_large_vs_orthanc=<x> ingest_small_vs_orthanc=<x>
-ingest_concurrent_vs_orthanc=<x>`` (throughput ratios, ours over Orthanc's; targets >= 1.0,
-and the large one no lower than 1.4).
+ingest_concurrent_vs_orthanc=<x> ingest_large_concurrent_vs_orthanc=<x>`` (throughput
+ratios, ours over Orthanc's; targets >= 1.0, and the large one no lower than 1.4).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydicom import dcmread
@@ -49,17 +54,19 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.dicom_factory import make_cr, save  # noqa: E402
 from tests.peers import free_port, wait_for_port  # noqa: E402
+from worker.settings import usable_cores  # noqa: E402
 
 MAX_PDU = 131072
 NODELAY = {"TCP_NODELAY": "1"}
 SENDERS = 4
+CONCURRENT = {"concurrent", "large_concurrent"}  # sent by SENDERS storescu at once
 
 
 def make_sets(root: Path) -> dict[str, list[Path]]:
     large, small = root / "large", root / "small"
     large.mkdir()
     small.mkdir()
-    rg1 = dcmread(get_testdata_file("RG1_UNCR.dcm"))
+    rg1 = dcmread(str(get_testdata_file("RG1_UNCR.dcm")))
     study = generate_uid()
     for i in range(40):
         rg1.SOPInstanceUID = generate_uid()
@@ -71,7 +78,7 @@ def make_sets(root: Path) -> dict[str, list[Path]]:
         save(make_cr(study, view="LL" if i else "PA", number=i + 1, seed=i),
              small / f"{i:03d}.dcm")
     return {"large": sorted(large.iterdir()), "small": sorted(small.iterdir()),
-            "concurrent": sorted(small.iterdir())}
+            "concurrent": sorted(small.iterdir()), "large_concurrent": sorted(large.iterdir())}
 
 
 def storescu(files: list[Path], port: int, called: str) -> subprocess.Popen[str]:
@@ -95,7 +102,7 @@ def send(files: list[Path], port: int, called: str, senders: int) -> float:
 
 
 class Receiver:
-    called = ""
+    name, called = "", ""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -121,14 +128,17 @@ class Receiver:
 
 class Ours(Receiver):
     name, called = "ours", "CXRGATEWAY"
-    processes = 1
+    processes: int | None = None  # None: the setting's default
 
     def start(self) -> None:
         self.out = self.root / f"ours-{time.monotonic_ns()}"
-        env = {**os.environ, **NODELAY, "CXR_DATA_DIR": str(self.out),
-               "CXR_PORT": str(self.port), "CXR_STUDY_QUIET_SECONDS": "3600",
-               "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0", "CXR_MAX_PDU_SIZE": str(MAX_PDU),
-               "CXR_MAX_ASSOCIATIONS": "25", "CXR_LISTENER_PROCESSES": str(self.processes)}
+        env = {k: v for k, v in os.environ.items() if k != "CXR_LISTENER_PROCESSES"}
+        env.update({**NODELAY, "CXR_DATA_DIR": str(self.out),
+                    "CXR_PORT": str(self.port), "CXR_STUDY_QUIET_SECONDS": "3600",
+                    "CXR_MIN_FREE_MB": "0", "CXR_API_PORT": "0",
+                    "CXR_MAX_PDU_SIZE": str(MAX_PDU), "CXR_MAX_ASSOCIATIONS": "25"})
+        if self.processes is not None:
+            env["CXR_LISTENER_PROCESSES"] = str(self.processes)
         self.log = self.root / f"{self.out.name}.log"  # kept after stop, for a failure
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cxr-gateway"),
@@ -191,15 +201,80 @@ class StoreSCP(Receiver):
         return len([p for p in self.out.iterdir() if p.is_file()])
 
 
+def run_set(receiver: Receiver, name: str, files: list[Path], stored_before: int) -> float:
+    """Send one set and wait until the receiver really stored it; the seconds it took."""
+    senders = SENDERS if name in CONCURRENT else 1
+    try:
+        elapsed = send(files, receiver.port, receiver.called, senders)
+    except RuntimeError:
+        print(f"{receiver.name}, {name} set: a sender failed")
+        if isinstance(receiver, Ours):
+            print(f"{receiver.name}'s log ends:\n{receiver.log_tail()}")
+        raise
+    total = stored_before + len(files)
+    deadline = time.monotonic() + 30
+    while receiver.stored() < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    got = receiver.stored()
+    if got < total:
+        raise RuntimeError(f"{receiver.name} stored {got} of {total} "
+                           f"{getattr(receiver, 'detail', '')}")
+    return elapsed
+
+
+def one_round(kind: type[Receiver], root: Path, sets: dict[str, list[Path]],
+              times: dict[tuple[str, str], list[float]]) -> None:
+    """Every set into one receiver, restarted (empty) before a set resends files."""
+    receiver = kind(root)
+    receiver.start()
+    try:
+        sent: set[Path] = set()
+        stored = 0
+        for name, files in sets.items():
+            if sent & set(files):
+                receiver.stop()
+                receiver.start()
+                sent, stored = set(), 0
+            times.setdefault((receiver.name, name), []).append(
+                run_set(receiver, name, files, stored))
+            sent |= set(files)
+            stored += len(files)
+    finally:
+        receiver.stop()
+
+
+def report(sets: dict[str, list[Path]], kinds: Sequence[type[Receiver]], rounds: int,
+           times: dict[tuple[str, str], list[float]]) -> None:
+    sizes = {k: sum(p.stat().st_size for p in v) for k, v in sets.items()}
+    ratios = {}
+    for name, files in sets.items():
+        how = f", {SENDERS} senders at once" if name in CONCURRENT else ", one association"
+        print(f"{name}: {len(files)} instances, {sizes[name] / 1e6:.1f} MB{how}; "
+              f"median of {rounds}")
+        for kind in kinds:
+            t = statistics.median(times[(kind.name, name)])
+            print(f"  {kind.name:<9} {t:7.2f} s  {sizes[name] / 1e6 / t:8.1f} MB/s  "
+                  f"{len(files) / t:8.1f} instances/s")
+        if ("ours", name) in times and ("orthanc", name) in times:
+            ratios[name] = statistics.median(times[("orthanc", name)]) / statistics.median(
+                times[("ours", name)])
+            print(f"  ours/Orthanc throughput: {ratios[name]:.2f}")
+    if len(ratios) == len(sets):
+        print("RESULT " + " ".join(f"ingest_{name}_vs_orthanc={ratio:.2f}"
+                                   for name, ratio in ratios.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--listener-processes", type=int, default=min(4, os.cpu_count() or 1),
-                    help="our listener processes (default: one per core, at most 4)")
+    ap.add_argument("--listener-processes", type=int, default=None,
+                    help="our listener processes (default: the setting's default, auto = "
+                         "one per usable core)")
     ap.add_argument("--only", choices=["ours", "orthanc", "storescp"], action="append")
     args = ap.parse_args(argv)
     Ours.processes = args.listener_processes
-    print(f"ours: {Ours.processes} listener process(es); {os.cpu_count()} cores")
+    shown = args.listener_processes or f"auto = {usable_cores()}"
+    print(f"ours: {shown} listener process(es); {usable_cores()} usable cores")
     for tool in ("/usr/bin/storescu", "/usr/bin/storescp"):
         if not Path(tool).exists():
             print("dcmtk is not installed (scripts/bootstrap installs it)")
@@ -208,56 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cxr-ingest-bench-") as tmp:
         root = Path(tmp)
         sets = make_sets(root)
-        sizes = {k: sum(p.stat().st_size for p in v) for k, v in sets.items()}
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):
             for kind in kinds:  # alternating: one round of each receiver in turn
-                receiver = kind(root)
-                receiver.start()
-                try:
-                    total = 0
-                    for name, files in sets.items():
-                        senders = SENDERS if name == "concurrent" else 1
-                        try:
-                            elapsed = send(files, receiver.port, receiver.called, senders)
-                        except RuntimeError:
-                            print(f"{receiver.name}, {name} set: a sender failed")
-                            if isinstance(receiver, Ours):
-                                print(f"{receiver.name}'s log ends:\n{receiver.log_tail()}")
-                            raise
-                        total += len(files)
-                        deadline = time.monotonic() + 30
-                        while receiver.stored() < total and time.monotonic() < deadline:
-                            time.sleep(0.2)
-                        got = receiver.stored()
-                        if got < total:
-                            raise RuntimeError(f"{receiver.name} stored {got} of {total} "
-                                               f"{getattr(receiver, 'detail', '')}")
-                        times.setdefault((receiver.name, name), []).append(elapsed)
-                        if name == "small":  # the concurrent set sends the same files
-                            receiver.stop()
-                            receiver.start()
-                            total = 0
-                finally:
-                    receiver.stop()
-        ratios = {}
-        for name, files in sets.items():
-            senders = f", {SENDERS} senders at once" if name == "concurrent" else \
-                ", one association"
-            print(f"{name}: {len(files)} instances, {sizes[name] / 1e6:.1f} MB{senders}; "
-                  f"median of {args.rounds}")
-            for kind in kinds:
-                t = statistics.median(times[(kind.name, name)])
-                print(f"  {kind.name:<9} {t:7.2f} s  {sizes[name] / 1e6 / t:8.1f} MB/s  "
-                      f"{len(files) / t:8.1f} instances/s")
-            if ("ours", name) in times and ("orthanc", name) in times:
-                ratios[name] = statistics.median(times[("orthanc", name)]) / statistics.median(
-                    times[("ours", name)])
-                print(f"  ours/Orthanc throughput: {ratios[name]:.2f}")
-        if len(ratios) == 3:
-            print(f"RESULT ingest_large_vs_orthanc={ratios['large']:.2f} "
-                  f"ingest_small_vs_orthanc={ratios['small']:.2f} "
-                  f"ingest_concurrent_vs_orthanc={ratios['concurrent']:.2f}")
+                one_round(kind, root, sets, times)
+        report(sets, kinds, args.rounds, times)
     return 0
 
 

@@ -1,7 +1,9 @@
 """Soak: studies through Redis + PostgreSQL while processes die, and nothing is lost.
 
 A gateway (``serve --worker-queues cpu``: listener, assembler, reconciler, prepare and
-report) and two GPU-queue workers (mock backend with latency) run on a private Redis
+report) and two GPU-queue workers (the mock backend with latency, or with ``--backend
+openai`` the vLLM stand-in ``tests/vllm_standin.py`` as a separate server process whose
+every request takes ``--latency`` seconds) run on a private Redis
 (no persistence, so a restart loses every queued message) and a fresh PostgreSQL
 database; dcmtk storescp is the PACS and keeps every delivery in its own file.  A sender
 pushes the studies with dcmtk storescu, ten to an association, and like a PACS resends
@@ -13,7 +15,9 @@ It reports studies sent, acknowledged, SRs delivered, lost (an acknowledged stud
 SR; target 0), duplicated (a study with two different SRs; target 0), redeliveries of
 the same SR (harmless: the PACS overwrites the same UID), the longest time a killed
 process's job waited before another process took it, and the longest SIGTERM exit, and
-ends with ``RESULT soak_lost=<n> soak_duplicates=<n> soak_studies=<n>``.
+ends with ``RESULT soak_lost=<n> soak_duplicates=<n> soak_studies=<n>``.  On the
+stand-in it also counts the requests by turn, how many were being generated when a GPU
+worker was killed, and the studies whose conversation never completed (target 0).
 
 ``--backlog N`` instead sends N studies first to a single slow GPU worker with no chaos:
 every job waits far longer than the liveness timeout and must still finish unfailed.
@@ -22,6 +26,7 @@ every job waits far longer than the liveness timeout and must still finish unfai
     .venv/bin/python bench/soak.py --studies 50 --worker-kills 2 --gateway-kills 1 --sigterms 2 \
         --latency 0.2 --rate 2
     .venv/bin/python bench/soak.py --backlog 2000
+    .venv/bin/python bench/soak.py --backend openai --studies 200 --latency 0.5
 """
 
 from __future__ import annotations
@@ -50,11 +55,13 @@ from tests.peers import (  # noqa: E402
     BIN,
     RedisServer,
     StoreSCP,
+    backend_env,
     dicom_tool,
     free_port,
     fresh_database,
     wait_for_port,
 )
+from tests.vllm_standin import StandinProcess, start_subprocess  # noqa: E402
 from worker.db import Database, Job, JobEvent  # noqa: E402
 
 
@@ -105,6 +112,8 @@ class Kill:
     at: float  # wall clock (time.time), comparable with job events
     held: list[int]
     exit_seconds: float | None = None
+    in_flight: int | None = None  # stand-in requests being generated when the signal went
+    exit_code: int | None = None
 
 
 @dataclass
@@ -115,6 +124,7 @@ class Soak:
     gpu: list[Proc]
     redis: RedisServer
     port: int
+    standin: StandinProcess | None = None
     kills: list[Kill] = field(default_factory=list)
     acked: set[Path] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -162,14 +172,33 @@ class Soak:
             time.sleep(0.05)
         return []
 
+    def generating(self) -> int | None:
+        """Requests the stand-in is generating now (None on the mock)."""
+        if self.standin is None:
+            return None
+        return sum(1 for r in self.standin.requests if r.started and r.finished is None)
+
+    def wait_generating(self, p: Proc, timeout: float = 20) -> list[int]:
+        """A GPU worker holding inferring jobs while the stand-in generates a request."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            held = self.wait_holding(p, "inferring", timeout=deadline - time.monotonic())
+            if held and self.generating():
+                return held
+            time.sleep(0.02)
+        return []
+
     def kill(self, p: Proc, what: str, sig: int, state: str | None = None) -> None:
-        held = self.wait_holding(p, state)
+        held = (self.wait_generating(p) if self.standin is not None and p in self.gpu
+                else self.wait_holding(p, state))
         if not held:
             return
         victim = p.name
+        in_flight = self.generating()
         at = time.time()
         took = p.signal(sig)
-        self.kills.append(Kill(what, victim, at, held, took if sig == signal.SIGTERM else None))
+        self.kills.append(Kill(what, victim, at, held, took if sig == signal.SIGTERM else None,
+                               in_flight, p.proc.returncode if p.proc else None))
         time.sleep(1.0)
         p.start()
         if p is self.gateway:
@@ -200,9 +229,10 @@ class Soak:
                 self.redis.start()
 
     # -- the verdict -------------------------------------------------------------------
-    def takeover_waits(self) -> list[float]:
-        """For each killed holder's job: seconds until another process moved it on."""
-        waits = []
+    def takeover_waits(self) -> tuple[list[float], int]:
+        """For each killed holder's job: seconds until another process moved it on; and
+        how many such jobs never moved on."""
+        waits, missing = [], 0
         with self.db.session() as s:
             for k in self.kills:
                 for job_id in k.held:
@@ -210,7 +240,9 @@ class Soak:
                         JobEvent.job_id == job_id, JobEvent.at > k.at))
                     if nxt is not None:
                         waits.append(nxt - k.at)
-        return waits
+                    else:
+                        missing += 1
+        return waits, missing
 
 
 def longest_queue_wait(db: Database) -> float | None:
@@ -250,6 +282,26 @@ def delivered(pacs: StoreSCP) -> dict[str, list[str]]:
     return out
 
 
+def model_env(args: argparse.Namespace) -> tuple[dict[str, str], StandinProcess | None]:
+    """The GPU workers' backend: the mock sleeping, or a stand-in vLLM server process."""
+    if args.backend == "mock":
+        return {**backend_env("mock"), "CXR_MOCK_LATENCY_SECONDS": str(args.latency)}, None
+    standin = start_subprocess("--latency", str(args.latency))
+    return backend_env("openai", standin_url=standin.url), standin
+
+
+def conversations(standin: StandinProcess | None, acknowledged: int) -> dict[str, object]:
+    """What the stand-in was asked: requests by turn and status, how many studies' images
+    got a whole conversation (findings, then the report turn answered)."""
+    if standin is None:
+        return {}
+    records = standin.requests
+    by_turn = Counter(f"{r.turn} {r.status}" for r in records)
+    completed = {r.image_sha256 for r in records if r.turn == "report" and r.status == 200}
+    return {"model_requests": dict(by_turn), "conversations_completed": len(completed),
+            "conversations_missing": max(0, acknowledged - len(completed))}
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="cxr-soak-"))
@@ -257,9 +309,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     db_url, drop = fresh_database()
     pacs = StoreSCP(root)
     port = free_port()
+    backend, standin = model_env(args)
     env = {**os.environ, "CXR_BROKER_URL": redis.url, "CXR_DATABASE_URL": db_url,
-           "CXR_DESTINATIONS": pacs.destination, "CXR_MODEL_BACKEND": "mock",
-           "CXR_MOCK_LATENCY_SECONDS": str(args.latency), "CXR_DATA_DIR": str(root / "gw"),
+           "CXR_DESTINATIONS": pacs.destination, **backend, "CXR_DATA_DIR": str(root / "gw"),
            "CXR_PORT": str(port), "CXR_STUDY_QUIET_SECONDS": "0.5", "CXR_POLL_SECONDS": "0.2",
            "CXR_LIVENESS_TIMEOUT_SECONDS": str(args.liveness), "CXR_HEARTBEAT_SECONDS": "1",
            "CXR_REQUEUE_SECONDS": "5", "CXR_RETRY_BACKOFF_SECONDS": "1",
@@ -269,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     n_gpu = 1 if args.backlog else 2
     gpu = [Proc(["worker", "--queues", "gpu"], env, root / f"gpu{i}.log", "worker")
            for i in range(n_gpu)]
-    soak = Soak(root, Database(db_url), gateway, gpu, redis, port)
+    soak = Soak(root, Database(db_url), gateway, gpu, redis, port, standin)
     studies = args.backlog or args.studies
     folder = root / "studies"
     folder.mkdir()
@@ -299,12 +351,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             p.stop()
         pacs.stop()
         redis.stop()
+        try:
+            model = conversations(standin, len(soak.acked))  # one study per file sent
+        finally:
+            if standin is not None:
+                standin.stop()
     acked_studies = {str(dcmread(f, stop_before_pixels=True).StudyInstanceUID)
                      for f in soak.acked}
     lost = sorted(u for u in acked_studies if u not in by_study)
     duplicated = sorted(u for u, uids in by_study.items() if len(set(uids)) > 1)
     redeliveries = sum(len(uids) - len(set(uids)) for uids in by_study.values())
-    waits = soak.takeover_waits()
+    waits, never_taken_over = soak.takeover_waits()
     queue_wait = longest_queue_wait(soak.db)
     with soak.db.session() as s:
         failed = [(j.id, j.reason) for j in s.scalars(select(Job).where(Job.state == "failed"))]
@@ -316,15 +373,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         shutil.rmtree(root, ignore_errors=True)
     return {
         "mode": f"backlog of {studies}, one slow GPU worker" if args.backlog else "chaos",
+        "backend": args.backend, **model,
         "studies_sent": studies, "acknowledged": len(acked_studies),
         "srs_delivered": sum(len(set(u)) for u in by_study.values()),
         "lost": len(lost), "lost_studies": lost[:10], "duplicated": len(duplicated),
         "redeliveries_same_uid": redeliveries, "failed_jobs": failed[:10],
         "failed": len(failed), "job_states": states, "takeover_attempts": dict(attempts),
         "events": [f"{k.what} ({k.victim}, {len(k.held)} job(s) held)"
+                   + (f", {k.in_flight} request(s) being generated"
+                      if k.in_flight is not None and "gpu" in k.what else "")
                    + (f", exited in {k.exit_seconds:.2f} s" if k.exit_seconds else "")
                    for k in soak.kills],
         "longest_takeover_wait_s": round(max(waits), 2) if waits else None,
+        "takeovers": len(waits), "takeovers_missing": never_taken_over,
+        "sigterm_exit_codes": [k.exit_code for k in soak.kills if k.exit_seconds is not None],
         "longest_wait_for_gpu_s": round(queue_wait, 1) if queue_wait is not None else None,
         "liveness_timeout_s": args.liveness,
         "longest_sigterm_exit_s": round(max((k.exit_seconds or 0) for k in soak.kills), 2)
@@ -341,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway-kills", type=int, default=3)
     p.add_argument("--sigterms", type=int, default=3)
     p.add_argument("--no-redis-restart", action="store_true")
-    p.add_argument("--latency", type=float, default=0.05, help="mock seconds per generation")
+    p.add_argument("--backend", choices=("mock", "openai"), default="mock",
+                   help="GPU workers' backend: the mock, or openai on the vLLM stand-in")
+    p.add_argument("--latency", type=float, default=0.05,
+                   help="seconds per generation (the mock's, or each stand-in request's)")
     p.add_argument("--liveness", type=float, default=10.0, help="liveness timeout (s)")
     p.add_argument("--backlog", type=int, default=0,
                    help="instead: N studies queued for one slow GPU worker, no chaos")

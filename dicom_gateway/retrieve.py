@@ -5,15 +5,16 @@ an archive of any size is never listed in memory at once.
 
 from __future__ import annotations
 
-import json
+import io
 import re
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import requests
+from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -23,10 +24,18 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicom_gateway.uids import is_valid_uid
+from models.http_status import describe_http_status, is_permanent_http_status
 
 
 class RetrieveError(RuntimeError):
-    """The archive could not be queried or did not send a study; the message says why."""
+    """The archive could not be queried or did not send a study; the message says why.
+
+    ``permanent``: asking again cannot help (an HTTP status the one rule calls permanent).
+    """
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -190,40 +199,58 @@ def get_study(node: Node, calling_ae: str, study_uid: str,
 
 # -- DICOMweb ------------------------------------------------------------------------------
 
-def _http(url: str, accept: str, timeout: float = 120.0) -> tuple[bytes, str]:
-    req = urllib.request.Request(url, headers={"Accept": accept})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.read(), resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as exc:
-        raise RetrieveError(f"{url}: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise RetrieveError(f"{url}: {exc}") from exc
+def dicomweb_client(root: str, session: requests.Session,
+                    timeout: float = 120.0) -> DICOMwebClient:
+    """A ``dicomweb-client`` for ``root`` that never retries on its own: a failed request
+    is reported once, and the gateway's rule (models.http_status) says whether it is
+    worth another try, so the library's retry loop would only delay that answer.  The
+    caller owns ``session`` and closes it (the client never does)."""
+    client = DICOMwebClient(url=root.rstrip("/"), session=session, timeout=timeout)
+    client.set_http_retry_params(retry=False)
+    return client
 
 
-def qido_studies(root: str, query: StudyQuery, page: int = 100) -> Iterator[str]:
-    """QIDO-RS ``/studies``, paged: the Study Instance UIDs that match, each once."""
-    root = root.rstrip("/")
-    params: list[dict[str, str]] = []
+def _web_error(what: str, exc: Exception) -> RetrieveError:
+    """A RetrieveError for a failed DICOMweb request, permanent by the one HTTP rule."""
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    if isinstance(exc, requests.HTTPError) and isinstance(code, int):
+        return RetrieveError(f"{what}: {describe_http_status(code)}",
+                             permanent=is_permanent_http_status(code))
+    return RetrieveError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _qido_filters(query: StudyQuery) -> list[dict[str, str]]:
+    """One QIDO-RS filter set per UID or accession asked for, or one for the range."""
     common: dict[str, str] = {}
     if query.date_from or query.date_to:
         common["StudyDate"] = f"{query.date_from}-{query.date_to}"
     if query.modality:
         common["ModalitiesInStudy"] = query.modality
     if query.study_uids:
-        params = [{**common, "StudyInstanceUID": u} for u in query.study_uids]
-    elif query.accessions:
-        params = [{**common, "AccessionNumber": a} for a in query.accessions]
-    else:
-        params = [common]
+        return [{**common, "StudyInstanceUID": u} for u in query.study_uids]
+    if query.accessions:
+        return [{**common, "AccessionNumber": a} for a in query.accessions]
+    return [common]
+
+
+def qido_studies(root: str, query: StudyQuery, page: int = 100) -> Iterator[str]:
+    """QIDO-RS ``/studies``, paged: the Study Instance UIDs that match, each once."""
+    with requests.Session() as session:
+        yield from _qido_pages(dicomweb_client(root, session), root, query, page)
+
+
+def _qido_pages(client: DICOMwebClient, root: str, query: StudyQuery,
+                page: int) -> Iterator[str]:
     seen: set[str] = set()
-    for p in params:
+    for filters in _qido_filters(query):
         offset = 0
         while True:
-            url = f"{root}/studies?" + urllib.parse.urlencode(
-                {**p, "limit": str(page), "offset": str(offset)})
-            body, _ = _http(url, "application/dicom+json")
-            found = json.loads(body or b"[]")
+            try:
+                found = client.search_for_studies(limit=page, offset=offset,
+                                                  search_filters=filters)
+            except (requests.RequestException, ValueError) as exc:
+                raise _web_error(f"QIDO-RS {root}", exc) from exc
             for study in found:
                 value = (study.get("0020000D") or {}).get("Value") or [""]
                 uid = str(value[0])
@@ -235,23 +262,20 @@ def qido_studies(root: str, query: StudyQuery, page: int = 100) -> Iterator[str]
             offset += page
 
 
-def wado_study(root: str, study_uid: str) -> Iterator[bytes]:
-    """WADO-RS ``/studies/{uid}``: each instance as Part 10 bytes."""
-    body, content_type = _http(f"{root.rstrip('/')}/studies/{study_uid}",
-                               'multipart/related; type="application/dicom"')
-    m = re.search(r'boundary="?([^";]+)"?', content_type)
-    if not m:
-        raise RetrieveError(f"WADO-RS for {study_uid}: not a multipart answer "
-                            f"({content_type or 'no content type'})")
-    yield from multipart_parts(body, m[1].encode())
+def wado_study(root: str, study_uid: str, timeout: float = 120.0) -> Iterator[bytes]:
+    """WADO-RS ``/studies/{uid}``: each instance as Part 10 bytes, as it arrives.
 
-
-def multipart_parts(body: bytes, boundary: bytes) -> Iterator[bytes]:
-    """The bodies of a multipart/related message (RFC 2046)."""
-    for chunk in body.split(b"--" + boundary)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        yield content[:-2] if content.endswith(b"\r\n") else content
+    ``dicomweb-client``'s ``iter_study`` reads the multipart body in chunks and splits
+    it at CRLF-anchored delimiters, so one instance (and one read chunk) is in memory at
+    a time, never the whole study; a study of any size streams through.
+    """
+    what = f"WADO-RS {root.rstrip('/')}/studies/{study_uid}"
+    with requests.Session() as session:
+        try:
+            for ds in dicomweb_client(root, session, timeout).iter_study(study_uid):
+                buf = io.BytesIO()
+                ds.save_as(buf, enforce_file_format=True)
+                del ds
+                yield buf.getbuffer().tobytes()
+        except (requests.RequestException, ValueError, InvalidDicomError) as exc:
+            raise _web_error(what, exc) from exc

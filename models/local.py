@@ -11,21 +11,25 @@ calls are serialised with a lock.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from models.backend import (
     DEFAULT_MODEL_ID,
+    UNPINNED,
     BackendError,
     BackendInfo,
     Generation,
     ModelRequest,
     pinned_revision,
+    snapshot_commit,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,35 @@ class LocalOptions:
         if self.revision:
             return self.revision
         return pinned_revision(self.model_id) or None
+
+
+def cached_commit(model_id: str) -> str | None:
+    """The commit of the snapshot ``model_id`` loads from, found without loading anything:
+    a path inside a Hugging Face cache snapshot, or the hub cache's ``main`` snapshot of a
+    repo id (what transformers records as ``_commit_hash``).  None when nothing is cached
+    here, or huggingface_hub is not installed (a gateway node without the model stack)."""
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return snapshot_commit(str(path.absolute()))  # as transformers reads it: no resolve
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(model_id, "config.json")
+    except ValueError:  # not a valid repo id (HFValidationError)
+        return None
+    return snapshot_commit(found) if isinstance(found, str) else None
+
+
+def describe_local(model_id: str, revision: str | None = None) -> BackendInfo:
+    """The local backend's identity, the same before loading (a batch on a node without
+    torch) and after (the loaded backend reports this): the declared revision, else the
+    pin for the default model, else the commit of the cached snapshot, else "unpinned"."""
+    return BackendInfo(
+        name="local", model_id=model_id, is_mock=False,
+        model_revision=revision or pinned_revision(model_id) or cached_commit(model_id)
+        or UNPINNED)
 
 
 def resolve_device(device: str, allow_cpu: bool) -> str:
@@ -179,11 +212,13 @@ class LocalBackend:
         self.stop_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else \
             tok.pad_token_id
+        identity = describe_local(options.model_id, options.revision)
         commit = getattr(self.model.config, "_commit_hash", None)
-        self.info = BackendInfo(
-            name="local", model_id=options.model_id,
-            model_revision=revision or commit or "unpinned", is_mock=False,
-            settings={
+        if commit and not revision and commit != identity.model_revision:
+            log.warning("loaded %s at commit %s, recorded as %s (the cache changed under it?)",
+                        options.model_id, commit, identity.model_revision)
+        self.info = dataclasses.replace(
+            identity, settings={
                 "device": self.device, "torch_dtype": str(self.dtype).replace("torch.", ""),
                 "do_sample": "False", "min_pixels": str(options.min_pixels),
                 "max_pixels": str(options.max_pixels), "padding_side": "left",

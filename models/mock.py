@@ -33,23 +33,28 @@ MOCK_REPORT = (
 )
 
 
+def describe_mock(model_id: str, revision: str | None = None,
+                  labels: Sequence[str] = ()) -> BackendInfo:
+    """The mock's identity: always marked as mock; the revision as declared, else the pin."""
+    return BackendInfo(
+        name="mock", model_id=model_id, model_revision=revision or pinned_revision(model_id),
+        is_mock=True, settings={"labels": ", ".join(labels)} if labels else {},
+    )
+
+
 class MockBackend:
     """Returns canned, clearly labelled replies; never loads a model."""
 
     def __init__(self, model_id: str = "nvidia/NV-Reason-CXR-3B",
                  latency_seconds: float = 0.0, response: str | None = None,
-                 labels: Sequence[str] = ()) -> None:
+                 labels: Sequence[str] = (), revision: str | None = None) -> None:
         unknown = [lab for lab in labels if lab not in CHEXPERT_LABELS]
         if unknown:
             raise ValueError(f"mock labels must be CheXpert labels, not {unknown}")
         self.latency_seconds = latency_seconds
         self.response = response
         self.labels = tuple(labels)
-        self.info = BackendInfo(
-            name="mock", model_id=model_id, model_revision=pinned_revision(model_id),
-            is_mock=True,
-            settings={"labels": ", ".join(self.labels)} if self.labels else {},
-        )
+        self.info = describe_mock(model_id, revision, self.labels)
 
     def generate(self, requests: Sequence[ModelRequest]) -> list[Generation]:
         out = []

@@ -6,10 +6,16 @@ the same model and processor classes, a small byte-level BPE tokenizer carrying 
 Qwen special tokens and ``<think>``/``<answer>``, and the Qwen2-VL chat template.
 ``size="3b"`` gives the full NV-Reason-CXR-3B architecture (for GPU throughput
 measurements); ``size="tiny"`` a few-hundred-kilobyte model for CPU tests.
+
+Random weights never write an ``<answer>`` with labels, so the report turn would never
+run.  ``forced=ForcedReplies(...)`` builds a tiny checkpoint whose greedy output is known:
+the findings reply when the conversation holds no earlier reply, the report reply when
+it does, each followed by ``<|im_end|>`` (see ``_force_replies`` for how).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +69,28 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class ForcedReplies:
+    """The two replies a forced checkpoint gives: turn 1 (findings) and turn 2 (report)."""
+
+    findings: str = (
+        "<think>Hazy perihilar opacities with septal lines suggest interstitial edema. "
+        "A visceral pleural line at the right apex with no lung markings beyond it is a "
+        "pneumothorax.</think>\n<answer>Edema, Pneumothorax</answer>")
+    report: str = (
+        "<think>Summarise the two findings in the template.</think>\n"
+        "EXAMINATION: Chest radiograph, frontal view.\n"
+        "FINDINGS:\nLungs: Interstitial edema. Small right apical pneumothorax.\n"
+        "Heart: Normal size.\n"
+        "IMPRESSION:\n1. Small right apical pneumothorax.\n2. Interstitial edema.")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        from models.parsing import parse_output
+
+        return parse_output(self.findings).labels
+
+
 def _corpus() -> list[str]:
     words = [
         *CHEXPERT_LABELS, *PROMPT_PRESETS.values(), REPORT_PROMPT,
@@ -98,9 +126,65 @@ def build_tokenizer(vocab_size: int) -> Any:
     return fast
 
 
+def _force_replies(model: Any, findings_id: int, report_id: int, eos_id: int) -> None:
+    """Set the weights so that greedy decoding of any prompt gives one known reply.
+
+    Every decoder layer's attention output and MLP output is zeroed except one attention
+    head of layer 0, so the last hidden state is the token's own embedding plus what that
+    head adds.  Token embeddings are basis vectors: the findings token ``F`` is e0, the
+    report token ``R`` e2, every other token e1; the vision merger outputs zeros, so image
+    positions carry nothing.  The head's query reads e1, its key e0 (in the slowest
+    rotary pair, where positions barely rotate), its value e0, and it writes e3: a
+    position of an ordinary token that can see an ``F`` earlier in the conversation
+    gets a large e3; without one, its softmax averages values that are all exactly zero.
+    ``lm_head`` maps e1 -> ``F``, e3 -> ``R`` and e0, e2 -> ``<|im_end|>``.  So turn 1
+    ends "assistant\n" with no ``F`` in sight and says ``F`` then stops; turn 2 holds the
+    first reply verbatim (re-tokenised as ``F``) and says ``R`` then stops.  Both turns go
+    through the real processor, chat template, batching and ``generate()``.
+    """
+    import torch
+
+    text = model.model.language_model
+    head_dim = model.config.text_config.hidden_size // model.config.text_config.num_attention_heads
+    slow = head_dim // 2 - 1  # the rotary pair with the lowest frequency
+    with torch.no_grad():
+        merger_out = model.model.visual.merger.mlp[2]
+        merger_out.weight.zero_()
+        merger_out.bias.zero_()
+        emb = text.embed_tokens.weight
+        emb.zero_()
+        emb[:, 1] = 1.0
+        emb[findings_id] = 0.0
+        emb[findings_id, 0] = 1.0
+        emb[report_id] = 0.0
+        emb[report_id, 2] = 1.0
+        for layer in text.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj,
+                         layer.self_attn.v_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        attn = text.layers[0].self_attn
+        # inputs reach the head RMS-normalised: a basis vector becomes sqrt(hidden) * e_i
+        attn.q_proj.weight[slow, 1] = 2.0
+        attn.k_proj.weight[slow, 0] = 2.0  # score ~ 4 * hidden / sqrt(head_dim): ~45 here
+        attn.v_proj.weight[0, 0] = 1.0
+        attn.o_proj.weight[3, 0] = 2.0
+        lm = model.lm_head.weight
+        lm.zero_()
+        lm[findings_id, 1] = 10.0
+        lm[report_id, 3] = 10.0
+        lm[eos_id, 0] = lm[eos_id, 2] = 10.0
+
+
 def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0,
-                     save_weights: bool = True) -> Path:
-    """Write a loadable random-weight checkpoint (config, weights, tokenizer, processor)."""
+                     save_weights: bool = True, forced: ForcedReplies | None = None) -> Path:
+    """Write a loadable random-weight checkpoint (config, weights, tokenizer, processor).
+
+    ``forced`` (tiny only): the checkpoint answers ``forced.findings`` then, in the report
+    turn, ``forced.report``, so tests reach the second turn on the real local backend.
+    """
     import torch
     from transformers import (
         GenerationConfig,
@@ -113,6 +197,10 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0,
 
     spec = SIZES[size]
     tokenizer = build_tokenizer(spec["vocab"])
+    if forced is not None:
+        if size != "tiny":
+            raise ValueError("forced replies are for the tiny checkpoint only")
+        tokenizer.add_tokens([forced.findings, forced.report])
     vocab = max(spec["vocab"], len(tokenizer)) if size == "3b" else len(tokenizer)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     text = dict(spec["text"], vocab_size=vocab)
@@ -132,6 +220,9 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0,
             eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
             pad_token_id=ids["<|endoftext|>"], do_sample=False,
         )
+        if forced is not None:
+            _force_replies(model, tokenizer.convert_tokens_to_ids(forced.findings),
+                           tokenizer.convert_tokens_to_ids(forced.report), ids["<|im_end|>"])
         model.save_pretrained(out_dir, safe_serialization=True)
     else:
         config.save_pretrained(out_dir)

@@ -60,7 +60,7 @@ def run_studies(backend: Backend, images: Sequence[bytes], prompt: str = DEFAULT
                 with_report: bool = True,
                 findings_tokens: int = FINDINGS_MAX_NEW_TOKENS,
                 report_tokens: int = REPORT_MAX_NEW_TOKENS) -> list[StudyResult]:
-    """Both turns for a batch of studies: one batched call per turn."""
+    """Both turns for a batch of studies: one batched call per turn (a GPU's batch)."""
     firsts = [findings_request(img, prompt, findings_tokens) for img in images]
     gens = backend.generate(firsts)
     parsed = [parse_output(g.text, g.generated_tokens, findings_tokens) for g in gens]
@@ -70,9 +70,38 @@ def run_studies(backend: Backend, images: Sequence[bytes], prompt: str = DEFAULT
         seconds = [report_request(firsts[i], gens[i].text, report_tokens) for i in wanted]
         for i, gen in zip(wanted, backend.generate(seconds) if seconds else [], strict=True):
             reports[i] = gen
-    return [
-        StudyResult(prompt, g, p, r,
-                    parse_report(r.text, r.generated_tokens, report_tokens) if r else None,
-                    is_mock=backend.info.is_mock, findings_max_new_tokens=findings_tokens)
-        for g, p, r in zip(gens, parsed, reports, strict=True)
-    ]
+    return [_result(backend, prompt, g, p, r, findings_tokens, report_tokens)
+            for g, p, r in zip(gens, parsed, reports, strict=True)]
+
+
+def run_study(backend: Backend, image: bytes, prompt: str = DEFAULT_PROMPT,
+              with_report: bool = True,
+              findings_tokens: int = FINDINGS_MAX_NEW_TOKENS,
+              report_tokens: int = REPORT_MAX_NEW_TOKENS) -> StudyResult:
+    """Both turns for one study on its own: turn 2 follows its own turn 1 at once.
+
+    For a server that batches whatever it holds (vLLM), many of these run side by side;
+    nothing waits for another study's slower reply, unlike ``run_studies``.
+    """
+    first = findings_request(image, prompt, findings_tokens)
+    (gen,) = backend.generate([first])
+    parsed = parse_output(gen.text, gen.generated_tokens, findings_tokens)
+    report: Generation | None = None
+    if with_report and parsed.status == OK:
+        (report,) = backend.generate([report_request(first, gen.text, report_tokens)])
+    return _result(backend, prompt, gen, parsed, report, findings_tokens, report_tokens)
+
+
+def serves_concurrently(backend: Backend) -> bool:
+    """Whether the backend is a server whose requests are independent (``openai``): the
+    worker then keeps many studies in flight instead of running GPU batches."""
+    return bool(getattr(backend, "concurrent_requests", False))
+
+
+def _result(backend: Backend, prompt: str, gen: Generation, parsed: ParsedOutput,
+            report: Generation | None, findings_tokens: int,
+            report_tokens: int) -> StudyResult:
+    return StudyResult(
+        prompt, gen, parsed, report,
+        parse_report(report.text, report.generated_tokens, report_tokens) if report else None,
+        is_mock=backend.info.is_mock, findings_max_new_tokens=findings_tokens)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.data import get_testdata_file
@@ -77,7 +78,7 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) ->
         proc.wait()
 
 
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
+def wait_for_port(port: int, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -119,7 +120,7 @@ class StoreSCP:
         return sorted(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
                       for p in self.files())
 
-    def wait_files(self, count: int, timeout: float = 60.0) -> list[Path]:
+    def wait_files(self, count: int, timeout: float = 180.0) -> list[Path]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             files = self.files()
@@ -167,6 +168,65 @@ def child_pids(pid: int) -> list[int]:
     return sorted(set(pids))
 
 
+BACKENDS = ("mock", "openai", "local")
+
+
+def backend_env(name: str, standin_url: str = "", checkpoint: Path | None = None
+                ) -> dict[str, str]:
+    """The environment that puts ``serve`` or a worker on one model backend, as a site would:
+    ``mock``; ``openai`` against a vLLM server (here the stand-in at ``standin_url``);
+    ``local`` Transformers on a checkpoint directory (here a tiny Qwen, on the CPU)."""
+    if name == "mock":
+        return {"CXR_MODEL_BACKEND": "mock"}
+    if name == "openai":
+        assert standin_url, "the openai backend needs the stand-in's URL"
+        return {"CXR_MODEL_BACKEND": "openai", "CXR_OPENAI_URL": standin_url}
+    if name == "local":
+        assert checkpoint is not None, "the local backend needs a checkpoint directory"
+        return {"CXR_MODEL_BACKEND": "local", "CXR_MODEL_ID": str(checkpoint),
+                "CXR_ALLOW_CPU": "1", "CXR_DEVICE": "cpu", "CXR_LOCAL_FILES_ONLY": "1"}
+    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+
+
+class SlowModel:
+    """A backend slow enough (``latency`` seconds a generation) for a kill to land while a
+    generation runs: the mock sleeping, or the vLLM stand-in holding each request."""
+
+    def __init__(self, name: str, latency: float, request: pytest.FixtureRequest) -> None:
+        self.name = name
+        self.standin: Any = None
+        if name == "mock":
+            self.env = {**backend_env("mock"), "CXR_MOCK_LATENCY_SECONDS": str(latency)}
+        else:
+            self.standin = request.getfixturevalue("vllm_standin")
+            self.standin.reset(latency=latency)
+            self.env = backend_env(name, standin_url=self.standin.url)
+
+    def in_flight(self) -> list[Any]:
+        """Stand-in requests that started generating and have not finished."""
+        if self.standin is None:
+            return []
+        return [r for r in self.standin.requests if r.started and r.finished is None]
+
+    def wait_in_flight(self, timeout: float = 120.0) -> list[Any]:
+        """For the stand-in, wait until a request is being generated (and return them):
+        the job's state says inferring a moment before the request leaves the worker."""
+        if self.standin is None:
+            return []
+        deadline = time.monotonic() + timeout
+        while not self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        held = self.in_flight()
+        assert held, "no request reached the stand-in"
+        return held
+
+    def turns(self) -> list[tuple[str | None, str, int]]:
+        """(image sha256, turn, HTTP status) of every request the stand-in answered."""
+        if self.standin is None:
+            return []
+        return [(r.image_sha256, r.turn, r.status) for r in self.standin.requests]
+
+
 class Serve:
     """``cxr-gateway serve`` as a real subprocess on the embedded default."""
 
@@ -187,8 +247,8 @@ class Serve:
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve", *extra],
                                          env=self.env, stdout=fh, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, timeout=60)
-        deadline = time.monotonic() + 60
+        wait_for_port(self.port)  # generous caps: CI may run on a machine kept busy
+        deadline = time.monotonic() + 180
         while self._serving_lines() == started and self.proc.poll() is None and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
@@ -304,7 +364,7 @@ class Orthanc:
                 out.append(tags)
         return out
 
-    def wait_for_sr(self, study_uid: str, count: int = 1, timeout: float = 60.0
+    def wait_for_sr(self, study_uid: str, count: int = 1, timeout: float = 180.0
                     ) -> list[dict[str, str]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -56,15 +56,19 @@ def openai_server(reply: Callable[[dict[str, Any]], tuple[int, Any]]) -> Server:
     return Server(Handler)
 
 
-def gradio_space_server(chunks: list[str]) -> Server:
-    """Streams ``chunks``: the first as a replace of the '...' placeholder, the rest appended."""
+def gradio_space_server(chunks: list[str], config: dict[str, Any] | None = None) -> Server:
+    """Streams ``chunks``: the first as a replace of the '...' placeholder, the rest appended.
+    ``/config`` is a Gradio 5 Space's (protocol sse_v3 under /gradio_api), plus ``config``."""
 
     class Handler(_Base):
         def do_GET(self) -> None:  # noqa: N802
             self.server.requests.append(("GET", self.path, None))  # type: ignore[attr-defined]
             if self.path == "/config":
-                self._json(200, {"dependencies": [{"id": 0, "api_name": "upload_x"},
-                                                  {"id": 3, "api_name": "chat"}]})
+                self._json(200, {"version": "5.9.1", "protocol": "sse_v3",
+                                 "api_prefix": "/gradio_api",
+                                 "dependencies": [{"id": 0, "api_name": "upload_x"},
+                                                  {"id": 3, "api_name": "chat"}],
+                                 **(config or {})})
                 return
             if self.path.startswith("/gradio_api/queue/data"):
                 self.send_response(200)

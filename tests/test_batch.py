@@ -10,16 +10,21 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from highdicom.sr.utils import find_content_items
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from dicom_gateway.conversion import convert_dataset
+from models.backend import PINNED_REVISION
+from models.labels import CHEXPERT_LABELS
 from tests.dicom_factory import make_cr
-from tests.peers import BIN, Orthanc, Serve, sample_file
+from tests.peers import BIN, Orthanc, Serve, backend_env, sample_file
 from tests.test_end_to_end import db_for
+from tests.vllm_standin import SNAPSHOT_ROOT, VLLMStandin, labels_for
 from worker.db import BatchItem, Job, JobEvent
 
 pytestmark = pytest.mark.integration
@@ -240,3 +245,91 @@ def test_a_rerun_waits_for_the_first_runs_job_still_in_flight(tmp_path: Path) ->
     with rt.db.session() as s:
         item = s.scalar(select(BatchItem))
         assert item is not None and (item.state, item.job_id) == ("done", job_id)
+
+
+# -- reruns on real backends reuse every result -------------------------------------------
+
+READING = ("state", "status", *CHEXPERT_LABELS, "model_id", "model_revision", "backend",
+           "job_id")
+
+
+def reading(rows: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
+    """What a predictions file says about each study (its job and what the model read)."""
+    return {uid: tuple(row[f] for f in READING) for uid, row in rows.items()}
+
+
+def run_twice(srv: Serve, source: Path) -> tuple[dict[str, dict[str, str]],
+                                                 dict[str, dict[str, str]]]:
+    """A batch over ``source``, then a second batch (another name) over the same source."""
+    out = []
+    for name in ("first", "again"):
+        run = batch(srv, str(source), "--name", name)
+        assert isinstance(run, subprocess.CompletedProcess)
+        assert run.returncode == 0, run.stdout + run.stderr
+        out.append(predictions(srv.data_dir / "batches" / name / "predictions.csv"))
+    return out[0], out[1]
+
+
+def algorithm_versions(sr: Dataset) -> list[str]:
+    return [i.TextValue for i in find_content_items(sr, value_type="TEXT", recursive=True)
+            if i.ConceptNameCodeSequence[0].CodeValue == "111003"]  # Algorithm Version
+
+
+@pytest.mark.timeout(600)
+def test_a_second_batch_on_a_vllm_server_asks_it_nothing(
+        serve_factory: Any, vllm_standin: VLLMStandin, tmp_path: Path) -> None:
+    """The openai backend's identity is the revision the server reports (a snapshot root),
+    the same for the gateway's batch and the GPU worker: the second batch reuses every
+    result and sends the server no model request; the SR names the revision, no URL."""
+    vllm_standin.reset(root=SNAPSHOT_ROOT)
+    made = studies(tmp_path / "source", chest=0, small=6)
+    chest = {uid for uid, what in made.items() if what == "chest"}
+    srv = serve_factory.new(backend_env("openai", standin_url=vllm_standin.url)).start()
+    run = batch(srv, str(tmp_path / "source"), "--name", "first")
+    assert isinstance(run, subprocess.CompletedProcess)
+    assert run.returncode == 0, run.stdout + run.stderr
+    asked = vllm_standin.chat_requests()
+    assert Counter(r.turn for r in asked) == {"findings": len(chest), "report": len(chest)}
+    images = {r.image_sha256 for r in vllm_standin.chat_requests("findings")}
+    assert len(images) == len(chest)  # every study's own image, each once
+    first = predictions(srv.data_dir / "batches" / "first" / "predictions.csv")
+    read = Counter(frozenset(lab for lab in CHEXPERT_LABELS if first[uid][lab] == "1")
+                   for uid in chest)
+    assert read == Counter(frozenset(labels_for(str(sha))) for sha in images)
+    assert {first[uid]["model_revision"] for uid in chest} == {PINNED_REVISION}
+    with db_for(srv.data_dir).session() as s:
+        sr_paths = [p for (p,) in s.execute(select(Job.sr_path)).all() if p]
+    assert len(sr_paths) == len(chest)
+    for path in sr_paths:
+        raw = Path(path).read_bytes()
+        versions = algorithm_versions(dcmread(path))
+        assert versions and set(versions) == {f"hf:nvidia/NV-Reason-CXR-3B@{PINNED_REVISION}"}
+        assert b"127.0.0.1" not in raw and str(vllm_standin.port).encode() not in raw
+
+    vllm_standin.reset()  # the second batch's own record
+    again = batch(srv, str(tmp_path / "source"), "--name", "again")
+    assert isinstance(again, subprocess.CompletedProcess)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert vllm_standin.chat_requests() == []
+    second = predictions(srv.data_dir / "batches" / "again" / "predictions.csv")
+    assert reading(second) == reading(first)  # the same jobs, the same readings
+    assert set(inferences_per_study(srv).values()) == {1}
+
+
+@pytest.mark.timeout(600)
+def test_a_second_batch_on_a_non_default_local_model_infers_nothing(
+        serve_factory: Any, tiny_qwen_labels: Path, tmp_path: Path) -> None:
+    """A model by path, with no revision anywhere: "unpinned" on both sides, so the
+    second batch reuses every result instead of inferring again."""
+    made = studies(tmp_path / "source", chest=0, small=4)
+    chest = {uid for uid, what in made.items() if what == "chest"}
+    srv = serve_factory.new(backend_env("local", checkpoint=tiny_qwen_labels)).start()
+    first, second = run_twice(srv, tmp_path / "source")
+    counted = inferences_per_study(srv)
+    assert set(counted) == chest and set(counted.values()) == {1}, counted
+    for uid in chest:
+        assert (first[uid]["state"], first[uid]["status"], first[uid]["Edema"],
+                first[uid]["model_revision"]) == ("done", "ok", "1", "unpinned"), first[uid]
+    assert reading(second) == reading(first)
+    with db_for(srv.data_dir).session() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == len(chest)

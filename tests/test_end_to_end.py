@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from highdicom.sr.utils import find_content_items
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from tests.peers import BIN, StoreSCP, dciodvfy_errors, sample_file
-from worker.db import Database, Instance, Job, Study
+from dicom_gateway import sr_codes
+from models.parsing import parse_output
+from models.random_qwen import ForcedReplies
+from tests.peers import (
+    BACKENDS,
+    BIN,
+    SlowModel,
+    StoreSCP,
+    backend_env,
+    dciodvfy_errors,
+    sample_file,
+)
+from tests.vllm_standin import VLLMStandin, findings_text, labels_for, report_text
+from worker.db import Database, Delivery, Instance, Job, Study
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +65,80 @@ def assert_stored(result: subprocess.CompletedProcess[str]) -> None:
     assert "Store Response (Success)" in result.stderr, result.stderr
 
 
-def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path) -> None:
-    srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination}).start()
+@dataclass
+class ModelPeer:
+    """The model side of one end-to-end run: the serve environment, what the SR must say,
+    and (openai) the stand-in server whose record shows what it was asked."""
+
+    name: str
+    env: dict[str, str]
+    standin: VLLMStandin | None = None
+    forced: ForcedReplies | None = None
+
+    def expected(self) -> tuple[tuple[str, ...], str, str]:
+        """The labels, the findings reply and the report reply this run must deliver."""
+        if self.forced is not None:
+            return self.forced.labels, self.forced.findings, self.forced.report
+        assert self.standin is not None
+        (first,) = self.standin.chat_requests("findings")
+        assert first.image_sha256 is not None
+        labels = labels_for(first.image_sha256)
+        return labels, findings_text(labels), report_text(labels)
+
+
+@pytest.fixture(params=BACKENDS)
+def model_peer(request: pytest.FixtureRequest) -> ModelPeer:
+    """Each backend a site runs: the mock, a vLLM server (the stand-in, in this process),
+    and Transformers on the tiny Qwen forced to answer with labels (so turn 2 runs)."""
+    name = request.param
+    if name == "openai":
+        standin = request.getfixturevalue("vllm_standin")
+        return ModelPeer(name, backend_env(name, standin_url=standin.url), standin=standin)
+    if name == "local":
+        checkpoint = request.getfixturevalue("tiny_qwen_labels")
+        return ModelPeer(name, backend_env(name, checkpoint=checkpoint),
+                         forced=ForcedReplies())
+    return ModelPeer(name, backend_env(name))
+
+
+def texts(sr: Dataset, code: str) -> list[str]:
+    return [i.TextValue for i in find_content_items(sr, value_type="TEXT", recursive=True)
+            if i.ConceptNameCodeSequence[0].CodeValue == code]
+
+
+def coded_findings(sr: Dataset) -> list[str]:
+    return [i.ConceptCodeSequence[0].CodeMeaning
+            for i in find_content_items(sr, value_type="CODE", recursive=True)
+            if i.ConceptNameCodeSequence[0].CodeValue == "121071"]  # Finding
+
+
+def assert_reading(sr: Dataset, peer: ModelPeer) -> None:
+    """A real backend's SR: its labels coded, the report verbatim and by section, no mock
+    marking; for openai, the server saw both turns, the second with the first reply."""
+    labels, findings, report = peer.expected()
+    assert "MOCK" not in sr.SeriesDescription
+    assert coded_findings(sr) == [sr_codes.LABEL_CODES[label].meaning for label in labels]
+    assert texts(sr, sr_codes.REPORT_TEXT.value) == [report]
+    first_turn = parse_output(findings)
+    assert texts(sr, sr_codes.ANSWER.value) == [first_turn.answer]
+    assert texts(sr, sr_codes.REASONING.value) == [first_turn.reasoning]
+    assert texts(sr, sr_codes.IMPRESSION.value)  # the report's sections became items
+    if peer.standin is None:
+        return
+    assert [r.turn for r in peer.standin.chat_requests()] == ["findings", "report"]
+    first, second = peer.standin.chat_requests()
+    assert first.image_sha256 == second.image_sha256 and first.status == second.status == 200
+    assert [m["role"] for m in second.messages] == ["user", "assistant", "user"]
+    assert second.messages[1]["content"] == findings  # the first reply, verbatim
+    assert second.messages[0] == first.messages[0]  # the same image and prompt
+
+
+def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path,
+                                   model_peer: ModelPeer) -> None:
+    srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination,
+                             **model_peer.env}).start()
     assert_stored(srv.storescu(rg1, extra=("-v",)))
-    (sr_path,) = storescp.wait_files(1)
+    (sr_path,) = storescp.wait_files(1, timeout=300)  # the local model loads on a busy CPU
     sr = dcmread(sr_path)
     src = dcmread(rg1, stop_before_pixels=True)
     assert sr.Modality == "SR"
@@ -71,7 +154,10 @@ def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path)
     assert sr.VerificationFlag == "UNVERIFIED"
     assert sr.CompletionFlag == "PARTIAL"
     assert "RESEARCH ONLY" in sr.SeriesDescription
-    assert "MOCK" in sr.SeriesDescription  # the mock backend says so
+    if model_peer.name == "mock":
+        assert "MOCK" in sr.SeriesDescription  # the mock backend says so
+    else:
+        assert_reading(sr, model_peer)
     assert dciodvfy_errors(sr_path) == []
     job = wait_job(srv.data_dir, src.StudyInstanceUID, ("done",))
     assert job.sr_sop_instance_uid == sr.SOPInstanceUID
@@ -160,23 +246,37 @@ def test_sigkill_after_ack_still_produces_the_sr(
     assert dcmread(sr_path).StudyInstanceUID == source.StudyInstanceUID
 
 
+@pytest.mark.parametrize("model_backend", ["mock", "openai"])
 def test_sigkill_mid_pipeline_resumes_with_one_sr(
-    serve_factory, storescp: StoreSCP, rg1: Path
+    serve_factory, storescp: StoreSCP, rg1: Path, model_backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Killed while the job is in flight: the restart resumes it, and the SR UID is stable."""
-    env = {"CXR_DESTINATIONS": storescp.destination, "CXR_MOCK_LATENCY_SECONDS": "3"}
+    """Killed while the job is in flight (for openai: while the stand-in generates its
+    request): the restart resumes it, and the SR UID is stable."""
+    model = SlowModel(model_backend, 3.0, request)
+    env = {"CXR_DESTINATIONS": storescp.destination, **model.env}
     srv = serve_factory.new(env).start()
     assert_stored(srv.storescu(rg1, extra=("-v",)))
     study_uid = dcmread(rg1, stop_before_pixels=True).StudyInstanceUID
     wait_job(srv.data_dir, study_uid, ("inferring",))
+    cut = model.wait_in_flight()
     srv.kill()
     assert storescp.files() == []
     srv.start()
-    job = wait_job(srv.data_dir, study_uid, ("done",))
+    job = wait_job(srv.data_dir, study_uid, ("done",), timeout=180)
     storescp.wait_files(1)
-    time.sleep(2)  # a second delivery, if there were one, would arrive in this time
+    with db_for(srv.data_dir).session() as s:  # sends happen only while delivering, each
+        # counted: the job is done, so no second one is on its way (no wait for silence)
+        assert [d.attempts for d in s.scalars(select(Delivery)).all()] == [1]
     # storescp keeps every delivery in its own file: exactly one, with the job's UID
     assert storescp.delivered_uids() == [job.sr_sop_instance_uid]
+    if model.standin is not None:
+        # the cut-off findings request, then the job's one complete conversation
+        assert [r.turn for r in cut] == ["findings"]
+        image = cut[0].image_sha256
+        assert model.turns() == [(image, "findings", 200), (image, "findings", 200),
+                                 (image, "report", 200)]
+    assert job.attempts == 1  # the takeover after the restart, and nothing more
 
 
 def test_demo_command_prints_a_full_timeline(tmp_path: Path) -> None:

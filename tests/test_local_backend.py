@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from models.backend import BackendError, Generation, ModelRequest, Turn
+from models.backend import (
+    DEFAULT_MODEL_ID,
+    PINNED_REVISION,
+    BackendError,
+    Generation,
+    ModelRequest,
+    Turn,
+)
 from models.local import LocalBackend, LocalOptions, generated_lengths
 from models.prompts import DEFAULT_PROMPT, REPORT_PROMPT
+from models.random_qwen import ForcedReplies
 from models.registry import BackendConfig, get_backend
 from models.study import findings_request, report_request, run_studies
 
@@ -121,9 +134,64 @@ def test_missing_model_with_local_files_only_is_a_clear_permanent_error(tmp_path
     assert err.value.permanent
 
 
-def test_default_model_revision_is_pinned() -> None:
+def test_forced_checkpoint_runs_both_turns_batched(tiny_qwen_labels: Path) -> None:
+    forced = ForcedReplies()
+    b = LocalBackend(LocalOptions(model_id=str(tiny_qwen_labels), device="cpu",
+                                  allow_cpu=True, local_files_only=True))
+    results = run_studies(b, IMAGES, findings_tokens=12, report_tokens=16)
+    assert [r.status for r in results] == ["ok"] * len(IMAGES)
+    assert {r.labels for r in results} == {("Edema", "Pneumothorax")}
+    assert {r.findings.text for r in results} == {forced.findings}
+    assert {r.report.text for r in results if r.report} == {forced.report}
+    # the reply then <|im_end|>: two generated tokens per turn, far below either limit
+    assert [(r.findings.generated_tokens, r.report.generated_tokens if r.report else None)
+            for r in results] == [(2, 2)] * len(IMAGES)
+    sections = {tuple(s.heading for s in r.parsed_report.sections)
+                for r in results if r.parsed_report}
+    assert sections == {("EXAMINATION", "FINDINGS", "IMPRESSION")}
+
+
+def _hub_snapshot(cache: Path, repo_id: str, commit: str, checkpoint: Path) -> None:
+    """A checkpoint laid out in a Hugging Face hub cache as a download would leave it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(checkpoint, repo / "snapshots" / commit)
+
+
+def test_default_model_revision_is_pinned(tmp_path: Path, tiny_qwen: Path,
+                                          tiny_qwen_labels: Path) -> None:
     assert LocalOptions().effective_revision == "056bd0383b35226554da9dc5866e095df174ae19"
     assert LocalOptions(model_id="/some/dir").effective_revision is None
+    # Loading the default id offline must open the pinned snapshot, not what "main" names:
+    # the pinned one is the forced checkpoint, "main" a different (random) one.
+    cache, main = tmp_path / "hub", "1" * 40
+    _hub_snapshot(cache, DEFAULT_MODEL_ID, PINNED_REVISION, tiny_qwen_labels)
+    _hub_snapshot(cache, DEFAULT_MODEL_ID, main, tiny_qwen)
+    (cache / f"models--{DEFAULT_MODEL_ID.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{DEFAULT_MODEL_ID.replace('/', '--')}" / "refs" / "main"
+     ).write_text(main)
+    script = (
+        "import json, sys\n"
+        "from models.local import LocalBackend, LocalOptions\n"
+        "from models.study import findings_request\n"
+        "png = open(sys.argv[1], 'rb').read()\n"
+        "out = {}\n"
+        "for name, rev in (('default', None), ('main', 'main')):\n"
+        "    b = LocalBackend(LocalOptions(revision=rev, device='cpu', allow_cpu=True,\n"
+        "                                  local_files_only=True))\n"
+        "    out[name] = [b.info.model_id, b.info.model_revision,\n"
+        "                 b.generate([findings_request(png, max_new_tokens=12)])[0].text]\n"
+        "print(json.dumps(out))\n")
+    image = tmp_path / "in.png"
+    image.write_bytes(IMAGES[0])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", script, str(image)], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["default"] == [DEFAULT_MODEL_ID, PINNED_REVISION, ForcedReplies().findings]
+    assert out["main"][:2] == [DEFAULT_MODEL_ID, "main"]
+    assert out["main"][2] != ForcedReplies().findings  # the other snapshot really differs
 
 
 def test_generated_lengths_stop_at_eos_and_ignore_padding() -> None:

@@ -18,8 +18,10 @@ from pydicom.uid import generate_uid
 from dicom_gateway.conversion import convert_dataset
 from models.backend import PINNED_REVISION
 from models.prompts import PROMPT_PRESETS
+from models.random_qwen import ForcedReplies
 from tests.peers import BIN, sample_file
 
+pytestmark = pytest.mark.integration  # `cxr-gateway run` as a subprocess
 # The wrapper's own output schema, unchanged (tests/schemas/README.md says where from).
 SCHEMA = json.loads((Path(__file__).parent / "schemas" /
                      "nv_reason_cxr_output_schema.json").read_text())
@@ -114,17 +116,40 @@ def test_png_through_the_local_backend(png: Path, tiny_qwen: Path) -> None:
     assert rt["model"] == str(tiny_qwen)
 
 
-def test_details_and_report_with_the_local_backend(png: Path, tiny_qwen: Path) -> None:
+def test_details_and_report_with_the_local_backend(png: Path, tiny_qwen_labels: Path) -> None:
+    """The forced tiny Qwen answers with labels, so the second turn really generates."""
+    forced = ForcedReplies()
+    out = run(str(png), "--model-id", str(tiny_qwen_labels), "--device", "cpu",
+              "--allow-cpu", "--local-files-only", "--max-new-tokens", "12", "--report",
+              "--report-max-new-tokens", "6")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    gw = doc.pop("gateway")
+    jsonschema.validate(doc, SCHEMA)  # the rest is still the wrapper's contract
+    assert doc["output"]["response_text"] == forced.findings
+    assert gw["status"] == "ok" and gw["format_ok"] is True
+    assert gw["labels"] == ["Edema", "Pneumothorax"] == list(forced.labels)
+    assert "report_skipped" not in gw
+    report = gw["report"]
+    assert report["response_text"] == forced.report
+    assert 0 < report["generated_tokens"] < 6 and report["truncated"] is False
+    assert [s["heading"] for s in report["sections"]] == ["EXAMINATION", "FINDINGS",
+                                                          "IMPRESSION"]
+    assert report["reasoning"] == "Summarise the two findings in the template."
+
+
+def test_no_report_after_a_random_weight_answer(png: Path, tiny_qwen: Path) -> None:
     out = run(str(png), "--model-id", str(tiny_qwen), "--device", "cpu", "--allow-cpu",
               "--local-files-only", "--max-new-tokens", "12", "--report",
               "--report-max-new-tokens", "6")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     gw = doc.pop("gateway")
-    jsonschema.validate(doc, SCHEMA)  # the rest is still the wrapper's contract
+    jsonschema.validate(doc, SCHEMA)
     # random weights say nothing sensible: the status names that, and no report is asked
     assert gw["status"] in ("truncated", "unparseable", "no_labels", "refused")
-    assert gw["labels"] == [] and gw["report"] is None and "report_skipped" in gw
+    assert gw["labels"] == [] and gw["report"] is None
+    assert gw["report_skipped"].startswith(f"the first answer was {gw['status']}")
 
 
 def test_dicom_is_converted_and_described_as_its_png(rg1: Path, tmp_path: Path) -> None:

@@ -42,9 +42,10 @@ from dicom_gateway.retrieve import (
     wado_study,
 )
 from dicom_gateway.uids import derived_uid, is_valid_uid
-from models.backend import pinned_revision
+from models.backend import BackendError, stored_identity
 from models.labels import CHEXPERT_LABELS
 from models.prompts import DEFAULT_PROMPT
+from models.registry import describe
 from worker import jobs
 from worker.assembler import BATCH_PRIORITY, reprocess
 from worker.db import BatchFile, BatchItem, BatchRun, Job, JobEvent, Study, WorkerProcess, now
@@ -77,10 +78,13 @@ class BatchOptions:
 
 
 def model_key(rt: Runtime) -> str:
-    """What the results of this run are for (as ``worker.pipeline.model_key`` writes it)."""
-    s = rt.settings
-    revision = s.model_revision or pinned_revision(s.model_id)
-    return f"{s.model_backend}|{s.model_id}@{revision}"
+    """Which model this run's results come from, known here without loading it (the
+    gateway node may have no torch) and built as the worker's stored results are."""
+    try:
+        return describe(rt.settings.backend_config()).key
+    except BackendError as exc:
+        raise BatchError(f"cannot tell which model revision the model server serves ({exc}); "
+                         "declare it with CXR_MODEL_REVISION") from exc
 
 
 def kind_of(source: str, csv_path: Path | None) -> str:
@@ -305,9 +309,8 @@ class Batch:
         if not job.result:  # failed before the model (conversion): no setting changes that
             return job if job.state == jobs.FAILED else None
         result = json.loads(job.result)
-        made_with = f"{result.get('backend')}|{result.get('model_id')}@" \
-                    f"{result.get('model_revision')}"
-        same = made_with == self.key and result.get("prompt") == self.run.prompt and \
+        same = stored_identity(result).key == self.key and \
+            result.get("prompt") == self.run.prompt and \
             job.conversion.startswith(self.run.conversion)
         return job if same else None
 

@@ -176,10 +176,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker process: solo pool, one job (or GPU batch) at a time.
 
     On the gpu queue the model is loaded before the first message is taken, once per
-    process; run one such process per GPU (``CXR_DEVICE=cuda:N``).  Its name is unique
-    per process (``worker-<pid>@host``) unless ``--hostname`` gives one (``%h`` is the
-    host name).  SIGTERM ends it within ``CXR_SHUTDOWN_GRACE_SECONDS``, even mid-batch:
-    its jobs are taken over by the reconciler.
+    process; run one such process per GPU: ``--per-device`` starts and supervises one per
+    visible device (``worker/gpu_devices.py``), or start each with ``CXR_DEVICE=cuda:N``.
+    Its name is unique per process (``worker-<pid>@host``) unless ``--hostname`` gives one
+    (``%h`` is the host name, ``%p`` the pid).  SIGTERM ends it within
+    ``CXR_SHUTDOWN_GRACE_SECONDS``, even mid-batch: its jobs are taken over by the
+    reconciler.
     """
     from celery.signals import worker_shutting_down
     from celery.utils.nodenames import default_nodename, host_format
@@ -196,13 +198,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
               "redis://host:6379/0); the embedded default runs its worker inside serve",
               file=sys.stderr)
         return 2
+    if args.per_device:
+        return _per_device(args, settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     holder: dict[str, Any] = {}
 
     def start() -> None:
         rt = configure(settings, migrate=False, kind="worker")
         if args.hostname:
-            rt.worker_name = host_format(default_nodename(args.hostname))
+            rt.worker_name = host_format(default_nodename(args.hostname), p=str(os.getpid()))
         liveness = Liveness(rt.db, rt.worker_name, "worker", ",".join(queues),
                             settings.heartbeat_seconds)
         liveness.start()
@@ -235,6 +239,42 @@ def cmd_worker(args: argparse.Namespace) -> int:
     liveness.stop()
     exit_now(int(worker.exitcode or 0))
     return 0
+
+
+def _per_device(args: argparse.Namespace, settings: Settings) -> int:
+    """``worker --per-device``: one child ``worker`` per visible GPU, supervised."""
+    from worker.gpu_devices import (
+        DeviceError,
+        DeviceSupervisor,
+        check_device_setting,
+        child_hostname,
+        visible_devices,
+    )
+
+    try:
+        check_device_setting(settings.device)
+        devices = visible_devices(os.environ)
+    except DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not devices:
+        print("error: --per-device found no GPU (CUDA_VISIBLE_DEVICES, "
+              "NVIDIA_VISIBLE_DEVICES, nvidia-smi -L, torch); give the container its GPUs "
+              "or run without --per-device", file=sys.stderr)
+        return 2
+    common = [sys.executable, "-m", "worker.cli", *(["--config", args.config]
+                                                    if args.config else []),
+              *(["-v"] if args.verbose else []), "worker", "--queues", args.queues,
+              *(["--data-dir", args.data_dir] if args.data_dir else []),
+              *(["--backend", args.backend] if args.backend else [])]
+    sup = DeviceSupervisor(devices, lambda i: [*common, "--hostname",
+                                               child_hostname(args.hostname, i)],
+                           os.environ, grace=settings.shutdown_grace_seconds + 5)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sup.request_stop())
+    print(f"{len(devices)} GPU worker(s), one per device: {', '.join(devices)}", flush=True)
+    sup.start()
+    return sup.run()
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -663,9 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs CXR_BROKER_URL)")
     data_dir(wk)
     wk.add_argument("--queues", default="cpu,gpu", help="comma list: cpu, gpu")
-    wk.add_argument("--hostname", help="this worker's name, e.g. gpu1@%%h (%%h: the host); "
-                    "default worker-<pid>@<host>, unique per process")
+    wk.add_argument("--hostname", help="this worker's name, e.g. gpu1@%%h (%%h: the host, "
+                    "%%p: the pid); default worker-<pid>@<host>, unique per process")
     wk.add_argument("--backend", help="model backend (CXR_MODEL_BACKEND)")
+    wk.add_argument("--per-device", action="store_true",
+                    help="one worker process per visible GPU, each pinned to its own "
+                         "(CUDA_VISIBLE_DEVICES), restarted if it dies; names "
+                         "<hostname>-gpuN-<pid>")
     wk.set_defaults(func=cmd_worker)
 
     api = sub.add_parser("api", help="the HTTP service alone: health, metrics, JSON API, "

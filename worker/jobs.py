@@ -69,9 +69,32 @@ def claim(session: Session, job_id: int, version: int, from_states: Iterable[str
     """Take a waiting job (no holder) into ``to_state`` as ``holder``."""
     t = now()
     return _change(session, job_id, version, from_states, ("",),
-                   {"state": to_state, "holder": holder, "held_since": t,
-                    "next_attempt_at": 0.0},
-                   to_state, detail, *extra)
+                   _claimed(to_state, holder, t), to_state, detail, *extra)
+
+
+def _claimed(to_state: str, holder: str, t: float) -> dict[str, Any]:
+    return {"state": to_state, "holder": holder, "held_since": t, "next_attempt_at": 0.0}
+
+
+def claim_each(session: Session, pairs: Iterable[tuple[int, int]], from_states: Iterable[str],
+               to_state: str, holder: str, detail: str = "", *extra: Any,
+               **values: Any) -> list[tuple[int, int]]:
+    """``claim`` for several jobs at once: one conditional UPDATE for them all (and an
+    event each), one commit, so one disk flush, which is what lets one GPU worker keep a
+    server's many slots fed.  The jobs won (a job's id names one version)."""
+    wanted = dict(pairs)
+    if not wanted:
+        return []
+    t = now()
+    won = session.execute(
+        update(Job).where(Job.id.in_(list(wanted)), Job.state.in_(tuple(from_states)),
+                          Job.holder == "", *extra)
+        .values(updated_at=t, **_claimed(to_state, holder, t), **values)
+        .returning(Job.id, Job.version)).all()
+    for job_id, _ in won:
+        _event(session, job_id, to_state, t, detail)
+    session.commit()
+    return [(job_id, version) for job_id, version in won]
 
 
 def advance(session: Session, job_id: int, version: int, holder: str,

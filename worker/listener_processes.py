@@ -3,9 +3,10 @@ cores.
 
 pynetdicom runs each association in Python threads of one interpreter: four senders at
 once get about as much CPU as one (pynetdicom issue 917).  With
-``CXR_LISTENER_PROCESSES`` above 1, ``serve`` starts that many child processes instead
-of an in-process listener.  ``serve`` itself listens on the port and hands every new
-connection to the child with the fewest open
+``CXR_LISTENER_PROCESSES`` above 1 (the default, ``auto``, is the cores the process may
+use, so a one-core container keeps the in-process listener), ``serve`` starts that many
+child processes instead of an in-process listener.  ``serve`` itself listens on the port
+and hands every new connection to the child with the fewest open
 (:class:`~dicom_gateway.connection_dispatch.ConnectionDispatcher`); each child answers
 its associations, writes to the same spool and commits to the same database, so the
 promise is unchanged: 0x0000 only after the file is fsynced and its row committed, by

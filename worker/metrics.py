@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,10 @@ class GatewayCollector(Collector):
                                           func.count(), func.sum(Delivery.attempts))
                                    .group_by(Delivery.destination, Delivery.state)).all()
             workers = s.execute(select(WorkerProcess.name, WorkerProcess.kind,
-                                       WorkerProcess.queues, WorkerProcess.last_beat,
-                                       WorkerProcess.stopped_at)).all()
+                                       WorkerProcess.queues, WorkerProcess.last_beat)
+                                .where(WorkerProcess.stopped_at.is_(None),
+                                       WorkerProcess.last_beat >= t - self.liveness_timeout)
+                                .order_by(WorkerProcess.name)).all()
         g = GaugeMetricFamily("cxr_jobs", "Jobs in each state", labels=["state"])
         for state in (*jobs.ACTIVE, *jobs.TERMINAL):
             g.add_metric([state], float(by_state.get(state, 0)))
@@ -192,16 +194,42 @@ class GatewayCollector(Collector):
         yield q
         yield GaugeMetricFamily("cxr_spool_free_bytes", "Free disk where the spool is",
                                 value=float(shutil.disk_usage(self.spool).free))
-        w = GaugeMetricFamily("cxr_worker_up", "1 when the process beat within the liveness "
-                              "timeout", labels=["name", "kind", "queues"])
-        beat = GaugeMetricFamily("cxr_worker_last_beat_timestamp_seconds",
-                                 "When each process last beat", labels=["name", "kind"])
-        for name, kind, queues, last, stopped in workers:
-            up = stopped is None and last >= t - self.liveness_timeout
-            w.add_metric([name, kind, queues], 1.0 if up else 0.0)
-            beat.add_metric([name, kind], last)
-        yield w
-        yield beat
+        yield from worker_families(workers)
+
+
+def worker_families(live: Iterable[Any]) -> Iterator[GaugeMetricFamily]:
+    """Process gauges for the live processes only (``(name, kind, queues, last_beat)``).
+
+    Names are unique per process (a restart is a new name), so a series per process
+    ever started would grow without bound; a process that stopped or went silent drops
+    out instead (Prometheus marks its series stale).  The two counts have fixed labels
+    (kinds and queues, never names) and are present at 0 for ``serve``/``worker`` and
+    ``cpu``/``gpu``, so that an alert on "no GPU consumer" needs no ``absent()``.
+    """
+    up = GaugeMetricFamily("cxr_worker_up", "1 for each process that beat within the "
+                           "liveness timeout (only those)", labels=["name", "kind", "queues"])
+    beat = GaugeMetricFamily("cxr_worker_last_beat_timestamp_seconds",
+                             "When each live process last beat", labels=["name", "kind"])
+    kinds = {"serve": 0, "worker": 0}
+    queues = {"cpu": 0, "gpu": 0}
+    for name, kind, taken, last in live:
+        up.add_metric([name, kind, taken], 1.0)
+        beat.add_metric([name, kind], last)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        for queue in filter(None, taken.split(",")):
+            queues[queue] = queues.get(queue, 0) + 1
+    alive = GaugeMetricFamily("cxr_workers_alive", "Live processes of each kind",
+                              labels=["kind"])
+    for kind, n in sorted(kinds.items()):
+        alive.add_metric([kind], float(n))
+    consumers = GaugeMetricFamily("cxr_queue_consumers",
+                                  "Live processes taking each queue", labels=["queue"])
+    for queue, n in sorted(queues.items()):
+        consumers.add_metric([queue], float(n))
+    yield up
+    yield beat
+    yield alive
+    yield consumers
 
 
 def registry(collector: GatewayCollector) -> CollectorRegistry:

@@ -32,7 +32,7 @@ from dicom_gateway.sr import (
     as_comprehensive_sr,
     build_sr,
 )
-from models.backend import Backend, BackendError
+from models.backend import Backend, BackendError, identity_fields, stored_identity
 from models.study import StudyResult, run_studies
 from worker import __version__, jobs, logs
 from worker.db import BatchRun, Delivery, Instance, Job, now
@@ -87,13 +87,9 @@ def prepare(rt: Runtime, job_id: int, version: int) -> bool:
 
 def result_payload(backend: Backend, result: StudyResult) -> dict[str, object]:
     """The job's stored result: everything the SR, the API and predictions files read."""
-    info = backend.info
     parsed, report = result.parsed, result.parsed_report
     return {
-        "backend": info.name,
-        "is_mock": info.is_mock,
-        "model_id": info.model_id,
-        "model_revision": info.model_revision,
+        **identity_fields(backend.info),
         "prompt": result.prompt,
         "status": result.status,
         "answer_status": parsed.status,
@@ -130,20 +126,18 @@ def claim_for_inference(rt: Runtime, job_id: int, version: int) -> bool:
 
 
 def claim_more(rt: Runtime, limit: int) -> list[tuple[int, int]]:
-    """Claim up to ``limit`` other prepared jobs, live traffic before batch, oldest first."""
+    """Claim up to ``limit`` other prepared jobs, live traffic before batch, oldest first
+    (in one statement: one taken by another worker meanwhile is simply not among them)."""
     if limit <= 0:
         return []
+    me = rt.worker_name
     with rt.db.session() as s:
-        ready = s.execute(select(Job.id, Job.version).where(
+        ready = [(j, v) for j, v in s.execute(select(Job.id, Job.version).where(
             Job.state == jobs.PREPARED, Job.holder == "", Job.next_attempt_at <= now())
-            .order_by(Job.priority, Job.created_at).limit(limit * 2)).all()
-    won: list[tuple[int, int]] = []
-    for job_id, version in ready:
-        if len(won) >= limit:
-            break
-        if claim_for_inference(rt, job_id, version):
-            won.append((job_id, version))
-    return won
+            .order_by(Job.priority, Job.created_at).limit(limit)).all()]
+        won = set(jobs.claim_each(s, ready, (jobs.PREPARED,), jobs.INFERRING, me,
+                                  f"worker {me}", Job.next_attempt_at <= now(), worker=me))
+    return [pair for pair in ready if pair in won]
 
 
 def retry_inference_later(rt: Runtime, batch: list[tuple[int, int]], error: str,
@@ -189,42 +183,64 @@ def infer_batch(rt: Runtime, job_id: int, version: int) -> list[tuple[int, int]]
         if len(batch) >= settings.gpu_batch_size or time.monotonic() >= deadline:
             break
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-    if not batch:
+    runnable = model_inputs(rt, batch)
+    if not runnable:
         return []
-    with rt.db.session() as s:
-        inputs = {row.id: row.model_input for row in s.scalars(
-            select(Job).where(Job.id.in_([j for j, _ in batch]))).all()}
-    runnable = [(j, v) for j, v in batch if inputs.get(j)]
-    for j, v in batch:
-        if not inputs.get(j):
-            fail(rt, j, v, "no model input stored for the job")
     try:
-        results = run_studies(rt.backend, [inputs[j] or b"" for j, _ in runnable])
+        results = run_studies(rt.backend, [image for _, _, image in runnable])
     except BackendError as exc:
-        retry_inference_later(rt, runnable, str(exc), exc.permanent)
+        retry_inference_later(rt, [(j, v) for j, v, _ in runnable], str(exc), exc.permanent)
         return []
-    done = []
     batch_id = uuid.uuid4().hex  # so the metrics count batches, not jobs
-    for (j, v), result in zip(runnable, results, strict=True):
-        payload = result_payload(rt.backend, result)
-        payload.update(batch_id=batch_id, batch_size=len(runnable), worker=rt.worker_name)
-        with rt.db.session() as s:
-            stored = s.execute(update(Job).where(Job.id == j, Job.version == v,
-                                                 Job.state == jobs.INFERRING,
-                                                 Job.holder == rt.worker_name)
-                               .values(result=json.dumps(payload),
-                                       holder="", held_since=0.0, last_error=""))
-            s.commit()
-        if stored.rowcount == 1:  # type: ignore[attr-defined]
-            done.append((j, v))
+    done = store_results(rt, [((j, v), result, batch_id, len(runnable)) for (j, v, _), result
+                              in zip(runnable, results, strict=True)])
     log.info("%s: batch of %d job(s) inferred", rt.worker_name, len(runnable))
     return done
 
 
+def model_inputs(rt: Runtime, claimed: list[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
+    """The claimed jobs with their stored model input; one without any fails (prepare
+    stores it, so its absence is a defect, not something a retry would mend)."""
+    if not claimed:
+        return []
+    with rt.db.session() as s:
+        inputs = {row.id: row.model_input for row in s.scalars(
+            select(Job).where(Job.id.in_([j for j, _ in claimed]))).all()}
+    runnable = []
+    for j, v in claimed:
+        image = inputs.get(j)
+        if image:
+            runnable.append((j, v, image))
+        else:
+            fail(rt, j, v, "no model input stored for the job")
+    return runnable
+
+
+def store_results(rt: Runtime, landed: list[tuple[tuple[int, int], StudyResult, str, int]]
+                  ) -> list[tuple[int, int]]:
+    """Record each ((job, version), result, batch id, batch size) and let the job wait for
+    its report, in one transaction; the jobs stored (not one this process no longer holds:
+    taken over meanwhile, the new holder's result counts)."""
+    stored = []
+    with rt.db.session() as s:
+        for (job_id, version), result, batch_id, batch_size in landed:
+            payload = result_payload(rt.backend, result)
+            payload.update(batch_id=batch_id, batch_size=batch_size, worker=rt.worker_name)
+            res = s.execute(update(Job).where(Job.id == job_id, Job.version == version,
+                                              Job.state == jobs.INFERRING,
+                                              Job.holder == rt.worker_name)
+                            .values(result=json.dumps(payload),
+                                    holder="", held_since=0.0, last_error=""))
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                stored.append((job_id, version))
+        s.commit()
+    return stored
+
+
 def model_key(result: dict[str, Any]) -> str:
-    """Which model made a result: part of every SR UID, so the mock and the real model
-    (or two revisions) never share one."""
-    return f"{result.get('backend')}|{result.get('model_id')}@{result.get('model_revision')}"
+    """Which model made a stored result (``models.backend.model_key``, as a batch compares it):
+    part of every SR UID, so the mock and the real model (or two revisions) never share one."""
+    return stored_identity(result).key
 
 
 def sr_identity(rt: Runtime, job: Job, result: dict[str, Any]) -> SRIdentity:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.backend import DEFAULT_MODEL_ID, Backend, BackendError, pinned_revision
+from models.backend import DEFAULT_MODEL_ID, Backend, BackendError, recorded_revision
 from models.prompts import (
     FINDINGS_MAX_NEW_TOKENS,
     PROMPT_PRESETS,
@@ -316,18 +316,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     info = backend.info
     remote = not mock and not local
+    # the backend's own identity (models.registry.describe); the Space names no revision
+    revision = recorded_revision(info) if info.name != "hf-space" else None
     if mock:
         versions: tuple[str | None, str | None] = (None, None)
         tokens: int | None = 0
         truncated: bool | None = False
-        revision: str | None = pinned_revision(args.model_id) or None
     elif local:
         versions = _versions()
         tokens = result.findings.generated_tokens
         truncated = bool(result.findings.hit_limit(args.max_new_tokens))
-        revision = info.model_revision if info.model_revision != "unpinned" else None
     else:
-        versions, tokens, truncated, revision = (None, None), None, None, None
+        versions, tokens, truncated = (None, None), None, None
     doc: dict[str, Any] = {
         "skill": SKILL,
         "input": {

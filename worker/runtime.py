@@ -28,6 +28,9 @@ class Runtime:
     _backend: Backend | None = None
     _seed: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set when the process is shutting down: long-running stages stop taking new jobs
+    # (the GPU worker's in-flight loop) and finish what they hold within the grace.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def installation_seed(self) -> str:

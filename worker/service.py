@@ -18,6 +18,7 @@ import tempfile
 import threading
 from typing import Any
 
+from dicom_gateway import pynetdicom_canary
 from dicom_gateway.listener import StorageListener
 from worker import assembler
 from worker.celery_app import configure_celery, purge_embedded_queue, queue_depth
@@ -79,7 +80,9 @@ class Gateway:
         # This process's temporary files (pynetdicom's incoming datasets, the embedded
         # broker's consumed messages) go to the spool's .tmp: same disk, swept at start.
         tempfile.tempdir = str(rt.spool.tmp)
-        if s.listener_processes > 1:
+        # several processes need pynetdicom's server code as reviewed (else: one, stock)
+        if s.listener_processes > 1 and \
+                pynetdicom_canary.checked_at_start().usable("handed_connections", "slot_limit"):
             self.listener_processes = ListenerProcesses(s, s.listener_processes)
             self.listener_processes.start()
         else:
@@ -164,6 +167,8 @@ class Gateway:
     def stop(self) -> None:
         """Close the port, stop the loops, say we are gone; in-flight work is taken over."""
         self._stop.set()
+        if self.rt is not None:  # the in-process worker takes no new job from here on
+            self.rt.stopping.set()
         if self.api is not None:
             self.api.stop()
         if self.listener is not None:

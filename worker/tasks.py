@@ -10,17 +10,20 @@ are lost by the embedded queue).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery.signals import worker_shutting_down
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from models.backend import BackendError
-from worker import pipeline
+from models.study import serves_concurrently
+from worker import inflight, pipeline
 from worker.celery_app import app
 from worker.db import Job, now
 from worker.reconciler import Publishers
@@ -87,8 +90,29 @@ def prepare(job_id: int, version: int) -> None:
 @app.task(name="cxr.infer", ignore_result=True)
 @fails_job_on_error("inference")
 def infer(job_id: int, version: int) -> None:
-    for j, v in pipeline.infer_batch(runtime(), job_id, version):
+    rt = runtime()
+    if serves_concurrently(rt.backend):  # a server (vLLM): keep it full, no batch barrier
+        inflight.infer_continuous(rt, job_id, version, report_soon)
+        return
+    for j, v in pipeline.infer_batch(rt, job_id, version):
         enqueue_report(j, v)
+
+
+def report_soon(landed: list[tuple[int, int]]) -> None:
+    """Publish reports while other studies are still in flight: a broker hiccup must not
+    break the loop, and the lost-message sweep publishes them again anyway."""
+    try:
+        _publish_all(report, landed)
+    except TRANSIENT as exc:
+        log.warning("%d report(s) not published (%s); the reconciler will", len(landed),
+                    type(exc).__name__)
+
+
+@worker_shutting_down.connect(weak=False)
+def _stop_claiming(**_kw: Any) -> None:
+    """SIGTERM to a worker: take no new job; what is in flight finishes within the grace."""
+    with contextlib.suppress(RuntimeError):  # not configured: nothing runs here
+        runtime().stopping.set()
 
 
 @app.task(name="cxr.report", ignore_result=True)
@@ -100,14 +124,20 @@ def report(job_id: int, version: int) -> None:
 
 
 def _publish(task: Any, job_id: int, version: int) -> None:
-    """Send the message at the job's priority and note when, for the lost-message sweep."""
+    _publish_all(task, [(job_id, version)])
+
+
+def _publish_all(task: Any, pairs: list[tuple[int, int]]) -> None:
+    """Send each message at its job's priority and note when, for the lost-message sweep
+    (one read and one write for all of them: the in-flight loop publishes many at once)."""
     db = runtime().db
+    ids = [job_id for job_id, _ in pairs]
     with db.session() as s:
-        job = s.get(Job, job_id)
-        priority = job.priority if job is not None else 0
-    task.apply_async((job_id, version), priority=priority)
+        priority = dict(s.execute(select(Job.id, Job.priority).where(Job.id.in_(ids))).all())
+    for job_id, version in pairs:
+        task.apply_async((job_id, version), priority=priority.get(job_id, 0))
     with db.session() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=now()))
+        s.execute(update(Job).where(Job.id.in_(ids)).values(enqueued_at=now()))
         s.commit()
 
 
