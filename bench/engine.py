@@ -7,7 +7,7 @@ jobs are made ``prepared`` in a fresh database (SQLite in a temp folder, or Post
 ``--postgres``), then the real GPU worker code runs them to a stored result, each report
 published to the embedded broker as the task does:
 
-* ``in flight N``: the ``cxr.infer`` task body (``worker.tasks.infer``), which for the
+* ``in flight N``: the ``cxr.infer`` task body (``worker.pipeline.tasks.infer``), which for the
   ``openai`` backend keeps N = CXR_OPENAI_MAX_IN_FLIGHT studies in flight (default 64,
   and N = C where C differs);
 * ``batch 8`` (the baseline, same run): the path every backend took before, one
@@ -37,11 +37,13 @@ from sqlalchemy import func, select  # noqa: E402
 from tests.peers import fresh_database  # noqa: E402
 from tests.prepared import make_prepared  # noqa: E402
 from tests.vllm_standin import StandinProcess, start_subprocess  # noqa: E402
-from worker import jobs, pipeline, tasks  # noqa: E402
-from worker.celery_app import configure_celery  # noqa: E402
-from worker.db import Job  # noqa: E402
+from worker.pipeline import stages as pipeline
+from worker.pipeline import tasks  # noqa: E402
+from worker.pipeline.celery_app import configure_celery  # noqa: E402
 from worker.runtime import Runtime, configure  # noqa: E402
 from worker.settings import load_settings  # noqa: E402
+from worker.store import jobs
+from worker.store.db import Job  # noqa: E402
 
 BATCH = 8  # CXR_GPU_BATCH_SIZE's default: what one GPU worker offered before
 

@@ -44,8 +44,8 @@ from dicom_gateway.listener import ListenerLimits, StorageListener  # noqa: E402
 from dicom_gateway.spool import Spool  # noqa: E402
 from tests.dicom_factory import make_cr, save  # noqa: E402
 from tests.peers import free_port  # noqa: E402
-from worker.db import Database  # noqa: E402
-from worker.ingest import InstanceRecorder  # noqa: E402
+from worker.ingest.sink import InstanceRecorder  # noqa: E402
+from worker.store.db import Database  # noqa: E402
 
 MAX_PDU = 131072
 

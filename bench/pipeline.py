@@ -42,8 +42,8 @@ from models.mock import MockBackend  # noqa: E402
 from models.study import run_studies  # noqa: E402
 from tests.dicom_factory import make_cr, save  # noqa: E402
 from tests.peers import RedisServer, Serve, StoreSCP, Worker, fresh_database  # noqa: E402
-from worker.db import Database, Instance, Job, JobEvent  # noqa: E402
-from worker.pipeline import draft_from_result, result_payload  # noqa: E402
+from worker.pipeline.stages import draft_from_result, result_payload  # noqa: E402
+from worker.store.db import Database, Instance, Job, JobEvent  # noqa: E402
 
 GATEWAY_ENV = {"CXR_STUDY_QUIET_SECONDS": "0.2", "CXR_POLL_SECONDS": "0.1",
                "CXR_MIN_FREE_MB": "0", "CXR_GPU_BATCH_WAIT_SECONDS": "0"}

@@ -62,7 +62,7 @@ from tests.peers import (  # noqa: E402
     wait_for_port,
 )
 from tests.vllm_standin import StandinProcess, start_subprocess  # noqa: E402
-from worker.db import Database, Job, JobEvent  # noqa: E402
+from worker.store.db import Database, Job, JobEvent  # noqa: E402
 
 
 @dataclass

@@ -16,8 +16,8 @@ from PIL import Image
 from pydicom.uid import generate_uid
 from sqlalchemy import insert
 
-from worker import jobs
-from worker.db import Database, Job, now
+from worker.store import jobs
+from worker.store.db import Database, Job, now
 
 
 def model_input(seed: int, size: int = 32) -> bytes:

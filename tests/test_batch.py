@@ -25,7 +25,7 @@ from tests.dicom_factory import make_cr
 from tests.peers import BIN, Orthanc, Serve, backend_env, sample_file
 from tests.test_end_to_end import db_for
 from tests.vllm_standin import SNAPSHOT_ROOT, VLLMStandin, labels_for
-from worker.db import BatchItem, Job, JobEvent
+from worker.store.db import BatchItem, Job, JobEvent
 
 pytestmark = pytest.mark.integration
 
@@ -206,10 +206,10 @@ def test_folder_and_image_csv(gateway: Serve, tmp_path: Path) -> None:
 def test_a_rerun_waits_for_the_first_runs_job_still_in_flight(tmp_path: Path) -> None:
     """After a kill, the rerun fetches a study again whose job (from the first run) is still
     working: the rerun must wait for that job's result, not call the study skipped."""
-    from worker.batch import FETCHED, Batch, BatchOptions
-    from worker.db import Study, now
+    from worker.research.batch import FETCHED, Batch, BatchOptions
     from worker.runtime import configure
     from worker.settings import load_settings
+    from worker.store.db import Study, now
 
     rt = configure(load_settings(None, {"CXR_MOCK_LABELS": "Edema"},
                                  data_dir=tmp_path / "data"))

@@ -23,7 +23,7 @@ from dicom_gateway.destinations import Destination
 from dicom_gateway.sender import association_reject, send_datasets
 from tests.peers import BIN, BlackHole, StoreSCP, free_port
 from tests.test_end_to_end import assert_stored, db_for, wait_job
-from worker.db import AssociationLog, Delivery, Instance, Job, JobEvent
+from worker.store.db import AssociationLog, Delivery, Instance, Job, JobEvent
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from tests.peers import (
     fresh_database,
 )
 from tests.test_end_to_end import assert_stored
-from worker.db import Database, Instance, Job, JobEvent
+from worker.store.db import Database, Instance, Job, JobEvent
 
 pytestmark = pytest.mark.integration
 
@@ -235,7 +235,7 @@ def test_worker_names_are_unique_per_process(serve_factory, storescp: StoreSCP,
                                              tmp_path: Path) -> None:
     import socket
 
-    from worker.db import WorkerProcess
+    from worker.store.db import WorkerProcess
 
     cluster = Cluster(serve_factory, tmp_path, redis.url, pg_url, storescp.destination)
     cluster.gateway.start("--worker-queues", "cpu")

@@ -11,7 +11,7 @@ from typing import Any
 from kombu import Connection
 from pydicom import dcmread
 
-import worker.embedded_broker as embedded_broker
+import worker.pipeline.embedded_broker as embedded_broker
 from tests.test_end_to_end import assert_stored, wait_job
 
 

@@ -26,7 +26,7 @@ from tests.peers import (
     sample_file,
 )
 from tests.vllm_standin import VLLMStandin, findings_text, labels_for, report_text
-from worker.db import Database, Delivery, Instance, Job, Study
+from worker.store.db import Database, Delivery, Instance, Job, Study
 
 pytestmark = pytest.mark.integration
 

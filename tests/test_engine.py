@@ -22,10 +22,12 @@ from models.backend import BackendInfo, Generation, ModelRequest
 from models.study import serves_concurrently
 from tests.prepared import make_prepared
 from tests.vllm_standin import StandinConfig, VLLMStandin
-from worker import inflight, jobs, pipeline, tasks
-from worker.db import Job, now
+from worker.pipeline import inflight, tasks
+from worker.pipeline import stages as pipeline
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
+from worker.store import jobs
+from worker.store.db import Job, now
 
 pytestmark = pytest.mark.integration  # the vLLM stand-in: an HTTP server on loopback
 CAP_SECONDS = 120.0

@@ -14,7 +14,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from models.labels import CHEXPERT_LABELS
 from tests.peers import BIN
-from worker.evaluate import COMPETITION, Policy, evaluate, load_labels, load_predictions
+from worker.research.evaluate import COMPETITION, Policy, evaluate, load_labels, load_predictions
 
 N = 80
 
@@ -55,7 +55,7 @@ def crafted(tmp_path: Path, seed: int = 3) -> tuple[Path, Path]:
 
 
 def gold_by_hand(labels: Path, policy: Policy) -> dict[str, dict[str, int | None]]:
-    """The labels file read here, without worker.evaluate: study -> class -> 1, 0, or None
+    """The labels file read here, without worker.research.evaluate: study -> class -> 1, 0, or None
     (does not count).  A study is its images' folder (CheXpert: one row per image)."""
     def value(text: str) -> int | None:
         if text == "":

@@ -17,8 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.peers import BIN, RedisServer, fresh_database
-from worker.db import Database, WorkerProcess
-from worker.gpu_devices import (
+from worker.pipeline.gpu_devices import (
     DeviceError,
     DeviceSupervisor,
     check_device_setting,
@@ -29,6 +28,7 @@ from worker.gpu_devices import (
     parse_nvidia_visible,
     visible_devices,
 )
+from worker.store.db import Database, WorkerProcess
 
 UUID0 = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
 UUID1 = "GPU-0e1c2f6b-7a11-4c3e-9d0a-2b5f7e9c1d42"

@@ -32,7 +32,7 @@ from tests.hostile_corpus import (
 )
 from tests.peers import StoreSCP
 from tests.test_end_to_end import assert_stored, db_for
-from worker.db import AssociationLog, Instance, Job, Study
+from worker.store.db import AssociationLog, Instance, Job, Study
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from dicom_gateway.listener import ReceivedInstance, StorageUnavailable
 from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_store, save
 from tests.peers import PostgresCluster, StoreSCP, dicom_tool, require_tool, sample_file
 from tests.test_end_to_end import assert_stored, db_for, wait_job
-from worker.db import AssociationLog, Database, Instance, Job
-from worker.ingest import InstanceRecorder
+from worker.ingest.sink import InstanceRecorder
+from worker.store.db import AssociationLog, Database, Instance, Job
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import update
 
 from tests.test_tasks import queued_job
-from worker import jobs, pipeline
-from worker.db import Job, WorkerProcess, now
-from worker.liveness import Liveness, live_names, mark_dead_local_processes
-from worker.reconciler import MAX_TAKEOVERS, Publishers, Reconciler
+from worker.pipeline import stages as pipeline
+from worker.pipeline.reconciler import MAX_TAKEOVERS, Publishers, Reconciler
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
+from worker.store import jobs
+from worker.store.db import Job, WorkerProcess, now
+from worker.store.liveness import Liveness, live_names, mark_dead_local_processes
 
 
 class Published:

@@ -10,11 +10,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from worker.db import WorkerProcess, now
-from worker.liveness import Liveness
-from worker.metrics import GatewayCollector, registry
+from worker.ops.metrics import GatewayCollector, registry
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
+from worker.store.db import WorkerProcess, now
+from worker.store.liveness import Liveness
 
 TIMEOUT = 30.0
 

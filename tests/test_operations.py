@@ -21,7 +21,7 @@ from tests.dicom_factory import raw_c_store
 from tests.hostile_corpus import _encapsulated, base, encode
 from tests.peers import ROOT, Serve, StoreSCP
 from tests.test_end_to_end import db_for
-from worker.db import AssociationLog, Delivery, Instance, Job, JobEvent, Study
+from worker.store.db import AssociationLog, Delivery, Instance, Job, JobEvent, Study
 
 pytestmark = pytest.mark.integration
 SCREENSHOT = Path("/tmp/cxr-dashboard.png")  # kept for people to look at; not committed

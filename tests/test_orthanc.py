@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from tests.peers import Orthanc
 from tests.test_end_to_end import assert_stored, db_for, wait_job
-from worker.db import Delivery, Job
+from worker.store.db import Delivery, Job
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from tests.dicom_factory import raw_c_store
 from tests.hostile_corpus import _encapsulated, base, element, encode
 from tests.peers import BIN, StoreSCP
 from tests.test_end_to_end import db_for
-from worker.db import Job, Study
+from worker.store.db import Job, Study
 
 pytestmark = pytest.mark.integration
 

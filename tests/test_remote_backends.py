@@ -17,7 +17,7 @@ from models.registry import BackendConfig, describe, get_backend
 from models.study import run_studies
 from tests.protocol_servers import gradio_space_server, openai_server
 from tests.vllm_standin import SNAPSHOT_ROOT, VLLMStandin
-from worker.pipeline import draft_from_result, result_payload
+from worker.pipeline.stages import draft_from_result, result_payload
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="

@@ -8,10 +8,13 @@ import pytest
 from sqlalchemy import select
 
 from tests.dicom_factory import make_cr, save
-from worker import assembler, jobs, pipeline, tasks
-from worker.db import Instance, Job, Study, now
+from worker.ingest import assembler
+from worker.pipeline import stages as pipeline
+from worker.pipeline import tasks
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
+from worker.store import jobs
+from worker.store.db import Instance, Job, Study, now
 
 
 @pytest.fixture
@@ -139,7 +142,7 @@ def test_jobs_retry_requeues_failed_jobs(rt: Runtime, tmp_path: Path) -> None:
 
 
 def test_skipped_files_are_purged_after_retention(rt: Runtime, tmp_path: Path) -> None:
-    from worker.retention import purge_skipped
+    from worker.store.retention import purge_skipped
 
     paths = []
     with rt.db.session() as s:

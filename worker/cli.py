@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select
 
 from worker import logs
-from worker.run_command import add_arguments as add_run_arguments
-from worker.run_command import cmd_run
+from worker.research.run_command import add_arguments as add_run_arguments
+from worker.research.run_command import cmd_run
 from worker.settings import (
     FIELDS,
     Settings,
@@ -80,7 +80,7 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
         return (f"cannot write to the data folder {settings.data_dir}: "
                 f"{exc.strerror or exc}; set CXR_DATA_DIR (or --data-dir) to a folder this "
                 "user can write")
-    from worker.listener_processes import ListenerStartError
+    from worker.ingest.processes import ListenerStartError
 
     if isinstance(exc, ListenerStartError):
         return f"{exc}; see the lines above, or set CXR_LISTENER_PROCESSES=1"
@@ -177,7 +177,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     On the gpu queue the model is loaded before the first message is taken, once per
     process; run one such process per GPU: ``--per-device`` starts and supervises one per
-    visible device (``worker/gpu_devices.py``), or start each with ``CXR_DEVICE=cuda:N``.
+    visible device (``worker/pipeline/gpu_devices.py``), or start each with ``CXR_DEVICE=cuda:N``.
     Its name is unique per process (``worker-<pid>@host``) unless ``--hostname`` gives one
     (``%h`` is the host name, ``%p`` the pid).  SIGTERM ends it within
     ``CXR_SHUTDOWN_GRACE_SECONDS``, even mid-batch: its jobs are taken over by the
@@ -186,10 +186,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from celery.signals import worker_shutting_down
     from celery.utils.nodenames import default_nodename, host_format
 
-    from worker import tasks  # noqa: F401 - registers the tasks
-    from worker.celery_app import configure_celery
-    from worker.liveness import Liveness
+    from worker.pipeline import tasks  # noqa: F401 - registers the tasks
+    from worker.pipeline.celery_app import configure_celery
     from worker.runtime import configure
+    from worker.store.liveness import Liveness
 
     settings = _settings(args)
     _warn_unknown()
@@ -243,7 +243,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _per_device(args: argparse.Namespace, settings: Settings) -> int:
     """``worker --per-device``: one child ``worker`` per visible GPU, supervised."""
-    from worker.gpu_devices import (
+    from worker.pipeline.gpu_devices import (
         DeviceError,
         DeviceSupervisor,
         check_device_setting,
@@ -282,9 +282,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     reaches the database and the broker."""
     import uvicorn
 
-    from worker import tasks
-    from worker.api import create_app
-    from worker.celery_app import configure_celery, queue_depth
+    from worker.ops.api import create_app
+    from worker.pipeline import tasks
+    from worker.pipeline.celery_app import configure_celery, queue_depth
 
     settings = _settings(args)
     _warn_unknown()
@@ -321,9 +321,9 @@ class NoDatabaseError(Exception):
 
 def _existing(settings: Settings) -> Any:
     """The runtime of an existing gateway database; never creates one."""
-    from worker.db import Database
-    from worker.overview import NoDatabase, check_database
+    from worker.ops.overview import NoDatabase, check_database
     from worker.runtime import configure
+    from worker.store.db import Database
 
     where = settings.database_file or logs.mask_url(settings.database_url)
     if settings.database_file is not None and not settings.database_file.exists():
@@ -347,8 +347,8 @@ def _read(args: argparse.Namespace) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """The dashboard's summary, in a terminal."""
-    from worker.celery_app import configure_celery, queue_depth
-    from worker.overview import overview
+    from worker.ops.overview import overview
+    from worker.pipeline.celery_app import configure_celery, queue_depth
 
     rt = _read(args)
     configure_celery(rt.settings)
@@ -381,9 +381,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from worker import jobs
-    from worker.db import Job
-    from worker.overview import list_jobs
+    from worker.ops.overview import list_jobs
+    from worker.store import jobs
+    from worker.store.db import Job
 
     rt = _read(args)
     if args.action == "retry":
@@ -447,9 +447,10 @@ def render_job(j: dict[str, Any]) -> str:
 
 def _retry(rt: Any, args: argparse.Namespace) -> int:
     """Put one failed job (or all failed jobs) back in the queue."""
-    from worker import jobs, tasks
-    from worker.celery_app import configure_celery
-    from worker.db import Job
+    from worker.pipeline import tasks
+    from worker.pipeline.celery_app import configure_celery
+    from worker.store import jobs
+    from worker.store.db import Job
 
     configure_celery(rt.settings)
     with rt.db.session() as s:
@@ -476,7 +477,7 @@ def _retry(rt: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from worker.overview import list_studies, study_detail
+    from worker.ops.overview import list_studies, study_detail
 
     rt = _read(args)
     with rt.db.session() as s:
@@ -535,13 +536,13 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """Run (or resume) a named batch, or show one's progress; see worker/batch.py."""
+    """Run (or resume) a named batch, or show one's progress; see worker/research/batch.py."""
     from tqdm import tqdm
 
     from dicom_gateway.retrieve import StudyQuery
-    from worker import tasks
-    from worker.batch import Batch, BatchError, BatchOptions, kind_of, status_of
-    from worker.celery_app import configure_celery
+    from worker.pipeline import tasks
+    from worker.pipeline.celery_app import configure_celery
+    from worker.research.batch import Batch, BatchError, BatchOptions, kind_of, status_of
 
     rt = _read(args)
     target = args.target
@@ -554,8 +555,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 shown = status_of(rt, target[1])
                 print(json.dumps(shown, indent=2) if args.json else _render_batch(shown))
                 return 0
-            from worker.batch import write_outputs
-            from worker.db import BatchRun
+            from worker.research.batch import write_outputs
+            from worker.store.db import BatchRun
 
             with rt.db.session() as s:
                 run = s.scalar(select(BatchRun).where(BatchRun.name == target[1]))
@@ -622,7 +623,7 @@ def _render_batch(shown: dict[str, Any]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Predictions against CheXpert-style labels; the paper's Table 1 beside them."""
-    from worker.evaluate import (
+    from worker.research.evaluate import (
         EvaluationError,
         Policy,
         evaluate,
@@ -652,7 +653,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     (beating within the liveness timeout)?"""
     import socket
 
-    from worker.db import Database, WorkerProcess, now
+    from worker.store.db import Database, WorkerProcess, now
 
     settings = _settings(args)
     host = socket.gethostname()

@@ -20,10 +20,10 @@ from dicom_gateway.destinations import Destination
 from dicom_gateway.listener import StorageListener
 from dicom_gateway.sender import send_datasets
 from dicom_gateway.spool import Spool
-from worker import jobs
-from worker.db import Job
 from worker.service import Gateway
 from worker.settings import Settings
+from worker.store import jobs
+from worker.store.db import Job
 
 DEMO_PACS_AE = "DEMOPACS"
 

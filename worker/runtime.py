@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from dicom_gateway.spool import Spool
 from models.backend import Backend
 from models.registry import get_backend
-from worker.db import Database
-from worker.liveness import default_name
 from worker.settings import Settings
+from worker.store.db import Database
+from worker.store.liveness import default_name
 
 
 @dataclass

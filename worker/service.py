@@ -20,15 +20,15 @@ from typing import Any
 
 from dicom_gateway import pynetdicom_canary
 from dicom_gateway.listener import StorageListener
-from worker import assembler
-from worker.celery_app import configure_celery, purge_embedded_queue, queue_depth
-from worker.ingest import storage_listener
-from worker.listener_processes import ListenerProcesses
-from worker.liveness import Liveness, mark_dead_local_processes
-from worker.reconciler import Reconciler
-from worker.retention import purge_skipped
+from worker.ingest import assembler
+from worker.ingest.processes import ListenerProcesses
+from worker.ingest.sink import storage_listener
+from worker.pipeline.celery_app import configure_celery, purge_embedded_queue, queue_depth
+from worker.pipeline.reconciler import Reconciler
 from worker.runtime import Runtime, configure
 from worker.settings import Settings
+from worker.store.liveness import Liveness, mark_dead_local_processes
+from worker.store.retention import purge_skipped
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Gateway:
         self._loop_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        from worker import tasks
+        from worker.pipeline import tasks
 
         s = self.settings
         self.rt = rt = configure(s, kind="serve")
@@ -89,7 +89,7 @@ class Gateway:
             self.listener = storage_listener(rt, s.port)
             self.listener.start()
         if s.api_port:
-            from worker.api import APIServer, create_app
+            from worker.ops.api import APIServer, create_app
 
             app = create_app(s, rt.db, queue_depth, tasks.enqueue_prepare)
             self.api = APIServer(app, s.api_host, s.api_port)
@@ -128,7 +128,7 @@ class Gateway:
         self._worker_thread.start()
 
     def _loop(self) -> None:
-        from worker import tasks
+        from worker.pipeline import tasks
 
         assert self.rt is not None and self.reconciler is not None
         s = self.settings

@@ -26,8 +26,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
-from worker import jobs
-from worker.db import (
+from worker.store import jobs
+from worker.store.db import (
     AssociationLog,
     Database,
     Delivery,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from worker.db import Database, Instance, now
+from worker.store.db import Database, Instance, now
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from celery import Celery
 
-from worker.embedded_broker import TRANSPORT
+from worker.pipeline.embedded_broker import TRANSPORT
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-app = Celery("cxr_gateway", include=["worker.tasks"])
+app = Celery("cxr_gateway", include=["worker.pipeline.tasks"])
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"

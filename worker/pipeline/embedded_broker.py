@@ -23,7 +23,7 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-TRANSPORT = "worker.embedded_broker:Transport"
+TRANSPORT = "worker.pipeline.embedded_broker:Transport"
 
 
 class Channel(filesystem.Channel):

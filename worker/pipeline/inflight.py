@@ -22,9 +22,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from models.backend import BackendError
 from models.study import StudyResult, run_study
-from worker import jobs, pipeline
-from worker.db import now
+from worker.pipeline import stages as pipeline
 from worker.runtime import Runtime
+from worker.store import jobs
+from worker.store.db import now
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from dicom_gateway.listener import (
     StorageListener,
     StorageUnavailable,
 )
-from worker.db import AssociationLog, Database, now
 from worker.runtime import Runtime
+from worker.store.db import AssociationLog, Database, now
 
 # Plain SQL both SQLite (3.24+) and PostgreSQL accept: one statement per table, so an
 # instance costs two round trips inside the transaction and no read-modify-write.

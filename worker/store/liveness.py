@@ -1,7 +1,7 @@
 """Process liveness: each gateway or worker process keeps a heartbeat row alive.
 
 A job names its holder; the holder's heartbeat is its claim.  When a process dies its
-beats stop, and the reconciler (``worker.reconciler``) takes its jobs over once the
+beats stop, and the reconciler (``worker.pipeline.reconciler``) takes its jobs over once the
 cluster-wide ``liveness_timeout_seconds`` (the gateway's setting) has passed; on the same
 host, a holder whose pid is gone is known dead at once.  This replaces per-job leases,
 whose length was each worker's own setting and which also expired on jobs that merely
@@ -17,7 +17,7 @@ import threading
 
 from sqlalchemy import select, update
 
-from worker.db import Database, WorkerProcess, now
+from worker.store.db import Database, WorkerProcess, now
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Timestamps are epoch seconds (float) so that stage timings are exact and identical
 on SQLite and PostgreSQL.  The schema is created by Alembic migrations
-(``worker/migrations``), applied on every start.
+(``worker/store/migrations``), applied on every start.
 """
 
 from __future__ import annotations

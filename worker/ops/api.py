@@ -22,10 +22,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 
-from worker import jobs, overview
-from worker.db import Database, Job, WorkerProcess, now
-from worker.metrics import GatewayCollector, registry
+from worker.ops import overview
+from worker.ops.metrics import GatewayCollector, registry
 from worker.settings import Settings
+from worker.store import jobs
+from worker.store.db import Database, Job, WorkerProcess, now
 
 COOKIE = "cxr_token"
 STATIC = Path(__file__).parent / "static"

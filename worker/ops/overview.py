@@ -12,8 +12,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker import jobs
-from worker.db import AssociationLog, Database, Instance, Job, JobEvent, Study, WorkerProcess, now
+from worker.store import jobs
+from worker.store.db import (
+    AssociationLog,
+    Database,
+    Instance,
+    Job,
+    JobEvent,
+    Study,
+    WorkerProcess,
+    now,
+)
 
 STAGES = (jobs.QUEUED, jobs.PREPARING, jobs.PREPARED, jobs.INFERRING, jobs.REPORTING,
           jobs.DELIVERING)

@@ -1,6 +1,6 @@
 """The job's stages as plain functions: prepare, infer, report, deliver.
 
-Celery tasks (``worker.tasks``) are thin wrappers around these, so each stage can be
+Celery tasks (``worker.pipeline.tasks``) are thin wrappers around these, so each stage can be
 tested, benchmarked and re-run without a broker.  Each stage starts by claiming the job
 as this process (``rt.worker_name``) with a guarded update, and returns early when the
 job is already past it or held by another live process: that is what makes a
@@ -34,9 +34,10 @@ from dicom_gateway.sr import (
 )
 from models.backend import Backend, BackendError, identity_fields, stored_identity
 from models.study import StudyResult, run_studies
-from worker import __version__, jobs, logs
-from worker.db import BatchRun, Delivery, Instance, Job, now
+from worker import __version__, logs
 from worker.runtime import Runtime
+from worker.store import jobs
+from worker.store.db import BatchRun, Delivery, Instance, Job, now
 
 log = logging.getLogger(__name__)
 

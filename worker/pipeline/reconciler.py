@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import or_, select, update
 
-from worker import jobs
-from worker.db import Database, Job, now
-from worker.liveness import live_names
 from worker.settings import Settings
+from worker.store import jobs
+from worker.store.db import Database, Job, now
+from worker.store.liveness import live_names
 
 log = logging.getLogger(__name__)
 

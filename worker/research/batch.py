@@ -46,11 +46,11 @@ from models.backend import BackendError, stored_identity
 from models.labels import CHEXPERT_LABELS
 from models.prompts import DEFAULT_PROMPT
 from models.registry import describe
-from worker import jobs
-from worker.assembler import BATCH_PRIORITY, reprocess
-from worker.db import BatchFile, BatchItem, BatchRun, Job, JobEvent, Study, WorkerProcess, now
-from worker.ingest import InstanceRecorder
+from worker.ingest.assembler import BATCH_PRIORITY, reprocess
+from worker.ingest.sink import InstanceRecorder
 from worker.runtime import Runtime
+from worker.store import jobs
+from worker.store.db import BatchFile, BatchItem, BatchRun, Job, JobEvent, Study, WorkerProcess, now
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ class Batch:
         return None
 
     def _publish_prepare(self, job_id: int) -> None:
-        from worker import tasks
+        from worker.pipeline import tasks
 
         with self.db.session() as s:
             job = s.get(Job, job_id)

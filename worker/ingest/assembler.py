@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_gateway.admission import AdmissionDecision, Candidate, admit
-from worker import jobs
-from worker.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
+from worker.store import jobs
+from worker.store.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
 
 log = logging.getLogger(__name__)
 

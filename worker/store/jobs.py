@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from worker.db import Delivery, Job, JobEvent, now
+from worker.store.db import Delivery, Job, JobEvent, now
 
 RECEIVED = "received"
 QUEUED = "queued"

@@ -1,7 +1,7 @@
 """Celery tasks: small messages (job id and version), the database holds the rest.
 
 Each task is idempotent because the stage it wraps starts by claiming the job (see
-``worker.pipeline``).  The inference message is a wake-up call: the GPU worker batches
+``worker.pipeline.stages``).  The inference message is a wake-up call: the GPU worker batches
 whatever jobs are ready when it arrives.  Retries are not Celery's: a stage that must
 try again later records its next attempt in the database and the reconciler publishes
 it when due, on any broker (ETA messages would sit unacknowledged in a Redis worker and
@@ -23,11 +23,12 @@ from sqlalchemy.exc import OperationalError
 
 from models.backend import BackendError
 from models.study import serves_concurrently
-from worker import inflight, pipeline
-from worker.celery_app import app
-from worker.db import Job, now
-from worker.reconciler import Publishers
+from worker.pipeline import inflight
+from worker.pipeline import stages as pipeline
+from worker.pipeline.celery_app import app
+from worker.pipeline.reconciler import Publishers
 from worker.runtime import runtime
+from worker.store.db import Job, now
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., None])
@@ -64,7 +65,7 @@ def fails_job_on_error(stage: str) -> Callable[[F], F]:
 def _release_for_retry(job_id: int, version: int, error: str) -> None:
     """Best effort: let the job wait for a retry instead of staying held by a live process
     until the stage backstop (if the database is down too, the backstop it is)."""
-    from worker import jobs
+    from worker.store import jobs
 
     rt = runtime()
     try:

@@ -40,7 +40,7 @@ from typing import Any
 
 from dicom_gateway.association_slots import AssociationSlots
 from dicom_gateway.connection_dispatch import ConnectionDispatcher
-from worker.ingest import storage_listener
+from worker.ingest.sink import storage_listener
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)

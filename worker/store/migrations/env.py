@@ -1,11 +1,11 @@
-"""Alembic environment: migrations run programmatically from ``worker.db.migrate``."""
+"""Alembic environment: migrations run programmatically from ``worker.store.db.migrate``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from worker.db import Base
+from worker.store.db import Base
 
 config = context.config
 target_metadata = Base.metadata
