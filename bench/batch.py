@@ -1,7 +1,7 @@
 """A 2,000-study folder batch (mock backend): the batch process's memory stays bounded.
 
 ``serve`` runs on the embedded default (or ``--redis`` for Redis + PostgreSQL with two
-GPU-queue workers); ``cxr-gateway batch FOLDER --chunk 100`` feeds it 2,000 small chest CRs
+GPU-queue workers); ``cxr-gateway batch run FOLDER --chunk 100`` feeds it 2,000 small chest CRs
 spread over a folder tree.  The batch process's resident memory is sampled twice a
 second; a bounded process holds the same memory after the last study as after the
 first few hundred, however many studies the archive has.
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         extras = [Worker(srv.env, root / "workers.log", "", queues="gpu") for _ in range(2)]
     samples: list[tuple[float, int]] = []
     start = time.monotonic()
-    proc = subprocess.Popen([str(BIN / "cxr-gateway"), "batch", str(root / "archive"),
+    proc = subprocess.Popen([str(BIN / "cxr-gateway"), "batch", "run", str(root / "archive"),
                              "--name", "bench", "--chunk", str(args.chunk), "--no-progress",
                              "--data-dir", str(srv.data_dir)], env=srv.env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from dicom_gateway.conversion import MIMIC, WINDOW, convert_dataset, decode
+from dicom_gateway.conversion import convert_dataset, decode
+from dicom_gateway.conversion_names import MIMIC, WINDOW
 
 
 def median_seconds(fn: Callable[[], object], runs: int) -> float:

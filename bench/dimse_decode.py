@@ -26,7 +26,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage  # noqa: E402
 from pynetdicom.dimse_primitives import C_STORE  # noqa: E402
 from pynetdicom.dsutils import encode  # noqa: E402
 
-from dicom_gateway import pynetdicom_compat  # noqa: E402
+from dicom_gateway import pynetdicom_encoding  # noqa: E402
 from tests.dicom_factory import make_cr  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     assoc = SimpleNamespace(_accepted_cx={1: SimpleNamespace(
         transfer_syntax=["1.2.840.10008.1.2.1"])})
     theirs = (dimse_messages.create_file_meta, dimse_messages.write_file_meta_info)
-    pynetdicom_compat.install_fast_file_meta()
+    pynetdicom_encoding.install_fast_file_meta()
     ours = (dimse_messages.create_file_meta, dimse_messages.write_file_meta_info)
     times: dict[str, list[float]] = {"pynetdicom": [], "ours": []}
     with tempfile.TemporaryDirectory(prefix="cxr-dimse-decode-") as tmp:

@@ -15,9 +15,14 @@ Without CUDA it prints ``RESULT skipped=no_cuda`` and exits 0.  ``--size tiny
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# run as ``python bench/gpu_throughput.py`` from anywhere: the repository root holds the
+# test-fixture builder (tests/random_qwen.py), which the product package does not ship
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
@@ -44,8 +49,8 @@ def main() -> int:
 
     from dicom_gateway.conversion import convert_dataset
     from models.local import LocalBackend, LocalOptions
-    from models.random_qwen import build_checkpoint
     from models.study import findings_request
+    from tests.random_qwen import build_checkpoint
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     folder = Path(tempfile.mkdtemp(prefix="qwen-bench-"))

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pynetdicom.transport as transport  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-import dicom_gateway.listener as listener_module  # noqa: E402
 import dicom_gateway.spool as spool_module  # noqa: E402
+import dicom_gateway.store_checks as checks_module  # noqa: E402
 from dicom_gateway.listener import ListenerLimits, StorageListener  # noqa: E402
-from dicom_gateway.spool import Spool  # noqa: E402
+from dicom_gateway.spool import DurableFolder  # noqa: E402
 from tests.dicom_factory import make_cr, save  # noqa: E402
 from tests.peers import free_port  # noqa: E402
 from worker.ingest.sink import InstanceRecorder  # noqa: E402
@@ -73,7 +73,7 @@ class Clock:
 @contextlib.contextmanager
 def instrumented(clock: Clock) -> Iterator[None]:
     saved = (transport.AssociationSocket.recv, transport.AssociationSocket.send,
-             listener_module.dcmread, listener_module.pixel_data_problem,
+             checks_module.dcmread, checks_module.pixel_data_problem,
              spool_module._fsync_dir)
     recv, send = saved[0], saved[1]
 
@@ -88,15 +88,15 @@ def instrumented(clock: Clock) -> Iterator[None]:
 
     transport.AssociationSocket.recv = timed_recv  # type: ignore[method-assign,assignment]
     transport.AssociationSocket.send = timed_send  # type: ignore[method-assign,assignment]
-    listener_module.dcmread = clock.timed("header parse", listener_module.dcmread)
-    listener_module.pixel_data_problem = clock.timed("pixel check",
-                                                     listener_module.pixel_data_problem)
+    checks_module.dcmread = clock.timed("header parse", checks_module.dcmread)
+    checks_module.pixel_data_problem = clock.timed("pixel check",
+                                                   checks_module.pixel_data_problem)
     spool_module._fsync_dir = clock.timed("spool: folder fsync", spool_module._fsync_dir)
     try:
         yield
     finally:
         (transport.AssociationSocket.recv, transport.AssociationSocket.send,  # type: ignore[method-assign]
-         listener_module.dcmread, listener_module.pixel_data_problem,
+         checks_module.dcmread, checks_module.pixel_data_problem,
          spool_module._fsync_dir) = saved
 
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         study = generate_uid()
         files = [save(make_cr(study, view="LL" if i else "PA", number=i + 1, seed=i),
                       root / "in" / f"{i:03d}.dcm") for i in range(args.instances)]
-        spool = Spool(root / "spool")
+        spool = DurableFolder(root / "spool")
         tempfile.tempdir = str(spool.tmp)  # as serve does: received files land in .tmp
         db = Database(f"sqlite:///{root / 'gateway.db'}")
         db.migrate()

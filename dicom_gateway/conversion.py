@@ -36,10 +36,8 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels import pixel_array as decode_frame
 
-MIMIC = "mimic"
-WINDOW = "window"
-CONVERSIONS = (MIMIC, WINDOW)
-CONVERSION_VERSIONS = {MIMIC: "mimic-v1", WINDOW: "window-v1"}
+from dicom_gateway.conversion_names import CONVERSION_VERSIONS, CONVERSIONS, MIMIC
+
 PATCH_GRID = 28
 MIN_PIXELS = 128 * 128
 MAX_PIXELS = 476 * 476

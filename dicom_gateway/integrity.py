@@ -31,13 +31,14 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
+from dicom_gateway.listener_config import DEFAULT_MAX_INSTANCE_BYTES
+
 ITEM = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LITTLE = UID("1.2.840.10008.1.2.1")
 INFLATE_CHUNK = 1 << 20  # bytes of input read, and of output made, at a time
-DEFAULT_MAX_INSTANCE_BYTES = 512 * 2**20
 
 
 class InstanceTooLarge(ValueError):

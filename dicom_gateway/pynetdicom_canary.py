@@ -1,12 +1,13 @@
 """The pynetdicom code our adaptations rely on, fingerprinted, and checked at listener start.
 
-``dicom_gateway/pynetdicom_compat.py`` and ``dicom_gateway/connection_dispatch.py`` stand
-in for, or lean on, pynetdicom internals that no public API promises.  Each of their
-adaptations declares (in its module's ``RELIES_ON``) the functions and methods whose
-behaviour it assumes.  :data:`SOURCE_SHA256` holds the sha256 of the whole source of each
-(``inspect.getsource``, line endings normalised) as read from the pynetdicom (and pydicom)
-release named in :data:`RECORDED_FOR`.  A substring test would catch a removal, not a
-changed or added line; a hash catches both.
+``dicom_gateway/pynetdicom_compat.py``, ``dicom_gateway/pynetdicom_encoding.py`` and
+``dicom_gateway/connection_dispatch.py`` stand in for, or lean on, pynetdicom internals
+that no public API promises. Each of their adaptations declares (in its module's
+``RELIES_ON``) the functions and methods whose behaviour it assumes. :data:`SOURCE_SHA256`
+holds the sha256 of the whole source of each (``inspect.getsource``, line endings
+normalised) as read from the pynetdicom (and pydicom) release named in
+:data:`RECORDED_FOR`. A substring test would catch a removal, not a changed or added line;
+a hash catches both.
 
 At listener start :func:`checked_at_start` compares them (once per process).  An
 adaptation whose code changed is not installed (pynetdicom's own behaviour stays) and one
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from types import ModuleType
 
-from dicom_gateway import connection_dispatch, pynetdicom_compat
+from dicom_gateway import connection_dispatch, pynetdicom_compat, pynetdicom_encoding
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ RECORDED_FOR = {"pynetdicom": "3.0.4", "pydicom": "3.0.2"}
 
 # adaptation -> the entries it relies on, declared next to each adaptation's code
 ADAPTATIONS: dict[str, tuple[str, ...]] = {
-    **pynetdicom_compat.RELIES_ON, **connection_dispatch.RELIES_ON}
+    **pynetdicom_compat.RELIES_ON, **pynetdicom_encoding.RELIES_ON,
+    **connection_dispatch.RELIES_ON}
 
 SOURCE_SHA256: dict[str, str] = {
     "pydicom.filewriter.write_file_meta_info":
@@ -66,6 +68,8 @@ SOURCE_SHA256: dict[str, str] = {
         "eb07516b8009ad8fa338201dea39578380fbf9f2c59fa5e368e20250eb97c4ea",
     "pynetdicom.association.Association._abort_blocking":
         "10b43ef8c63c67649b7d82f3af2aa55b6798149a007ab758d11e7286ff4168d8",
+    "pynetdicom.association.Association._bind_defaults":
+        "4cada43c3a1937240a09fdb33edfe2eeb1924a627b13a4e4471cd26f41fd2bf8",
     "pynetdicom.association.Association._run_reactor":
         "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee",
     "pynetdicom.association.Association.acse_timeout.fset":
@@ -118,12 +122,18 @@ SOURCE_SHA256: dict[str, str] = {
         "28a7e0be126e7b306369cc1b131daec8e907d21d0f5692930133b6599b8c6e5f",
     "pynetdicom.dul:time":
         "8a363fb23ca5424549d08b7b06c507ae8f1d5b13da6055e3dbfd017657686a3a",
+    "pynetdicom.fsm.AR_6":
+        "4c7826acf846b4a71ecd72186d38d0c9e4c2ec563e0a0b6b7a7d0caf0d4b34cc",
+    "pynetdicom.fsm.DT_2":
+        "9ec543394e0b49eb8be2448fc3f9950361b0047db7cf3742844f377bd225ba73",
     "pynetdicom.pdu_primitives.P_DATA.presentation_data_value_list.fset":
         "d69b53e37230894467aa1c0465fd99989f46b7bc2b18bf99134aa9a9932027c3",
     "pynetdicom.service_class.StorageServiceClass.SCP":
         "63afca7fc6c6e7ee6e6eb303dd6aa72c1e69dbfcb94dd91c9e90ea6d900a4c40",
     "pynetdicom.transport.AssociationServer.__init__":
         "edacb98bdfb7b9744194698d47fa51d4e2d5c9ed02ef5fb5181f381b31118423",
+    "pynetdicom.transport.AssociationServer._bind_defaults":
+        "4cada43c3a1937240a09fdb33edfe2eeb1924a627b13a4e4471cd26f41fd2bf8",
     "pynetdicom.transport.AssociationServer.get_request":
         "925a4f3a3042f6e4b944505d06dc19c41e10ff7dec5385c794d62d31fd000300",
     "pynetdicom.transport.AssociationServer.server_bind":
@@ -258,7 +268,8 @@ def checked_at_start() -> Verdict:
         log.warning(
             "pynetdicom code the listener's adaptations rely on differs from the reviewed "
             "code (%s): %s; using pynetdicom's own behaviour for: %s. Review "
-            "dicom_gateway/pynetdicom_compat.py and connection_dispatch.py against it, "
+            "dicom_gateway/pynetdicom_compat.py, pynetdicom_encoding.py and "
+            "connection_dispatch.py against it, "
             "then update dicom_gateway/pynetdicom_canary.py",
             _installed(RECORDED_FOR),
             "; ".join(f"{k} {why}" for k, why in sorted(found.mismatches.items())),

@@ -30,16 +30,21 @@ own behaviour) and says so once, so a silent change cannot slip in.
   standard A-ASSOCIATE-RJ, turns it away.  That check also counts connections that have
   sent no A-ASSOCIATE-RQ yet (every acceptor thread alive); ``SlotLimitedAE`` raises the
   limit it reports by their number, so that only requested associations count.
-* pynetdicom encodes every response with pydicom, writing the command set twice (once
-  to measure its group length): about 0.3 ms for a C-STORE-RSP, a tenth of our CPU per
-  small instance.  ``install_fast_store_response`` sends a plain C-STORE-RSP (status
-  only, no comment or offending element) from bytes built here instead, byte for byte
-  what pynetdicom would send (``tests/test_pynetdicom_compat.py`` compares them), and
-  leaves every other message, and every message when someone listens to
-  ``EVT_DIMSE_SENT`` (pynetdicom's own debug log does), to pynetdicom.
-* Likewise for the File Meta Information pynetdicom writes before each dataset it
-  receives in chunked mode: ``install_fast_file_meta`` writes the same bytes without
-  building a pydicom dataset (about 0.2 ms per instance).
+* pynetdicom's settings are process-wide (``pynetdicom._config``), but the listener's
+  two are for its own associations only: every other pynetdicom user in the process (the
+  SR sender, batch's C-GET, a test's SCU) keeps pynetdicom's defaults.
+  ``receive_chunked`` has one association write each C-STORE dataset to a file as it
+  arrives (``STORE_RECV_CHUNKED_DATASET``): ``dimse_messages`` reads that flag from its
+  module global ``_config``, in the association's DUL thread, when the command set of a
+  C-STORE-RQ is decoded; ``_ListenerConfig`` stands in for that global and answers True
+  in a DUL thread so marked, pynetdicom's own value everywhere else.
+  ``unbind_standard_log_handlers`` removes pynetdicom's standard log handlers from one
+  association (what ``LOG_HANDLER_LEVEL = "none"`` does for all): they format every PDU
+  and DIMSE message even when nothing below WARNING is shown (about 0.2 ms per C-STORE).
+  Both are done at EVT_CONN_OPEN, before the association's reactors start.
+
+The two encoders that replace pydicom on the hot path (C-STORE-RSP, file meta) are in
+``dicom_gateway/pynetdicom_encoding.py``.
 """
 
 from __future__ import annotations
@@ -47,21 +52,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import re
 import select
 import socket
-import struct
 import threading
 import time as _time
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, evt
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom import association as _association
 from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom import dul as _dul
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +125,19 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         _PN + "association.Association.run_reactor",
         _PN + "association.Association.acse_timeout.fset",  # the DUL's ARTIM timer too
     ),
-    # install_fast_store_response: a C-STORE-RSP byte for byte pynetdicom's
-    "fast_store_response": (
-        _PN + "dimse.DIMSEServiceProvider.send_msg",
-        _PN + "dimse.DIMSEServiceProvider.maximum_pdu_size.fget",
-        _PN + "dimse_messages.DIMSEMessage.encode_msg",
-        _PN + "dimse_messages.DIMSEMessage.primitive_to_message",
-        _PN + "dimse_messages.C_STORE_RSP",
-        _PN + "service_class.StorageServiceClass.SCP",  # self.dimse.send_msg(rsp, cx_id)
-        _PN + "association.Association.get_handlers",
-        _PN + "dul.DULServiceProvider.send_pdu",
-        _PN + "pdu_primitives.P_DATA.presentation_data_value_list.fset",
-    ),
-    # install_fast_file_meta: the two names decode_msg calls, and the bytes they write
-    "fast_file_meta": (
+    # receive_chunked, unbind_standard_log_handlers: pynetdicom's settings, per association
+    "association_config": (
+        # the one reader of STORE_RECV_CHUNKED_DATASET under our stand-in for _config
+        # (which passes every other read and write to pynetdicom's)
         _PN + "dimse_messages.DIMSEMessage.decode_msg",
-        _PN + "dsutils.create_file_meta",
-        "pydicom.filewriter.write_file_meta_info",
+        _PN + "dimse.DIMSEServiceProvider.receive_primitive",  # decode_msg ...
+        _PN + "fsm.DT_2", _PN + "fsm.AR_6",  # ... called by the DUL's state machine
+        _PN + "dul.DULServiceProvider.run_reactor",  # in the DUL's own thread
+        _PN + "association.Association.__init__",  # the DUL made, defaults bound
+        _PN + "association.Association._bind_defaults",  # the standard log handlers
+        _PN + "transport.AssociationServer._bind_defaults",  # and the server's, copied
+        _PN + "transport.RequestHandler._create_association",  # into each association
+        _PN + "transport.RequestHandler.handle",  # EVT_CONN_OPEN before the threads start
     ),
 }
 
@@ -283,135 +287,61 @@ def remove_wakeups(assoc: Any) -> None:
             sock.close()
 
 
-def _element(tag: int, value: bytes) -> bytes:
-    """One implicit VR little endian element of a command set (group 0000)."""
-    return struct.pack("<HHI", 0x0000, tag, len(value)) + value
+# -- pynetdicom's settings for the listener's associations only --------------------------
+
+CHUNKED = "_cxr_chunked"  # set on the DUL thread of an association received in chunked mode
 
 
-def _ui(uid: str) -> bytes:
-    raw = uid.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
+class _ListenerConfig:
+    """Stands in for ``pynetdicom._config`` in ``dimse_messages``: chunked mode in the DUL
+    threads marked by ``receive_chunked``, pynetdicom's own value everywhere else; every
+    other setting, read or written, is pynetdicom's."""
+
+    @property
+    def STORE_RECV_CHUNKED_DATASET(self) -> bool:  # noqa: N802 - pynetdicom's name
+        if getattr(threading.current_thread(), CHUNKED, False):
+            return True
+        return bool(_pynetdicom_config.STORE_RECV_CHUNKED_DATASET)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_pynetdicom_config, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(_pynetdicom_config, name, value)
 
 
-def encode_c_store_rsp(message_id: int, sop_class_uid: str, sop_instance_uid: str,
-                       status: int) -> bytes:
-    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2) with status only, as pynetdicom
-    writes it: implicit VR little endian, elements in tag order, group length first."""
-    body = b"".join((
-        _element(0x0002, _ui(sop_class_uid)),  # Affected SOP Class UID
-        _element(0x0100, struct.pack("<H", 0x8001)),  # Command Field: C-STORE-RSP
-        _element(0x0120, struct.pack("<H", message_id)),  # Message ID Being Responded To
-        _element(0x0800, struct.pack("<H", 0x0101)),  # Command Data Set Type: none
-        _element(0x0900, struct.pack("<H", status)),  # Status
-        _element(0x1000, _ui(sop_instance_uid)),  # Affected SOP Instance UID
-    ))
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+_LISTENER_CONFIG = _ListenerConfig()
 
 
-def install_fast_store_response(assoc: Any) -> bool:
-    """Send this association's plain C-STORE responses from ``encode_c_store_rsp``."""
-    dimse = getattr(assoc, "dimse", None)
-    original = getattr(dimse, "send_msg", None)
-    if dimse is None or original is None:
+def receive_chunked(assoc: Any) -> bool:
+    """Have this association write each C-STORE dataset to a temporary file as it arrives
+    (``event.dataset_path``), without changing pynetdicom's setting for anyone else.
+
+    Called at EVT_CONN_OPEN; False when the association has no DUL thread to mark.
+    """
+    dul = getattr(assoc, "dul", None)
+    if not isinstance(dul, threading.Thread):
         return False
-
-    def send_msg(primitive: Any, context_id: int) -> None:
-        if type(primitive) is C_STORE and primitive.MessageIDBeingRespondedTo is not None \
-                and primitive.ErrorComment is None and primitive.OffendingElement is None \
-                and primitive.Status is not None \
-                and not assoc.get_handlers(evt.EVT_DIMSE_SENT):
-            command = encode_c_store_rsp(
-                primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID or "",
-                primitive.AffectedSOPInstanceUID or "", primitive.Status)
-            limit = dimse.maximum_pdu_size
-            if primitive.AffectedSOPClassUID and primitive.AffectedSOPInstanceUID and \
-                    (not limit or len(command) + 6 <= limit):
-                pdata = P_DATA()
-                # a list, not the tuple the type hint names: pynetdicom checks at run time
-                pdata.presentation_data_value_list = [
-                    [context_id, b"\x03" + command]]  # type: ignore[list-item]
-                dimse.dul.send_pdu(pdata)
-                return
-        original(primitive, context_id)
-
-    dimse.send_msg = send_msg
+    _dimse_messages._config = _LISTENER_CONFIG  # type: ignore[assignment]
+    setattr(dul, CHUNKED, True)
     return True
 
 
-# -- File Meta Information of a dataset received in chunked mode --------------------------
-
-_PLAIN_UID = re.compile(r"[0-9.]{1,64}")
-_PLAIN_SH = re.compile(r"[ -\[\]-~]{1,16}")  # printable ASCII without backslash
-
-
-def _explicit(element: int, vr: bytes, value: bytes) -> bytes:
-    """One explicit VR little endian element of group 0002 with a 2-byte length."""
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+_STANDARD_LOG_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
 
 
-def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-                     implementation_uid: str, implementation_version: str) -> bytes | None:
-    """The File Meta Information (PS3.10 7.1) pynetdicom writes before a dataset received in
-    chunked mode, as pydicom's ``write_file_meta_info`` encodes it (after the preamble and
-    ``DICM``); None for a value outside plain UIDs and an ASCII version name, which is
-    left to pydicom."""
-    uids = (sop_class_uid, sop_instance_uid, transfer_syntax, implementation_uid)
-    if not all(isinstance(u, str) and _PLAIN_UID.fullmatch(u) for u in uids) or not (
-            isinstance(implementation_version, str)
-            and _PLAIN_SH.fullmatch(implementation_version)):
-        return None
-    version = implementation_version.encode("ascii")
-    body = b"".join((
-        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",  # version 1
-        _explicit(0x0002, b"UI", _ui(sop_class_uid)),  # Media Storage SOP Class UID
-        _explicit(0x0003, b"UI", _ui(sop_instance_uid)),  # Media Storage SOP Instance UID
-        _explicit(0x0010, b"UI", _ui(transfer_syntax)),
-        _explicit(0x0012, b"UI", _ui(implementation_uid)),
-        _explicit(0x0013, b"SH", version + b" " if len(version) % 2 else version),
-    ))
-    return _explicit(0x0000, b"UL", struct.pack("<I", len(body))) + body
+def unbind_standard_log_handlers(assoc: Any) -> bool:
+    """Remove pynetdicom's standard log handlers from this association only (called at
+    EVT_CONN_OPEN, before any PDU; other associations in the process keep theirs)."""
+    unbind = getattr(assoc, "unbind", None)
+    if unbind is None:
+        return False
+    for event, handler in _STANDARD_LOG_HANDLERS:
+        unbind(event, handler)
+    return True
 
-
-class _EncodedFileMeta(bytes):
-    """File meta bytes from ``encode_file_meta``, standing in for pynetdicom's dataset."""
-
-
-_ORIGINAL_META: dict[str, Any] = {}
-
-
-def _create_file_meta(**kwargs: Any) -> Any:
-    create = _ORIGINAL_META["create_file_meta"]
-    defaults = create.__kwdefaults__ or {}
-    values: tuple[Any, ...] = (
-        kwargs.get("sop_class_uid"), kwargs.get("sop_instance_uid"),
-        kwargs.get("transfer_syntax"),
-        kwargs.get("implementation_uid", defaults.get("implementation_uid")),
-        kwargs.get("implementation_version", defaults.get("implementation_version")))
-    encoded = encode_file_meta(*values)  # values that are not plain strings: pydicom's
-    return _EncodedFileMeta(encoded) if encoded is not None else create(**kwargs)
-
-
-def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) -> None:
-    if isinstance(file_meta, _EncodedFileMeta):
-        fp.write(file_meta)
-    else:
-        _ORIGINAL_META["write_file_meta_info"](fp, file_meta, *args, **kwargs)
-
-
-def install_fast_file_meta() -> None:
-    """Have pynetdicom write the file meta of each dataset it receives in chunked mode from
-    ``encode_file_meta``.
-
-    For every C-STORE it builds a pydicom ``FileMetaDataset`` and has pydicom validate and
-    write it, group length included (about 0.2 ms, a tenth of a small instance's round
-    trip).  The two names ``DIMSEMessage.decode_msg`` calls are replaced in pynetdicom's
-    ``dimse_messages`` module only; the bytes are the same (a hypothesis test compares
-    them with pynetdicom's and pydicom's own), so doing it for the whole process changes
-    nothing anyone can see.
-    """
-    if _dimse_messages.create_file_meta is _create_file_meta:
-        return
-    _ORIGINAL_META["create_file_meta"] = _dimse_messages.create_file_meta
-    _ORIGINAL_META["write_file_meta_info"] = _dimse_messages.write_file_meta_info
-    _dimse_messages.create_file_meta = _create_file_meta
-    _dimse_messages.write_file_meta_info = _write_file_meta_info

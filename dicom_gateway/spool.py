@@ -1,7 +1,8 @@
-"""The durable spool: received bytes land here before anyone says "stored".
+"""Durable folders: the spool (received bytes land there before anyone says "stored")
+and the outbox (SRs waiting to be sent) are two uses of one :class:`DurableFolder`.
 
-A write goes to a temporary file in the spool's own ``.tmp`` folder (same filesystem),
-is fsynced, renamed into ``<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and the folder is
+A write goes to a temporary file in the folder's own ``.tmp`` (same filesystem), is
+fsynced, renamed into ``<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and the folder is
 fsynced.  A crash at any point leaves either no file or a complete one in the study
 folder; partial files only ever exist under ``.tmp`` and are swept at start.
 """
@@ -12,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from dicom_gateway.uids import require_uid
 
 
 @dataclass(frozen=True)
-class SpooledFile:
+class StoredFile:
     path: Path
     size: int
     sha256: str
@@ -40,12 +42,25 @@ def _fsync_dir(path: Path) -> None:
 # Writing back a large file takes longer than hashing it (7.2 MB: about 19 ms against
 # 6 ms here); both release the GIL, so a large file is hashed while it is being synced.
 _OVERLAP_FROM = 1 << 20
-_syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-fsync")
+
+
+_SYNCER: ThreadPoolExecutor | None = None
+_SYNCER_LOCK = threading.Lock()
+
+
+def _syncer() -> ThreadPoolExecutor:
+    """The threads that fsync large files, made for the first large file (not at import:
+    a process that never writes one, a sender or ``cxr-gateway settings``, starts none)."""
+    global _SYNCER
+    with _SYNCER_LOCK:
+        if _SYNCER is None:
+            _SYNCER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-fsync")
+        return _SYNCER
 
 
 def _hash_and_fsync(fh: BinaryIO) -> tuple[int, str]:
     """Size and sha-256 of an open file, and the file fsynced, before returning."""
-    pending = _syncer.submit(os.fsync, fh.fileno()) \
+    pending = _syncer().submit(os.fsync, fh.fileno()) \
         if os.fstat(fh.fileno()).st_size >= _OVERLAP_FROM else None
     digest = hashlib.sha256()
     size = 0
@@ -61,8 +76,9 @@ def _hash_and_fsync(fh: BinaryIO) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-class Spool:
-    """Atomic, fsynced storage of received instances, keyed by validated UIDs."""
+class DurableFolder:
+    """Atomic, fsynced storage of DICOM files, keyed by validated UIDs: the spool of
+    received instances, and the outbox of SRs to send."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -82,7 +98,7 @@ class Spool:
         sop = require_uid(sop_uid, "SOPInstanceUID")
         return self.root / study / f"{sop}.dcm"
 
-    def write(self, study_uid: str, sop_uid: str, chunks: Iterable[bytes]) -> SpooledFile:
+    def write(self, study_uid: str, sop_uid: str, chunks: Iterable[bytes]) -> StoredFile:
         final = self.path_for(study_uid, sop_uid)
         existed = final.exists()
         digest = hashlib.sha256()
@@ -100,12 +116,12 @@ class Spool:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        return SpooledFile(final, size, digest.hexdigest(), existed)
+        return StoredFile(final, size, digest.hexdigest(), existed)
 
-    def adopt(self, study_uid: str, sop_uid: str, received: Path) -> SpooledFile:
+    def adopt(self, study_uid: str, sop_uid: str, received: Path) -> StoredFile:
         """Take a file the network layer already wrote: rename it in (copy across devices).
 
-        pynetdicom writes into the spool's ``.tmp`` when the service points Python's
+        pynetdicom writes into the folder's ``.tmp`` when the service points Python's
         temporary folder there; such a file is fsynced and renamed into place as it is.
         One written anywhere else is first moved (or copied) into ``.tmp``, so that a crash
         never leaves a partial file outside it.
@@ -130,7 +146,7 @@ class Spool:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return SpooledFile(final, size, sha256, existed)
+        return StoredFile(final, size, sha256, existed)
 
     def _publish(self, tmp: Path, final: Path) -> None:
         """Rename a complete, fsynced file into place and make the rename durable."""

@@ -23,8 +23,14 @@ FINDINGS_MAX_NEW_TOKENS = 2048
 REPORT_MAX_NEW_TOKENS = 4096
 
 
-def resolve_prompt(prompt: str | None = None, preset: str | None = None) -> str:
-    """An exact prompt wins over a preset; neither gives the trained default."""
+def resolve_prompt(prompt: str | None = None, preset: str | None = None,
+                   fallback: str | None = None) -> str:
+    """The prompt a run asks: an exact prompt wins over a preset; with neither, the
+    caller's ``fallback`` (e.g. a wrapper fixture's own prompt), else the trained default.
+
+    The one place this order is decided: ``cxr-gateway run`` (flags, fixtures) and a
+    batch's recorded prompt both come through here, so they cannot drift apart.
+    """
     if prompt:
         return prompt
     if preset:
@@ -34,4 +40,4 @@ def resolve_prompt(prompt: str | None = None, preset: str | None = None) -> str:
             raise ValueError(
                 f"unknown prompt preset {preset!r}; choose from {', '.join(PROMPT_PRESETS)}"
             ) from None
-    return DEFAULT_PROMPT
+    return fallback or DEFAULT_PROMPT

@@ -21,7 +21,6 @@ from models.prompts import (
 )
 
 MOCK = "mock"
-STATUSES = ("ok", "refused", "truncated", "unparseable", "no_labels", MOCK)
 
 
 @dataclass(frozen=True)

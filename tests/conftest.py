@@ -36,12 +36,14 @@ _LIBRARY_LOOKUPS = frozenset({"ldconfig", "gcc", "cc", "ld", "objdump"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The fuzz budget: the full run hunts with ``CXR_FUZZ_EXAMPLES`` (300) examples a
-    target; the fast tier runs each target on a smaller sample, unless that variable says."""
-    full = int(os.environ.get("CXR_FUZZ_EXAMPLES", "300"))
+    """The fuzz budget: the full run hunts with ``FUZZ_EXAMPLES`` (300) examples a
+    target; the fast tier runs each target on a smaller sample, unless that variable says.
+    (No ``CXR_`` prefix: that namespace is the product's settings, and ``cxr-gateway``
+    warns about a ``CXR_`` variable that names none.)"""
+    full = int(os.environ.get("FUZZ_EXAMPLES", "300"))
     hypothesis_settings.register_profile("full", max_examples=full)
     hypothesis_settings.register_profile(
-        "fast", max_examples=full if "CXR_FUZZ_EXAMPLES" in os.environ else min(full, 20))
+        "fast", max_examples=full if "FUZZ_EXAMPLES" in os.environ else min(full, 20))
     hypothesis_settings.load_profile("fast" if _fast_tier(config) else "full")
 
 
@@ -133,7 +135,7 @@ def serve_factory(tmp_path: Path) -> Iterator[type]:
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight Qwen2.5-VL built here (same classes, processor and chat template)."""
-    from models.random_qwen import build_checkpoint
+    from tests.random_qwen import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("tiny-qwen"), size="tiny", seed=0)
 
@@ -142,7 +144,7 @@ def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_qwen_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Qwen forced to answer ``ForcedReplies()`` (labels, then a report), so the
     local backend's report turn runs for real."""
-    from models.random_qwen import ForcedReplies, build_checkpoint
+    from tests.random_qwen import ForcedReplies, build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("tiny-qwen-labels"), size="tiny",
                             forced=ForcedReplies())

@@ -66,7 +66,7 @@ def studies(folder: Path, chest: int = 4, small: int = 0) -> dict[str, str]:
 
 def batch(serve: Serve, *args: str, env: dict[str, str] | None = None,
           wait: bool = True) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
-    cmd = [str(BIN / "cxr-gateway"), "batch", *args, "--no-progress", "--data-dir",
+    cmd = [str(BIN / "cxr-gateway"), "batch", "run", *args, "--no-progress", "--data-dir",
            str(serve.data_dir)]
     full = {**serve.env, **(env or {})}
     if not wait:

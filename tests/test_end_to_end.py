@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from dicom_gateway import sr_codes
 from models.parsing import parse_output
-from models.random_qwen import ForcedReplies
 from tests.peers import (
     BACKENDS,
     BIN,
@@ -25,6 +24,7 @@ from tests.peers import (
     dciodvfy_errors,
     sample_file,
 )
+from tests.random_qwen import ForcedReplies
 from tests.vllm_standin import VLLMStandin, findings_text, labels_for, report_text
 from worker.store.db import Database, Delivery, Instance, Job, Study
 

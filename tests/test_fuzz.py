@@ -4,7 +4,7 @@ crash on odd input and stay within a memory bound; and well-formed input always 
 
 No deadline per example: on a busy machine an example's wall-clock time says nothing
 (pytest-timeout still ends a real hang).  The budget per target is the hypothesis profile's
-(tests/conftest.py: 300 examples in the full run, ``CXR_FUZZ_EXAMPLES`` for a longer hunt,
+(tests/conftest.py: 300 examples in the full run, ``FUZZ_EXAMPLES`` for a longer hunt,
 fewer in the fast tier); failures hypothesis finds are kept in its local database and
 replayed first.
 """

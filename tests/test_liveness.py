@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.test_tasks import queued_job
+from worker.pipeline import inference
 from worker.pipeline import stages as pipeline
 from worker.pipeline.reconciler import MAX_TAKEOVERS, Publishers, Reconciler
 from worker.runtime import Runtime, configure
@@ -153,7 +154,7 @@ def test_transient_inference_failure_is_scheduled_not_counted(rt: Runtime, tmp_p
     def down(*_a: object, **_k: object) -> None:
         raise BackendError("server unavailable")
 
-    monkeypatch.setattr(pipeline, "run_studies", down)
+    monkeypatch.setattr(inference, "run_studies", down)
     assert pipeline.infer_batch(rt, job.id, job.version) == []
     row = get(rt, job.id)
     assert (row.state, row.retries, row.attempts) == (jobs.PREPARED, 1, 0)

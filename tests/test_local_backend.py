@@ -24,9 +24,9 @@ from models.backend import (
 )
 from models.local import LocalBackend, LocalOptions, generated_lengths
 from models.prompts import DEFAULT_PROMPT, REPORT_PROMPT
-from models.random_qwen import ForcedReplies
 from models.registry import BackendConfig, get_backend
 from models.study import findings_request, report_request, run_studies
+from tests.random_qwen import ForcedReplies
 
 
 def png(seed: int, shape: tuple[int, int]) -> bytes:

@@ -39,16 +39,16 @@ def pynetdicom_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     the listener's settings) is undone after it; the canary's verdict is taken afresh."""
     from pynetdicom import _config, dimse_messages
 
-    from dicom_gateway import pynetdicom_compat
+    from dicom_gateway import pynetdicom_encoding
 
     for module, name in [(pn_association, "time"), (pn_dul, "time"),
                          (dimse_messages, "create_file_meta"),
-                         (dimse_messages, "write_file_meta_info"),
+                         (dimse_messages, "write_file_meta_info"), (dimse_messages, "_config"),
                          (_config, "STORE_RECV_CHUNKED_DATASET"),
                          (_config, "LOG_HANDLER_LEVEL"), (tempfile, "tempdir")]:
         monkeypatch.setattr(module, name, getattr(module, name))
-    monkeypatch.setattr(pynetdicom_compat, "_ORIGINAL_META",
-                        dict(pynetdicom_compat._ORIGINAL_META))
+    monkeypatch.setattr(pynetdicom_encoding, "_ORIGINAL_META",
+                        dict(pynetdicom_encoding._ORIGINAL_META))
     for cached in (pynetdicom_canary.verdict, pynetdicom_canary.checked_at_start):
         cached.cache_clear()
     try:
@@ -70,7 +70,7 @@ def test_the_canary_passes_on_the_installed_pynetdicom() -> None:
     assert set(pynetdicom_canary.SOURCE_SHA256) == relied_on
     assert set(pynetdicom_canary.ADAPTATIONS) == {
         "wakeups", "partial_cleanup", "slot_limit", "fast_store_response", "fast_file_meta",
-        "handed_connections"}
+        "handed_connections", "association_config"}
     assert pynetdicom_canary.verdict().off == frozenset()
 
 
@@ -193,7 +193,7 @@ def test_a_listener_with_changed_pynetdicom_code_warns_once_and_stores_the_stock
     warning and every adaptation installed."""
     from dicom_gateway import listener as listener_module
     from dicom_gateway.listener import ReceivedInstance, StorageListener
-    from dicom_gateway.spool import Spool
+    from dicom_gateway.spool import DurableFolder
     from tests.dicom_factory import make_cr, save
 
     for key in changed:
@@ -209,7 +209,7 @@ def test_a_listener_with_changed_pynetdicom_code_warns_once_and_stores_the_stock
     for name in ("install_wakeups", "install_fast_store_response", "install_fast_file_meta"):
         monkeypatch.setattr(listener_module, name, spy(name, getattr(listener_module, name)))
     caplog.set_level(logging.WARNING, logger="dicom_gateway")
-    spool = Spool(tmp_path / "spool")
+    spool = DurableFolder(tmp_path / "spool")
     monkeypatch.setattr(tempfile, "tempdir", str(spool.tmp))  # as serve sets it
     stored: list[ReceivedInstance] = []
     scp = StorageListener("CXRGATEWAY", "127.0.0.1", 0, spool, stored.append)
@@ -247,13 +247,13 @@ def test_a_listener_refuses_handed_connections_when_the_server_code_changed(
     its own (``serve`` warns, and then runs one process, before any is started)."""
     from dicom_gateway.connection_dispatch import channel_pair
     from dicom_gateway.listener import StorageListener
-    from dicom_gateway.spool import Spool
+    from dicom_gateway.spool import DurableFolder
 
     monkeypatch.setitem(pynetdicom_canary.SOURCE_SHA256,
                         "pynetdicom.transport.AssociationServer.get_request", "0" * 64)
     ours, theirs = channel_pair()
     try:
-        scp = StorageListener("CXRGATEWAY", "127.0.0.1", 0, Spool(tmp_path), lambda r: None,
+        scp = StorageListener("CXRGATEWAY", "127.0.0.1", 0, DurableFolder(tmp_path), lambda r: None,
                               channel=theirs)
         with pytest.raises(RuntimeError, match="CXR_LISTENER_PROCESSES=1"):
             scp.start()
@@ -497,7 +497,7 @@ def test_a_wake_up_ends_a_long_wait() -> None:
         theirs.close()
 
 
-@settings(max_examples=int(os.environ.get("CXR_FUZZ_EXAMPLES", "300")), deadline=None)
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
 @given(message_id=st.integers(0, 0xFFFF), status=st.integers(0, 0xFFFF),
        sop_class=st.sampled_from(["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.7",
                                   "1.2.840.10008.5.1.4.1.1.1.1"]),
@@ -508,7 +508,7 @@ def test_our_c_store_rsp_is_byte_for_byte_pynetdicoms(message_id: int, status: i
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.dimse_primitives import C_STORE
 
-    from dicom_gateway.pynetdicom_compat import encode_c_store_rsp
+    from dicom_gateway.pynetdicom_encoding import encode_c_store_rsp
 
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo = message_id
@@ -532,7 +532,7 @@ def test_live_store_responses_skip_pydicom_unless_someone_listens(monkeypatch) -
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
-    from dicom_gateway.pynetdicom_compat import install_fast_store_response
+    from dicom_gateway.pynetdicom_encoding import install_fast_store_response
     from tests.dicom_factory import make_cr
 
     encoded: list[int] = []
@@ -573,7 +573,7 @@ _UIDS = st.lists(st.integers(0, 10**12), min_size=2, max_size=12).map(
     lambda parts: ".".join(map(str, parts))[:64]).filter(lambda u: not u.endswith("."))
 
 
-@settings(max_examples=int(os.environ.get("CXR_FUZZ_EXAMPLES", "300")), deadline=None)
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
 @given(sop_class=_UIDS, sop_instance=_UIDS,
        transfer_syntax=st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
                                         "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.50",
@@ -591,7 +591,7 @@ def test_our_file_meta_is_byte_for_byte_pynetdicoms_and_pydicoms(
     from pydicom.uid import UID
     from pynetdicom.dsutils import create_file_meta
 
-    from dicom_gateway.pynetdicom_compat import (
+    from dicom_gateway.pynetdicom_encoding import (
         _create_file_meta,
         _write_file_meta_info,
         install_fast_file_meta,
@@ -612,7 +612,7 @@ def test_our_file_meta_is_byte_for_byte_pynetdicoms_and_pydicoms(
 def test_file_meta_values_out_of_the_plain_forms_are_left_to_pydicom() -> None:
     from pydicom.dataset import FileMetaDataset
 
-    from dicom_gateway.pynetdicom_compat import (
+    from dicom_gateway.pynetdicom_encoding import (
         _create_file_meta,
         encode_file_meta,
         install_fast_file_meta,
@@ -641,7 +641,7 @@ def test_a_live_store_writes_its_file_meta_without_pydicom(monkeypatch, tmp_path
     from pynetdicom import AE, _config, dimse_messages, dsutils, evt
     from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
-    from dicom_gateway import pynetdicom_compat
+    from dicom_gateway import pynetdicom_encoding
     from tests.dicom_factory import make_cr
 
     calls: list[str] = []
@@ -657,8 +657,8 @@ def test_a_live_store_writes_its_file_meta_without_pydicom(monkeypatch, tmp_path
     create.__kwdefaults__ = dsutils.create_file_meta.__kwdefaults__  # type: ignore
     monkeypatch.setattr(dimse_messages, "create_file_meta", create)
     monkeypatch.setattr(dimse_messages, "write_file_meta_info", refuse("write_file_meta_info"))
-    monkeypatch.setattr(pynetdicom_compat, "_ORIGINAL_META", {})
-    pynetdicom_compat.install_fast_file_meta()
+    monkeypatch.setattr(pynetdicom_encoding, "_ORIGINAL_META", {})
+    pynetdicom_encoding.install_fast_file_meta()
     read: list[pydicom.Dataset] = []
 
     def on_store(event: evt.Event) -> int:
@@ -686,3 +686,82 @@ def test_a_live_store_writes_its_file_meta_without_pydicom(monkeypatch, tmp_path
     assert meta.MediaStorageSOPClassUID == sent.SOPClassUID
     assert meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert read[0].SOPInstanceUID == sent.SOPInstanceUID
+
+
+# -- pynetdicom's settings stay pynetdicom's for everyone but the listener -----------------
+
+@pytest.mark.integration  # two servers on loopback ports
+def test_other_pynetdicom_users_in_the_listeners_process_keep_pynetdicom_defaults(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With a StorageListener running (and having received in chunked mode), a C-GET SCU
+    in the same process still receives its C-STORE sub-operations the stock way: the
+    dataset in memory, no ``dataset_path``, pynetdicom's standard log handlers bound; and
+    pynetdicom's process-wide settings are untouched."""
+    from pydicom import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, _config, build_role, evt
+    from pynetdicom._handlers import standard_pdu_recv_handler
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        ComputedRadiographyImageStorage,
+        PatientRootQueryRetrieveInformationModelGet,
+    )
+
+    from dicom_gateway.listener import ReceivedInstance, StorageListener
+    from dicom_gateway.spool import DurableFolder
+    from tests.dicom_factory import make_cr
+
+    caplog.set_level(logging.WARNING, logger="pynetdicom")  # the listener's quiet case
+    defaults = (_config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL)
+    stored: list[ReceivedInstance] = []
+    listener = StorageListener("CXRGATEWAY", "127.0.0.1", 0,
+                               DurableFolder(tmp_path / "spool"), stored.append)
+    listener.start()
+    source = make_cr(seed=3)
+
+    def serve_get(event: evt.Event) -> Any:
+        yield 1
+        yield 0xFF00, source
+
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(PatientRootQueryRetrieveInformationModelGet)
+    pacs.add_supported_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian,
+                               scu_role=True, scp_role=True)
+    pacs_server = pacs.start_server(("127.0.0.1", 0), block=False,
+                                    evt_handlers=[(evt.EVT_C_GET, serve_get)])
+    seen: list[tuple[bool, str]] = []
+
+    def on_sub_store(event: evt.Event) -> int:
+        chunked = event.dataset_path is not None  # None: the dataset came in memory
+        seen.append((chunked, str(event.dataset.SOPInstanceUID)))
+        return 0x0000
+
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+        assoc = scu.associate("127.0.0.1", listener.port, ae_title="CXRGATEWAY")
+        assert assoc.is_established
+        assert assoc.send_c_store(make_cr(seed=4)).Status == 0x0000  # the listener's way
+        assoc.release()
+        getter = AE(ae_title="GETTER")
+        getter.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+        getter.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+        role = build_role(ComputedRadiographyImageStorage, scp_role=True)
+        assoc = getter.associate("127.0.0.1", pacs_server.server_address[1], ae_title="PACS",
+                                 ext_neg=[role], evt_handlers=[(evt.EVT_C_STORE, on_sub_store)])
+        assert assoc.is_established
+        assert any(h[0] is standard_pdu_recv_handler
+                   for h in assoc.get_handlers(evt.EVT_PDU_RECV))
+        query = Dataset()
+        query.QueryRetrieveLevel = "PATIENT"
+        query.PatientID = str(source.PatientID)
+        statuses = [int(status.Status) for status, _ in assoc.send_c_get(
+            query, PatientRootQueryRetrieveInformationModelGet) if status]
+        assoc.release()
+    finally:
+        pacs_server.shutdown()
+        listener.stop()
+    assert len(stored) == 1 and stored[0].path.is_file()
+    assert seen == [(False, str(source.SOPInstanceUID))]
+    assert statuses[-1] == 0x0000
+    assert (_config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL) == defaults \
+        == (False, "standard")

@@ -18,8 +18,8 @@ from pydicom.uid import generate_uid
 from dicom_gateway.conversion import convert_dataset
 from models.backend import PINNED_REVISION
 from models.prompts import PROMPT_PRESETS
-from models.random_qwen import ForcedReplies
 from tests.peers import BIN, sample_file
+from tests.random_qwen import ForcedReplies
 
 pytestmark = pytest.mark.integration  # `cxr-gateway run` as a subprocess
 # The wrapper's own output schema, unchanged (tests/schemas/README.md says where from).

@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,30 @@ def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
     cfg.write_text("prot = 1\n")
     with pytest.raises(SettingsError, match="unknown setting 'prot' .did you mean 'port'"):
         load_settings(cfg, {})
+
+
+def test_only_settings_are_known_cxr_variables() -> None:
+    """A test-only knob is not a setting: the product warns about any ``CXR_`` variable
+    that names none (the fuzz budget is ``FUZZ_EXAMPLES``, outside that namespace)."""
+    from worker.settings import unknown_variables
+
+    found = unknown_variables({"CXR_PORT": "104", "CXR_FUZZ_EXAMPLES": "5",
+                               "FUZZ_EXAMPLES": "5"})
+    assert found == ["CXR_FUZZ_EXAMPLES is not a setting"]
+
+
+@pytest.mark.integration  # a fresh interpreter
+def test_reading_settings_loads_no_dicom_network_stack_numpy_or_pil() -> None:
+    """``cxr-gateway settings`` and ``evaluate`` read settings only: importing them (and
+    building the listener's limits and TLS values) must not load pynetdicom, PIL or
+    numpy."""
+    probe = ("import sys, worker.settings as s; cfg = s.load_settings(environ={}); "
+             "cfg.limits, cfg.tls, cfg.backend_config(); "
+             "print(sorted(m for m in ('pynetdicom', 'PIL', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.integration  # the CLI as a subprocess
@@ -137,7 +162,7 @@ def test_every_option_has_help() -> None:
     assert missing == []
     top = cli("--help").stdout
     for command in ("serve", "worker", "api", "demo", "run", "status", "jobs", "studies",
-                    "settings"):
+                    "settings", "health", "batch", "evaluate"):
         assert command in top
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from dicom_gateway.spool import Spool
+from dicom_gateway.spool import DurableFolder
 from dicom_gateway.uids import InvalidUID, derived_uid, is_valid_uid
 
 
 def test_write_is_complete_and_leaves_no_temp(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+    spool = DurableFolder(tmp_path)
     f = spool.write("1.2.3", "1.2.3.4", [b"ab", b"cd"])
     assert f.path.read_bytes() == b"abcd" and f.size == 4 and not f.existed
     assert list((tmp_path / ".tmp").iterdir()) == []
@@ -19,7 +19,7 @@ def test_write_is_complete_and_leaves_no_temp(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_nothing_visible(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+    spool = DurableFolder(tmp_path)
 
     def chunks():  # type: ignore[no-untyped-def]
         yield b"partial"
@@ -35,7 +35,7 @@ def test_failed_write_leaves_nothing_visible(tmp_path: Path) -> None:
 def test_path_unsafe_uids_are_refused(tmp_path: Path, bad: str) -> None:
     assert not is_valid_uid(bad)
     with pytest.raises(InvalidUID):
-        Spool(tmp_path).path_for(bad, "1.2.3")
+        DurableFolder(tmp_path).path_for(bad, "1.2.3")
 
 
 def test_derived_uid_is_stable_and_valid() -> None:
@@ -50,7 +50,7 @@ def test_adopt_hashes_and_syncs_before_the_rename(tmp_path: Path, size: int,
     import hashlib
     import os
 
-    spool = Spool(tmp_path / "spool")
+    spool = DurableFolder(tmp_path / "spool")
     received = spool.tmp / "incoming.dcm"
     content = os.urandom(size)
     received.write_bytes(content)

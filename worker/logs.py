@@ -24,6 +24,10 @@ PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatien
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def configure(verbose: bool = False, quiet: bool = False) -> None:
     """Root logging for a CLI process; libraries at WARNING, pydicom at ERROR."""
     logging.basicConfig(
@@ -32,7 +36,12 @@ def configure(verbose: bool = False, quiet: bool = False) -> None:
     )
     for noisy in ("pynetdicom", "alembic", "celery", "kombu", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    # pydicom.config sets its logger back to WARNING when it is first imported, which may
+    # come after this (settings load no pydicom): a filter keeps ERROR whatever the level.
+    pydicom_log = logging.getLogger("pydicom")
+    pydicom_log.setLevel(logging.ERROR)
+    if not any(f is _errors_only for f in pydicom_log.filters):
+        pydicom_log.addFilter(_errors_only)
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     warnings.filterwarnings("ignore", module=r"highdicom(\.|$)")
 
@@ -53,6 +62,8 @@ def patient_values(ds: object) -> list[str]:
 
 
 def redact(text: str, values: Iterable[str]) -> str:
+    """``text`` with each value (longest first, as ``patient_values`` gives them, so a
+    name's parts do not break the whole) replaced, before it reaches a log or a job."""
     for value in values:
         text = text.replace(value, "[redacted]")
     return text

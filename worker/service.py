@@ -9,13 +9,21 @@ Start-up order matters for "nothing acknowledged is lost": migrate, sweep partia
 spool writes, register this process's heartbeat, mark dead the earlier processes of
 this host, resume every unfinished job from the database, and only then open the
 DICOM port.  Stopping never waits long: what is in flight is left to the reconciler.
+
+Once started, the process's periodic duties (assemble quiet studies, reconcile jobs
+with the database, restart a dead listener process or in-process worker, purge old
+skipped studies) run in turn on one thread, ``serve-duties``, every ``poll_seconds``:
+one thread, so that on SQLite they never contend with each other for the one writer.
+Each duty has a name, and a failing duty is logged by that name without keeping the
+others from their turn.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dicom_gateway import pynetdicom_canary
@@ -25,7 +33,7 @@ from worker.ingest.processes import ListenerProcesses
 from worker.ingest.sink import storage_listener
 from worker.pipeline.celery_app import configure_celery, purge_embedded_queue, queue_depth
 from worker.pipeline.reconciler import Reconciler
-from worker.runtime import Runtime, configure
+from worker.runtime import Runtime, configure, keep_temporary_files_in_spool
 from worker.settings import Settings
 from worker.store.liveness import Liveness, mark_dead_local_processes
 from worker.store.retention import purge_skipped
@@ -33,7 +41,15 @@ from worker.store.retention import purge_skipped
 log = logging.getLogger(__name__)
 
 
-class Gateway:
+@dataclass(frozen=True)
+class Duty:
+    """One periodic duty of the serve process, named for the logs."""
+
+    name: str
+    run: Callable[[], object]
+
+
+class ServeProcess:
     """Everything ``cxr-gateway serve`` runs, startable and stoppable in-process."""
 
     def __init__(self, settings: Settings,
@@ -51,16 +67,16 @@ class Gateway:
         self._worker_name = ""
         self._worker_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._loop_thread: threading.Thread | None = None
+        self._duties_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        from worker.pipeline import tasks
-
+        """Start in the order the module docstring gives; raises what stopped it."""
         s = self.settings
         self.rt = rt = configure(s, kind="serve")
         swept = rt.spool.sweep_partials() + rt.outbox.sweep_partials()
         if swept:
             log.warning("removed %d partial file(s) left by an earlier crash", swept)
+        keep_temporary_files_in_spool(rt)
         app = configure_celery(s)
         self.liveness = Liveness(rt.db, rt.worker_name, "serve", ",".join(self.worker_queues),
                                  s.heartbeat_seconds)
@@ -68,19 +84,35 @@ class Gateway:
         dead = mark_dead_local_processes(rt.db)
         if dead:
             log.info("earlier processes on this host are gone: %s", ", ".join(dead))
+        self._resume_from_database()
+        if self.worker_queues:
+            self._start_worker(app, rt.worker_name)
+        self._open_listener(rt)
+        if s.api_port:
+            self._start_api(rt)
+        self._duties_thread = threading.Thread(target=self._run_duties, name="serve-duties",
+                                               daemon=True)
+        self._duties_thread.start()
+        self._log_summary()
+
+    def _resume_from_database(self) -> None:
+        """Publish every unfinished job again (the embedded queue starts empty)."""
+        from worker.pipeline import tasks
+
+        assert self.rt is not None
+        s = self.settings
         if s.embedded_broker:
             purge_embedded_queue(s)
-        self.reconciler = Reconciler(rt.db, s, tasks.PUBLISHERS, queue_depth)
+        self.reconciler = Reconciler(self.rt.db, s, tasks.PUBLISHERS, queue_depth)
         sweep = self.reconciler.run(force=s.embedded_broker)
         resumed = len(sweep.taken_over) + len(sweep.republished) + len(sweep.due)
         if resumed:
             log.info("resumed %d unfinished job(s) from the database", resumed)
-        if self.worker_queues:
-            self._start_worker(app, rt.worker_name)
-        # This process's temporary files (pynetdicom's incoming datasets, the embedded
-        # broker's consumed messages) go to the spool's .tmp: same disk, swept at start.
-        tempfile.tempdir = str(rt.spool.tmp)
-        # several processes need pynetdicom's server code as reviewed (else: one, stock)
+
+    def _open_listener(self, rt: Runtime) -> None:
+        """Several listener processes need pynetdicom's server code as reviewed (else: one,
+        in this process, stock)."""
+        s = self.settings
         if s.listener_processes > 1 and \
                 pynetdicom_canary.checked_at_start().usable("handed_connections", "slot_limit"):
             self.listener_processes = ListenerProcesses(s, s.listener_processes)
@@ -88,15 +120,15 @@ class Gateway:
         else:
             self.listener = storage_listener(rt, s.port)
             self.listener.start()
-        if s.api_port:
-            from worker.ops.api import APIServer, create_app
 
-            app = create_app(s, rt.db, queue_depth, tasks.enqueue_prepare)
-            self.api = APIServer(app, s.api_host, s.api_port)
-            self.api.start()
-        self._loop_thread = threading.Thread(target=self._loop, name="assembler", daemon=True)
-        self._loop_thread.start()
-        self._log_summary()
+    def _start_api(self, rt: Runtime) -> None:
+        from worker.ops.api import APIServer, create_app
+        from worker.pipeline import tasks
+
+        s = self.settings
+        self.api = APIServer(create_app(s, rt.db, queue_depth, tasks.enqueue_prepare),
+                             s.api_host, s.api_port)
+        self.api.start()
 
     def _log_summary(self) -> None:
         """What this gateway is, in one place at start-up (no secrets: URLs masked)."""
@@ -127,22 +159,37 @@ class Gateway:
                                                daemon=True)
         self._worker_thread.start()
 
-    def _loop(self) -> None:
+    def duties(self) -> list[Duty]:
+        """The periodic duties, in the order each tick runs them."""
+        assert self.rt is not None and self.reconciler is not None
         from worker.pipeline import tasks
 
-        assert self.rt is not None and self.reconciler is not None
-        s = self.settings
-        while not self._stop.wait(s.poll_seconds):
-            try:
-                assembler.assemble_ready(self.rt.db, s.study_quiet_seconds,
-                                         tasks.enqueue_prepare, s.batch_calling_aets)
-                self.reconciler.run()
-                if self.listener_processes is not None:
-                    self.listener_processes.supervise()
-                self._supervise_worker()
-                purge_skipped(self.rt.db, s.skipped_retention_hours * 3600)
-            except Exception:  # keep serving; the next tick retries from the database
-                log.exception("assembler/reconciler tick failed")
+        db, s = self.rt.db, self.settings
+        duties = [
+            Duty("assemble quiet studies", lambda: assembler.assemble_ready(
+                db, s.study_quiet_seconds, tasks.enqueue_prepare, s.batch_calling_aets)),
+            Duty("reconcile jobs with the database", self.reconciler.run),
+        ]
+        if self.listener_processes is not None:
+            duties.append(Duty("supervise listener processes",
+                               self.listener_processes.supervise))
+        duties += [
+            Duty("supervise the in-process worker", self._supervise_worker),
+            Duty("purge skipped studies",
+                 lambda: purge_skipped(db, s.skipped_retention_hours * 3600)),
+        ]
+        return duties
+
+    def _run_duties(self) -> None:
+        duties = self.duties()
+        while not self._stop.wait(self.settings.poll_seconds):
+            for duty in duties:
+                if self._stop.is_set():
+                    return
+                try:
+                    duty.run()
+                except Exception:  # keep serving; the next tick retries from the database
+                    log.exception("serve duty %r failed; retried next tick", duty.name)
 
     def _supervise_worker(self) -> None:
         """Start the in-process Celery worker again if it ended on its own.
@@ -175,8 +222,8 @@ class Gateway:
             self.listener.stop()
         if self.listener_processes is not None:
             self.listener_processes.stop()
-        if self._loop_thread is not None:
-            self._loop_thread.join(timeout=5)
+        if self._duties_thread is not None:
+            self._duties_thread.join(timeout=5)
         if self.liveness is not None:
             self.liveness.stop()
         if self._worker is not None:

@@ -62,11 +62,12 @@ def _child_main(settings: Settings, port: int, index: int, log_level: int,
     """One listener process: take the connections handed over ``channel``, answer them,
     exit when asked or when the parent is gone."""
     from worker import logs
-    from worker.runtime import configure
+    from worker.runtime import configure, keep_temporary_files_in_spool
 
     logs.configure(verbose=log_level <= logging.DEBUG, quiet=log_level >= logging.WARNING)
     try:
         rt = configure(settings, migrate=False, kind=f"listener{index}")
+        keep_temporary_files_in_spool(rt)
         listener = storage_listener(
             rt, port, AssociationSlots(slots_dir(settings), settings.max_associations),
             channel=channel)
@@ -81,9 +82,9 @@ def _child_main(settings: Settings, port: int, index: int, log_level: int,
     if conn in ready:  # the parent asks us to stop: close the port, then go
         with contextlib.suppress(Exception):
             listener.stop()
-        os._exit(0)
-    log.warning("listener process %d: the serve process is gone; exiting", index)
-    os._exit(0)  # associations in flight are cut before their answer: senders retry
+    else:  # associations in flight are cut before their answer: senders retry
+        log.warning("listener process %d: the serve process is gone; exiting", index)
+    os._exit(0)
 
 
 class ListenerProcesses:
@@ -95,7 +96,7 @@ class ListenerProcesses:
         self.port = 0
         self._dispatcher: ConnectionDispatcher | None = None
         self._children: list[tuple[Any, Connection]] = []
-        self._lock = threading.Lock()  # supervise (assembler loop) vs stop (serve's end)
+        self._lock = threading.Lock()  # supervise (serve's duties thread) vs stop
         self._stopping = False
 
     def start(self) -> None:
@@ -139,11 +140,11 @@ class ListenerProcesses:
             raise ListenerStartError(f"listener process {index} did not start within "
                                f"{START_TIMEOUT:.0f} s")
         try:
-            kind, detail = end.recv()
+            status, detail = end.recv()
         except EOFError:
             raise ListenerStartError(f"listener process {index} exited at start "
                                f"(exit code {proc.exitcode})") from None
-        if kind != "ready":
+        if status != "ready":
             raise ListenerStartError(f"listener process {index} cannot start: {detail}")
 
     def supervise(self) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -153,11 +152,12 @@ def storage_listener(rt: Runtime, port: int, slots: AssociationSlots | None = No
                      channel: socket.socket | None = None) -> StorageListener:
     """The listener as ``serve`` runs it, in its own process or in a listener process.
 
-    pynetdicom writes each incoming dataset to a temporary file: Python's temporary
-    folder becomes the spool's own ``.tmp``, so moving one into the spool is a rename.
+    pynetdicom writes each incoming dataset to a temporary file: the process that calls
+    this has pointed Python's temporary folder at the spool's own ``.tmp`` first
+    (``worker.runtime.keep_temporary_files_in_spool``), so taking one into the spool is
+    a rename.
     """
     s = rt.settings
-    tempfile.tempdir = str(rt.spool.tmp)
     return StorageListener(
         s.ae_title, s.host, port, rt.spool, InstanceRecorder(rt.db),
         allowed_calling_aets=s.allowed_calling_aets, limits=s.limits, tls=s.tls,

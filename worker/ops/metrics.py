@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from worker.store import jobs
 from worker.store.db import (
@@ -108,6 +110,7 @@ class GatewayCollector(Collector):
             self._batches.observe(float(result.get("batch_size") or 1))
 
     def collect(self) -> Iterator[Any]:
+        """One scrape; serialised, because the histograms advance a shared cursor."""
         with self._lock:
             self._advance()
             yield from self._from_database()
@@ -128,73 +131,119 @@ class GatewayCollector(Collector):
             yield tokens
 
     def _from_database(self) -> Iterator[Any]:
-        t = now()
-        with self.db.session() as s:
-            by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state))
-                            .all())
-            received = s.execute(select(Instance.calling_ae, Instance.admission, func.count())
-                                 .group_by(Instance.calling_ae, Instance.admission)).all()
-            assocs = s.execute(select(AssociationLog.calling_ae, AssociationLog.outcome,
-                                      func.count(), func.sum(AssociationLog.failed))
-                               .group_by(AssociationLog.calling_ae, AssociationLog.outcome)
-                               ).all()
-            refusals = s.execute(select(AssociationLog.calling_ae, AssociationLog.statuses)
-                                 .where(AssociationLog.failed > 0)).all()
-            deliveries = s.execute(select(Delivery.destination, Delivery.state,
-                                          func.count(), func.sum(Delivery.attempts))
-                                   .group_by(Delivery.destination, Delivery.state)).all()
-            workers = s.execute(select(WorkerProcess.name, WorkerProcess.kind,
-                                       WorkerProcess.queues, WorkerProcess.last_beat)
-                                .where(WorkerProcess.stopped_at.is_(None),
-                                       WorkerProcess.last_beat >= t - self.liveness_timeout)
-                                .order_by(WorkerProcess.name)).all()
-        g = GaugeMetricFamily("cxr_jobs", "Jobs in each state", labels=["state"])
-        for state in (*jobs.ACTIVE, *jobs.TERMINAL):
-            g.add_metric([state], float(by_state.get(state, 0)))
-        yield g
-        c = CounterMetricFamily("cxr_instances_received",
-                                "Instances received, by calling AE and outcome "
-                                "(admitted, skipped, pending, or the refusal status)",
-                                labels=["calling_ae", "outcome"])
-        for ae, admission, n in received:
-            c.add_metric([ae, admission], float(n))
-        refused: dict[tuple[str, str], float] = {}
-        for ae, statuses in refusals:
-            for status, n in json.loads(statuses or "{}").items():
-                refused[(ae, status)] = refused.get((ae, status), 0.0) + n
-        for (ae, status), count in sorted(refused.items()):
-            c.add_metric([ae, status], count)
-        yield c
-        a = CounterMetricFamily("cxr_associations", "Associations, by calling AE and outcome",
-                                labels=["calling_ae", "outcome"])
-        for ae, outcome, n, _failed in assocs:
-            a.add_metric([ae, outcome], float(n))
-        yield a
-        attempts = CounterMetricFamily("cxr_delivery_attempts", "SR delivery attempts",
-                                       labels=["destination"])
-        failures = CounterMetricFamily("cxr_delivery_failures",
-                                       "SR delivery attempts that failed",
-                                       labels=["destination"])
-        per_dest: dict[str, list[float]] = {}
-        for dest, state, n, tried in deliveries:
-            row = per_dest.setdefault(dest, [0.0, 0.0])
-            row[0] += float(tried or 0)
-            row[1] += float(tried or 0) - (float(n) if state == "done" else 0.0)
-        for dest, (total, failed) in sorted(per_dest.items()):
-            attempts.add_metric([dest], total)
-            failures.add_metric([dest], failed)
-        yield attempts
-        yield failures
-        q = GaugeMetricFamily("cxr_queue_depth", "Messages waiting in each queue",
-                              labels=["queue"])
+        """Counts and gauges, queried afresh on every scrape."""
+        with self.db.session() as session:
+            tables = read_tables(session, now() - self.liveness_timeout)
+        yield job_family(tables.jobs_by_state)
+        yield received_family(tables.received, tables.refusals)
+        yield association_family(tables.associations)
+        yield from delivery_families(tables.deliveries)
+        yield self._queue_family()
+        yield GaugeMetricFamily("cxr_spool_free_bytes", "Free disk where the spool is",
+                                value=float(shutil.disk_usage(self.spool).free))
+        yield from worker_families(tables.live_workers)
+
+    def _queue_family(self) -> GaugeMetricFamily:
+        """Depth per queue, where the broker can be asked (else no sample, not 0)."""
+        family = GaugeMetricFamily("cxr_queue_depth", "Messages waiting in each queue",
+                                   labels=["queue"])
         for queue in ("cpu", "gpu"):
             depth = self.queue_depth(queue) if self.queue_depth else None
             if depth is not None:
-                q.add_metric([queue], float(depth))
-        yield q
-        yield GaugeMetricFamily("cxr_spool_free_bytes", "Free disk where the spool is",
-                                value=float(shutil.disk_usage(self.spool).free))
-        yield from worker_families(workers)
+                family.add_metric([queue], float(depth))
+        return family
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The grouped rows one scrape reads, in one session (one consistent snapshot)."""
+
+    jobs_by_state: dict[str, int]
+    received: Sequence[Any]  # (calling_ae, admission, count)
+    associations: Sequence[Any]  # (calling_ae, outcome, count, failed)
+    refusals: Sequence[Any]  # (calling_ae, statuses JSON) of associations that refused
+    deliveries: Sequence[Any]  # (destination, state, count, attempts)
+    live_workers: Sequence[Any]  # (name, kind, queues, last_beat)
+
+
+def read_tables(session: Session, live_since: float) -> Tables:
+    """Everything the counts and gauges need; processes that beat since ``live_since``."""
+    return Tables(
+        jobs_by_state=dict(session.execute(
+            select(Job.state, func.count()).group_by(Job.state)).all()),
+        received=session.execute(select(Instance.calling_ae, Instance.admission,
+                                        func.count())
+                                 .group_by(Instance.calling_ae, Instance.admission)).all(),
+        associations=session.execute(
+            select(AssociationLog.calling_ae, AssociationLog.outcome, func.count(),
+                   func.sum(AssociationLog.failed))
+            .group_by(AssociationLog.calling_ae, AssociationLog.outcome)).all(),
+        refusals=session.execute(select(AssociationLog.calling_ae, AssociationLog.statuses)
+                                 .where(AssociationLog.failed > 0)).all(),
+        deliveries=session.execute(select(Delivery.destination, Delivery.state,
+                                          func.count(), func.sum(Delivery.attempts))
+                                   .group_by(Delivery.destination, Delivery.state)).all(),
+        live_workers=session.execute(
+            select(WorkerProcess.name, WorkerProcess.kind, WorkerProcess.queues,
+                   WorkerProcess.last_beat)
+            .where(WorkerProcess.stopped_at.is_(None), WorkerProcess.last_beat >= live_since)
+            .order_by(WorkerProcess.name)).all())
+
+
+def job_family(by_state: dict[str, int]) -> GaugeMetricFamily:
+    """Every state present, at 0 when no job is in it (an alert on one needs no ``absent()``)."""
+    family = GaugeMetricFamily("cxr_jobs", "Jobs in each state", labels=["state"])
+    for state in (*jobs.ACTIVE, *jobs.TERMINAL):
+        family.add_metric([state], float(by_state.get(state, 0)))
+    return family
+
+
+def received_family(received: Iterable[Any], refusals: Iterable[Any]
+                    ) -> CounterMetricFamily:
+    """Stored instances by admission outcome, plus refused ones by their refusal status
+    (those never reach the instances table, only the association log's tallies)."""
+    family = CounterMetricFamily("cxr_instances_received",
+                                 "Instances received, by calling AE and outcome "
+                                 "(admitted, skipped, pending, or the refusal status)",
+                                 labels=["calling_ae", "outcome"])
+    for ae, admission, n in received:
+        family.add_metric([ae, admission], float(n))
+    refused: dict[tuple[str, str], float] = {}
+    for ae, statuses in refusals:
+        for status, n in json.loads(statuses or "{}").items():
+            refused[(ae, status)] = refused.get((ae, status), 0.0) + n
+    for (ae, status), count in sorted(refused.items()):
+        family.add_metric([ae, status], count)
+    return family
+
+
+def association_family(associations: Iterable[Any]) -> CounterMetricFamily:
+    family = CounterMetricFamily("cxr_associations",
+                                 "Associations, by calling AE and outcome",
+                                 labels=["calling_ae", "outcome"])
+    for ae, outcome, n, _failed in associations:
+        family.add_metric([ae, outcome], float(n))
+    return family
+
+
+def delivery_families(deliveries: Iterable[Any]) -> Iterator[CounterMetricFamily]:
+    """Attempts per destination, and how many of them failed: every attempt of a
+    delivery that is not done failed, and all but the last of one that is done."""
+    attempts = CounterMetricFamily("cxr_delivery_attempts", "SR delivery attempts",
+                                   labels=["destination"])
+    failures = CounterMetricFamily("cxr_delivery_failures",
+                                   "SR delivery attempts that failed",
+                                   labels=["destination"])
+    per_dest: dict[str, list[float]] = {}
+    for dest, state, n, tried in deliveries:
+        row = per_dest.setdefault(dest, [0.0, 0.0])
+        row[0] += float(tried or 0)
+        row[1] += float(tried or 0) - (float(n) if state == "done" else 0.0)
+    for dest, (total, failed) in sorted(per_dest.items()):
+        attempts.add_metric([dest], total)
+        failures.add_metric([dest], failed)
+    yield attempts
+    yield failures
 
 
 def worker_families(live: Iterable[Any]) -> Iterator[GaugeMetricFamily]:
@@ -233,6 +282,8 @@ def worker_families(live: Iterable[Any]) -> Iterator[GaugeMetricFamily]:
 
 
 def registry(collector: GatewayCollector) -> CollectorRegistry:
+    """A registry of the collector alone (not the process default: no Python process
+    metrics of whichever node happens to serve the scrape)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
     return reg

@@ -3,6 +3,11 @@
 Settings follow Celery's guidance for long jobs (acks_late, reject on worker lost,
 prefetch 1, no result backend); the database's job leases make delivery at least
 once, and idempotent tasks make that safe.
+
+``app`` is module-level because Celery forces it: ``@app.task`` registers each task on an
+app when ``worker.pipeline.tasks`` is imported, before any settings are known.  It is the
+process's one Celery app, configured in one place, ``configure_celery``, at process start
+(``serve``, ``worker``, the CLI commands that publish); nothing else changes it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from worker.pipeline.embedded_broker import TRANSPORT
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-app = Celery("cxr_gateway", include=["worker.pipeline.tasks"])
+app = Celery("cxr_gateway", include=["worker.pipeline.tasks"])  # see the module docstring
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
@@ -59,6 +64,8 @@ def broker_config(settings: Settings) -> dict[str, Any]:
 
 
 def configure_celery(settings: Settings) -> Celery:
+    """Point the process's Celery app at this installation's broker, with the settings
+    above; called once at process start (tests call it once per installation they make)."""
     app.conf.update(
         **broker_config(settings),
         task_routes=ROUTES,

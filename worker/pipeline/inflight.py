@@ -2,7 +2,7 @@
 
 A server such as vLLM runs every sequence it holds in one continuous batch (64-256 at
 once), so what it can give depends on how many requests the gateway keeps open.  The
-batch path (``pipeline.infer_batch``) offers at most ``gpu_batch_size`` studies and waits
+batch path (``inference.infer_batch``) offers at most ``gpu_batch_size`` studies and waits
 for the slowest one's second turn before starting another; here each study runs its two
 turns on its own thread (turn 2 the moment its turn 1 returns), and a finished study's
 place goes at once to the next prepared job (live before batch, as ``claim_more`` orders
@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from models.backend import BackendError
 from models.study import StudyResult, run_study
-from worker.pipeline import stages as pipeline
+from worker.pipeline import claims, inference
 from worker.runtime import Runtime
 from worker.store import jobs
 from worker.store.db import now
@@ -45,14 +45,14 @@ def infer_continuous(rt: Runtime, job_id: int, version: int,
     limit = rt.settings.openai_max_in_flight
     flights: Flights = {}
     landed: list[Pair] = []
-    claimed = [(job_id, version)] if pipeline.claim_for_inference(rt, job_id, version) else []
+    claimed = [(job_id, version)] if claims.claim_for_inference(rt, job_id, version) else []
     finished: list[tuple[tuple[Pair, int], Future[StudyResult]]] = []
     pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="inflight")
     try:
         while True:
             if not rt.stopping.is_set():
-                claimed += pipeline.claim_more(rt, limit - len(flights) - len(claimed))
-            for j, v, image in pipeline.model_inputs(rt, claimed):
+                claimed += claims.claim_more(rt, limit - len(flights) - len(claimed))
+            for j, v, image in inference.model_inputs(rt, claimed):
                 flights[pool.submit(run_study, rt.backend, image)] = ((j, v), len(flights) + 1)
             claimed = []
             if finished:  # stored after the freed places are refilled, so none idles
@@ -85,16 +85,15 @@ def land(rt: Runtime, finished: list[tuple[tuple[Pair, int], Future[StudyResult]
         try:
             result = future.result()
         except BackendError as exc:
-            pipeline.retry_inference_later(rt, [pair], str(exc), exc.permanent)
+            claims.retry_inference_later(rt, [pair], str(exc), exc.permanent)
             continue
         except Exception as exc:  # noqa: BLE001 - one study's defect must not stop others
             log.exception("job %d v%d: inference failed", job_id, version)
-            pipeline.fail(rt, job_id, version,
-                          f"inference failed: {type(exc).__name__}: {exc}")
+            claims.fail(rt, job_id, version, f"inference failed: {type(exc).__name__}: {exc}")
             continue
         # each study is its own request group; its "batch size" is how many were in flight
         results.append((pair, result, uuid.uuid4().hex, offered))
-    return pipeline.store_results(rt, results) if results else []
+    return inference.store_results(rt, results) if results else []
 
 
 def let_go(rt: Runtime, held: list[Pair], exc: BaseException) -> None:

@@ -97,9 +97,9 @@ class Reconciler:
             s.commit()
 
     def _takeovers(self, sweep: Sweep) -> None:
-        s_ = self.settings
-        alive = live_names(self.db, s_.liveness_timeout_seconds)
-        backstop = now() - s_.stage_timeout_seconds
+        settings = self.settings
+        alive = live_names(self.db, settings.liveness_timeout_seconds)
+        backstop = now() - settings.stage_timeout_seconds
         with self.db.session() as s:
             held = s.scalars(select(Job).where(Job.holder != "", Job.state.in_(jobs.ACTIVE))
                              ).all()
@@ -108,7 +108,7 @@ class Reconciler:
             if not dead and job.held_since >= backstop:
                 continue
             why = (f"holder {job.holder} stopped answering" if dead else
-                   f"stage held over {s_.stage_timeout_seconds:.0f} s by {job.holder}")
+                   f"stage held over {settings.stage_timeout_seconds:.0f} s by {job.holder}")
             with self.db.session() as s:
                 if job.attempts + 1 > MAX_TAKEOVERS:
                     if jobs.fail(s, job.id, job.version, job.holder,

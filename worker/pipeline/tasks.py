@@ -23,8 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from models.backend import BackendError
 from models.study import serves_concurrently
-from worker.pipeline import inflight
-from worker.pipeline import stages as pipeline
+from worker.pipeline import inflight, stages
 from worker.pipeline.celery_app import app
 from worker.pipeline.reconciler import Publishers
 from worker.runtime import runtime
@@ -52,10 +51,10 @@ def fails_job_on_error(stage: str) -> Callable[[F], F]:
                             job_id, version, stage, type(exc).__name__)
                 _release_for_retry(job_id, version, f"{stage}: {type(exc).__name__}")
             except BackendError as exc:
-                pipeline.fail(runtime(), job_id, version, f"{stage}: {exc}")
+                stages.fail(runtime(), job_id, version, f"{stage}: {exc}")
             except Exception as exc:
                 log.exception("job %s v%s: %s failed", job_id, version, stage)
-                pipeline.fail(runtime(), job_id, version,
+                stages.fail(runtime(), job_id, version,
                               f"{stage} failed: {type(exc).__name__}: {exc}")
         return run  # type: ignore[return-value]
 
@@ -84,7 +83,7 @@ def _release_for_retry(job_id: int, version: int, error: str) -> None:
 @app.task(name="cxr.prepare", ignore_result=True)
 @fails_job_on_error("prepare")
 def prepare(job_id: int, version: int) -> None:
-    if pipeline.prepare(runtime(), job_id, version):
+    if stages.prepare(runtime(), job_id, version):
         enqueue_infer(job_id, version)
 
 
@@ -95,7 +94,7 @@ def infer(job_id: int, version: int) -> None:
     if serves_concurrently(rt.backend):  # a server (vLLM): keep it full, no batch barrier
         inflight.infer_continuous(rt, job_id, version, report_soon)
         return
-    for j, v in pipeline.infer_batch(rt, job_id, version):
+    for j, v in stages.infer_batch(rt, job_id, version):
         enqueue_report(j, v)
 
 
@@ -120,8 +119,8 @@ def _stop_claiming(**_kw: Any) -> None:
 @fails_job_on_error("report")
 def report(job_id: int, version: int) -> None:
     rt = runtime()
-    pipeline.report(rt, job_id, version)
-    pipeline.deliver(rt, job_id, version)
+    stages.report(rt, job_id, version)
+    stages.deliver(rt, job_id, version)
 
 
 def _publish(task: Any, job_id: int, version: int) -> None:

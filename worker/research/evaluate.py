@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ PAPER_F1 = {"Atelectasis": 67.2, "Cardiomegaly": 74.7, "Consolidation": 23.5, "E
 PAPER_MACRO5, PAPER_MACRO_ALL = 60.6, 60.0
 NOT_READ = ("refused", "truncated", "unparseable", "no_labels")
 IGNORE = -9  # a gold value that does not count for its class
+_COMPETITION_COLUMNS = [CHEXPERT_LABELS.index(c) for c in COMPETITION]
 
 
 class EvaluationError(ValueError):
@@ -55,6 +56,7 @@ class Policy:
             raise EvaluationError("--not-read must be negative or exclude")
 
     def gold(self, value: str) -> int:
+        """A label file's cell as this policy counts it: 1, 0 or IGNORE."""
         text = value.strip()
         if text == "":
             return 0 if self.blank == "negative" else IGNORE
@@ -132,10 +134,20 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
-def evaluate(predictions: Mapping[str, Mapping[str, Any]],
-             labels: Mapping[str, Mapping[str, int]], policy: Policy,
-             bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Per-class precision/recall/F1/support, macro-F1 (14 and 5), bootstrap 95 % CIs."""
+@dataclass
+class _Counted:
+    """The studies that count, as 0/1 matrices (studies x the 14 classes)."""
+
+    studies: list[str]
+    excluded: dict[str, int]  # why a study does not count -> how many
+    gold: np.ndarray  # 1, 0 or IGNORE
+    predicted: np.ndarray  # 1 or 0
+
+
+def _counted(predictions: Mapping[str, Mapping[str, Any]],
+             labels: Mapping[str, Mapping[str, int]], policy: Policy) -> _Counted:
+    """Which labelled studies count (the model read them, or the policy counts them as
+    read), and why each other one does not."""
     counted: list[str] = []
     excluded: dict[str, int] = {}
     pred_rows: list[list[int]] = []
@@ -159,31 +171,48 @@ def evaluate(predictions: Mapping[str, Mapping[str, Any]],
                           for c in CHEXPERT_LABELS])
     if not counted:
         raise EvaluationError("no study has both a prediction from the model and labels")
-    g, p = np.array(gold_rows), np.array(pred_rows)
+    return _Counted(counted, excluded, np.array(gold_rows), np.array(pred_rows))
+
+
+def _confusion(g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class (tp, fp, fn), each class counting only its non-ignored gold values."""
     valid = g != IGNORE
-    tp = ((g == 1) & (p == 1) & valid).sum(0)
-    fp = ((g == 0) & (p == 1) & valid).sum(0)
-    fn = ((g == 1) & (p == 0) & valid).sum(0)
+    return (((g == 1) & (p == 1) & valid).sum(0), ((g == 0) & (p == 1) & valid).sum(0),
+            ((g == 1) & (p == 0) & valid).sum(0))
+
+
+@dataclass
+class _Intervals:
+    """Percentile-bootstrap 95 % intervals: per class, and of the two macro-F1s."""
+
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    macro: dict[str, list[float]] = field(default_factory=dict)  # all | competition
+
+
+def _bootstrap(g: np.ndarray, p: np.ndarray, resamples: int, seed: int) -> _Intervals:
+    """Resample studies with replacement ``resamples`` times (none: no intervals)."""
+    if resamples <= 0:
+        return _Intervals()
+    rng = np.random.default_rng(seed)
+    n = len(g)
+    boot = np.empty((resamples, len(CHEXPERT_LABELS)))
+    for b in range(resamples):
+        idx = rng.integers(0, n, n)
+        boot[b] = _f1(*_confusion(g[idx], p[idx]))
+    out = _Intervals(np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0))
+    for name, cols in (("all", list(range(len(CHEXPERT_LABELS)))),
+                       ("competition", _COMPETITION_COLUMNS)):
+        macro = boot[:, cols].mean(1)
+        out.macro[name] = [float(np.percentile(macro, 2.5)), float(np.percentile(macro, 97.5))]
+    return out
+
+
+def _class_scores(g: np.ndarray, p: np.ndarray, ci: _Intervals) -> list[ClassScore]:
+    """Precision, recall, F1 and support per class, with the class's interval."""
+    tp, fp, fn = _confusion(g, p)
     f1 = _f1(tp, fp, fn)
-    competition = [CHEXPERT_LABELS.index(c) for c in COMPETITION]
-    lows = highs = None
-    macro_ci: dict[str, list[float]] = {}
-    if bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        n = len(counted)
-        boot = np.empty((bootstrap, len(CHEXPERT_LABELS)))
-        for b in range(bootstrap):
-            idx = rng.integers(0, n, n)
-            gb, pb, vb = g[idx], p[idx], valid[idx]
-            boot[b] = _f1(((gb == 1) & (pb == 1) & vb).sum(0),
-                          ((gb == 0) & (pb == 1) & vb).sum(0),
-                          ((gb == 1) & (pb == 0) & vb).sum(0))
-        lows, highs = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
-        for name, cols in (("all", list(range(len(CHEXPERT_LABELS)))),
-                           ("competition", competition)):
-            macro = boot[:, cols].mean(1)
-            macro_ci[name] = [float(np.percentile(macro, 2.5)),
-                              float(np.percentile(macro, 97.5))]
+    valid = g != IGNORE
     classes = []
     for i, label in enumerate(CHEXPERT_LABELS):
         predicted, positive = int(tp[i] + fp[i]), int(tp[i] + fn[i])
@@ -191,18 +220,31 @@ def evaluate(predictions: Mapping[str, Mapping[str, Any]],
             label=label, precision=float(tp[i] / predicted) if predicted else 0.0,
             recall=float(tp[i] / positive) if positive else 0.0, f1=float(f1[i]),
             support=positive, counted=int(valid[:, i].sum()), tp=int(tp[i]), fp=int(fp[i]),
-            fn=int(fn[i]), f1_low=None if lows is None else float(lows[i]),
-            f1_high=None if highs is None else float(highs[i])))
-    not_read = sum(1 for s in counted if str(predictions[s].get("status")) in NOT_READ)
+            fn=int(fn[i]), f1_low=None if ci.low is None else float(ci.low[i]),
+            f1_high=None if ci.high is None else float(ci.high[i])))
+    return classes
+
+
+def evaluate(predictions: Mapping[str, Mapping[str, Any]],
+             labels: Mapping[str, Mapping[str, int]], policy: Policy,
+             bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support, macro-F1 (14 and 5), bootstrap 95 % CIs."""
+    counted = _counted(predictions, labels, policy)
+    g, p = counted.gold, counted.predicted
+    f1 = _f1(*_confusion(g, p))
+    ci = _bootstrap(g, p, bootstrap, seed)
+    not_read = sum(1 for s in counted.studies
+                   if str(predictions[s].get("status")) in NOT_READ)
     return {
         "policy": asdict(policy), "policy_text": policy.describe(),
-        "studies_counted": len(counted), "studies_excluded": excluded,
+        "studies_counted": len(counted.studies), "studies_excluded": counted.excluded,
         "studies_not_read_counted_as_negative": not_read if policy.not_read == "negative"
         else 0,
-        "classes": [asdict(c) for c in classes],
-        "macro_f1_all": float(f1.mean()), "macro_f1_competition": float(f1[competition].mean()),
-        "macro_f1_all_ci": macro_ci.get("all"),
-        "macro_f1_competition_ci": macro_ci.get("competition"),
+        "classes": [asdict(c) for c in _class_scores(g, p, ci)],
+        "macro_f1_all": float(f1.mean()),
+        "macro_f1_competition": float(f1[_COMPETITION_COLUMNS].mean()),
+        "macro_f1_all_ci": ci.macro.get("all"),
+        "macro_f1_competition_ci": ci.macro.get("competition"),
         "bootstrap": {"resamples": bootstrap, "seed": seed},
         "paper": {"f1": PAPER_F1, "macro_f1_competition": PAPER_MACRO5,
                   "macro_f1_all": PAPER_MACRO_ALL,
@@ -274,6 +316,7 @@ def chart(result: Mapping[str, Any], path: Path) -> Path:
 
 
 def write(result: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    """evaluation.json, evaluation.md and (with matplotlib) f1.png into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "evaluation.json", "markdown": out_dir / "evaluation.md"}
     paths["json"].write_text(json.dumps(result, indent=2))

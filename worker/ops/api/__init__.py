@@ -1,0 +1,51 @@
+"""The HTTP service (FastAPI): health, readiness, Prometheus metrics, a JSON API and the
+dashboard.  It runs inside ``serve`` and standalone as ``cxr-gateway api``.
+
+One router per audience, each guarded where it is declared:
+
+| module | routes | guard |
+| --- | --- | --- |
+| ``health`` | ``/healthz``, ``/readyz``, ``/metrics`` | none (probes, Prometheus) |
+| ``records`` | ``/api/...``, ``/openapi.json`` | ``require_token``: 401 |
+| ``dashboard`` | ``/``, ``/login`` | ``require_login``: redirect to the form |
+
+``create_app`` only assembles them; what they share (settings, database, token,
+metrics registry, the broker's queue depth, the retry publisher) is one ``ApiState`` on
+``app.state``, handed to routes by the ``State`` dependency.  ``state`` and ``auth``
+hold that plumbing; ``server`` runs the app in ``serve``'s process.  The package imports
+``worker.store``, ``worker.settings`` and ``worker.ops`` only: the broker is reached
+through the callables it is given, so the service loads no Celery of its own.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from worker.ops.api import dashboard, health, records
+from worker.ops.api.auth import COOKIE, TOKEN_FILE, LoginNeeded, api_token
+from worker.ops.api.server import APIServer
+from worker.ops.api.state import ApiState, QueueDepth, Retry
+from worker.ops.metrics import GatewayCollector, registry
+from worker.settings import Settings
+from worker.store.db import Database
+
+__all__ = ["COOKIE", "TOKEN_FILE", "APIServer", "api_token", "create_app"]
+
+
+def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None = None,
+               retry: Retry | None = None) -> FastAPI:
+    """The app; ``retry(job_id, version)`` publishes a retried job's first message."""
+    collector = GatewayCollector(db, settings.spool_dir, queue_depth,
+                                 settings.liveness_timeout_seconds)
+    app = FastAPI(title="CXR Reason Gateway", version="1", openapi_url=None, docs_url=None,
+                  redoc_url=None,
+                  description="Jobs, studies, associations and the dashboard of a research "
+                              "gateway. Research use only; no patient data is served.")
+    app.state.api = ApiState(settings=settings, db=db, token=api_token(settings),
+                             metrics=registry(collector), queue_depth=queue_depth,
+                             retry=retry)
+    app.include_router(health.router)
+    app.include_router(records.router)
+    app.include_router(dashboard.router)
+    app.add_exception_handler(LoginNeeded, dashboard.to_login)
+    return app

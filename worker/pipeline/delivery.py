@@ -1,0 +1,100 @@
+"""The delivery stage: send the job's SR to every destination whose attempt is due.
+
+A transient failure (no association, timeout, 0xA7xx, HTTP 5xx) schedules that
+destination's next attempt in the database (``retry_backoff_seconds``, doubling) and
+releases the job; the reconciler's due-attempt sweep sends it again on any broker.
+A permanent rejection, or too many attempts, fails the job with the reason.  The job's
+claims and transitions are ``worker.pipeline.claims``'; each attempt's bookkeeping on
+its ``deliveries`` row is here, next to the send it records.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from sqlalchemy import select
+
+from dicom_gateway.destinations import SR_COMPREHENSIVE
+from dicom_gateway.sender import SendOutcome
+from dicom_gateway.sender import deliver as send_to
+from dicom_gateway.sr import as_comprehensive_sr
+from worker.pipeline import claims
+from worker.runtime import Runtime
+from worker.store import jobs
+from worker.store.db import Delivery, Instance, Job, now
+
+log = logging.getLogger(__name__)
+
+
+def deliver(rt: Runtime, job_id: int, version: int) -> bool:
+    """Send the SR to every destination whose attempt is due; True when the job is done."""
+    job = claims.held_for_delivery(rt, job_id, version)
+    if job is None:
+        return False
+    due = [d for d in claims.pending_deliveries(rt, job_id) if d.next_attempt_at <= now()]
+    refused = send_due(rt, job, due) if due else []
+    if refused:
+        claims.fail(rt, job_id, version, "delivery failed: " + "; ".join(refused))
+        return False
+    return claims.finish_delivery(rt, job_id, version)
+
+
+def send_due(rt: Runtime, job: Job, due: list[Delivery]) -> list[str]:
+    """One attempt to each due destination; why each destination that will never take
+    the SR does not ("name: detail")."""
+    sr = dcmread(Path(job.sr_path))
+    variants: dict[str, Dataset] = {SR_COMPREHENSIVE: as_comprehensive_sr(sr)}
+    sender = sender_of(rt, job)
+    by_name = {str(d): d for d in rt.settings.destinations}
+    refused: list[str] = []
+    for row in due:
+        dest = by_name.get(row.destination)
+        if dest is None:
+            refused.append(f"{row.destination}: no longer configured")
+            continue
+        dest = dest.resolved(*sender)
+        outcome = send_to([variants.get(dest.sr_class, sr)], dest, rt.settings.ae_title)
+        why = record_attempt(rt, job, row.id, outcome)
+        if why is not None:
+            refused.append(why)
+    return refused
+
+
+def record_attempt(rt: Runtime, job: Job, delivery_id: int,
+                   outcome: SendOutcome) -> str | None:
+    """Note one attempt on its delivery row: done, failed for good (the reason, returned),
+    or retrying at a later time."""
+    settings = rt.settings
+    refused = None
+    with rt.db.session() as s:
+        d = s.get(Delivery, delivery_id)
+        assert d is not None
+        d.attempts += 1
+        d.updated_at = now()
+        d.detail = outcome.detail
+        if outcome.ok:
+            d.state, d.next_attempt_at = "done", 0.0
+            log.info("job %d v%d: SR %s delivered to %s", job.id, job.version,
+                     job.sr_sop_instance_uid, d.destination)
+        elif outcome.permanent or d.attempts >= settings.delivery_max_attempts:
+            d.state, d.next_attempt_at = "failed", 0.0
+            refused = f"{d.destination}: {outcome.detail}" + (
+                "" if outcome.permanent else f" ({d.attempts} attempts)")
+        else:
+            d.state = "retrying"
+            d.next_attempt_at = now() + jobs.backoff(
+                d.attempts, settings.retry_backoff_seconds, settings.retry_max_backoff_seconds)
+            log.warning("job %d v%d: delivery to %s failed (%s); attempt %d at %s",
+                        job.id, job.version, d.destination, outcome.detail,
+                        d.attempts + 1, jobs.iso(d.next_attempt_at))
+        s.commit()
+    return refused
+
+
+def sender_of(rt: Runtime, job: Job) -> tuple[str, str]:
+    """Calling AE title and peer address of the admitted instance (for reply destinations)."""
+    with rt.db.session() as s:
+        inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == job.sop_instance_uid))
+    return (inst.calling_ae, inst.peer) if inst is not None else ("", "")

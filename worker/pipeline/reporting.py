@@ -1,0 +1,116 @@
+"""The report stage: the stored result as a DICOM SR in the outbox.
+
+What the SR says is ``dicom_gateway.sr``'s; here the job's stored result (see
+``worker.pipeline.inference.result_payload``) becomes its ``DraftReport``, and the
+job, its version and the model that made the result become its UIDs (so a repeated
+task writes the same SR).  The claims and writes are ``worker.pipeline.claims``'.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from sqlalchemy import select
+
+from dicom_gateway.sr import Algorithm, DraftReport, SRBuildError, SRIdentity, build_sr
+from models.backend import stored_identity
+from worker import __version__, logs
+from worker.pipeline import claims
+from worker.runtime import Runtime
+from worker.store.db import Job
+
+MANUFACTURER = "CXR Reason Gateway"
+
+
+def report(rt: Runtime, job_id: int, version: int) -> bool:
+    """Build the SR into the outbox; False when there is nothing to do here."""
+    job = claims.claim_for_report(rt, job_id, version)
+    if job is None:
+        return False
+    if job.origin == "image":
+        return claims.finish_without_sr(rt, job)
+    assert job.result is not None
+    source = Dataset.from_json(job.source_header, bulk_data_uri_handler=lambda *_a: b"")
+    result = json.loads(job.result)
+    draft = draft_from_result(result, job.conversion)
+    identity = sr_identity(rt, job, result)
+    try:
+        sr = build_sr(source, draft, identity, previous_versions=previous_srs(rt, job))
+    except SRBuildError as exc:  # the header's own values may be in it: never show them
+        claims.fail(rt, job_id, version, logs.redact(str(exc), logs.patient_values(source)))
+        return False
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    spooled = rt.outbox.write(job.study_instance_uid, identity.sop_instance_uid, [buf.getvalue()])
+    return claims.record_sr(rt, job, identity.sop_instance_uid, spooled.path)
+
+
+def sr_identity(rt: Runtime, job: Job, result: dict[str, Any]) -> SRIdentity:
+    """The SR's UIDs: from the installation, the study, the job and version, and the model
+    that made the result (``models.backend``'s key: the mock and the real model, or two
+    revisions, never share one)."""
+    return SRIdentity.derive(
+        rt.installation_seed, job.study_instance_uid, f"job-{job.id}", job.version,
+        stored_identity(result).key, MANUFACTURER, f"cxr-reason-gateway {__version__}",
+        rt.settings.site_name)
+
+
+def previous_srs(rt: Runtime, job: Job) -> list[Dataset]:
+    """Earlier versions' SRs for this study, so the new one names what it supersedes."""
+    with rt.db.session() as s:
+        paths = s.scalars(select(Job.sr_path).where(
+            Job.study_instance_uid == job.study_instance_uid, Job.version < job.version,
+            Job.sr_path != "").order_by(Job.version)).all()
+    return [dcmread(p, stop_before_pixels=True) for p in paths if Path(p).is_file()]
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    """What a reader of the SR should know about the answer's items that did not count."""
+    notes = [str(n) for n in result.get("notes") or []]
+    near = result.get("near_misses") or {}
+    if near:
+        notes.append("Answer items close to a CheXpert label but not one, so not counted "
+                     "(as the training parser would not): "
+                     + "; ".join(f"{raw!r} (like {label})" for raw, label in
+                                 near.items()))
+    unknown = result.get("unknown_labels") or []
+    if unknown:
+        notes.append("Answer items outside the 14 CheXpert labels, not counted: "
+                     + "; ".join(repr(u) for u in unknown))
+    return notes
+
+
+def draft_from_result(result: dict[str, Any], conversion: str) -> DraftReport:
+    """The SR's content from a stored result (also used by ``bench`` and the tests)."""
+    status = str(result["status"])
+    labels = tuple(str(x) for x in result.get("labels") or [])
+    is_mock = bool(result.get("is_mock"))
+    sections = tuple(
+        (str(sec["heading"]), tuple(str(i) for i in sec["items"]))
+        for sec in result.get("report_sections") or []
+    )
+    revision = result.get("model_revision") or "unrecorded revision"
+    return DraftReport(
+        status=status,
+        labels=labels,
+        reasoning=str(result.get("reasoning") or ""),
+        algorithm=Algorithm(
+            name=("MOCK " if is_mock else "") + "NV-Reason-CXR-3B",
+            version=f"hf:{result['model_id']}@{revision}",
+            manufacturer="NVIDIA",
+            parameters=(f"backend={result['backend']}", f"prompt={result['prompt']}",
+                        f"conversion={conversion}"),
+        ),
+        is_mock=is_mock,
+        answer_text=str(result.get("answer") or "") if result.get("answer") is not None
+        else str(result.get("findings_text") or ""),
+        report_sections=sections,
+        report_text=str(result.get("report_text") or ""),
+        report_reasoning=str(result.get("report_reasoning") or ""),
+        report_truncated=bool(result.get("report_truncated")),
+        notes=tuple(_notes(result)),
+    )
