@@ -6,6 +6,7 @@ import io
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom import Dataset
@@ -70,6 +71,15 @@ def raw_c_store(port: int, command_sop_instance: str, data: bytes,
     it cannot parse, so mismatched or malformed datasets need this lower-level sender.
     Returns the response status, or None when the peer answered nothing (it aborted).
     """
+    rsp = raw_c_store_response(port, command_sop_instance, data, sop_class, called,
+                               transfer_syntax)
+    return None if rsp is None else int(rsp.Status)
+
+
+def raw_c_store_response(port: int, command_sop_instance: str, data: bytes,
+                         sop_class: str = CR, called: str = "CXRGATEWAY",
+                         transfer_syntax: str = ExplicitVRLittleEndian) -> Any:
+    """As :func:`raw_c_store`, returning the whole C-STORE-RSP (None if none came)."""
     ae = AE(ae_title="RAWSCU")
     ae.add_requested_context(sop_class, transfer_syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
@@ -87,4 +97,4 @@ def raw_c_store(port: int, command_sop_instance: str, data: bytes,
     assoc._reactor_checkpoint.set()
     if assoc.is_established:
         assoc.release()
-    return None if rsp is None else int(rsp.Status)
+    return rsp

@@ -29,7 +29,9 @@ class Server:
         self.httpd.server_close()
 
 
-class _Base(BaseHTTPRequestHandler):
+class JSONHandler(BaseHTTPRequestHandler):
+    """Quiet, and answers JSON with its length (the stand-in servers share it)."""
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -46,7 +48,7 @@ class _Base(BaseHTTPRequestHandler):
 
 
 def openai_server(reply: Callable[[dict[str, Any]], tuple[int, Any]]) -> Server:
-    class Handler(_Base):
+    class Handler(JSONHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self._body())
             self.server.requests.append((self.path, body))  # type: ignore[attr-defined]
@@ -60,7 +62,7 @@ def gradio_space_server(chunks: list[str], config: dict[str, Any] | None = None)
     """Streams ``chunks``: the first as a replace of the '...' placeholder, the rest appended.
     ``/config`` is a Gradio 5 Space's (protocol sse_v3 under /gradio_api), plus ``config``."""
 
-    class Handler(_Base):
+    class Handler(JSONHandler):
         def do_GET(self) -> None:  # noqa: N802
             self.server.requests.append(("GET", self.path, None))  # type: ignore[attr-defined]
             if self.path == "/config":

@@ -3,23 +3,20 @@ serving, and nothing is written outside its data folder."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
-from tests.dicom_factory import raw_c_store
+from tests.dicom_factory import raw_c_store, raw_c_store_response
 from tests.hostile_corpus import (
     LIMIT_MB,
     REFUSED,
@@ -127,27 +124,6 @@ def test_hostile_corpus_over_the_network(serve_factory, tmp_path: Path) -> None:
     assert os.path.getsize(summary) > 0
 
 
-def c_store_response(port: int, c: HostileCase) -> Any:
-    """Send a case as raw_c_store does, and return the whole C-STORE-RSP (None if none)."""
-    ae = AE(ae_title="RAWSCU")
-    ae.add_requested_context(c.sop_class_uid, c.transfer_syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CXRGATEWAY")
-    assert assoc.is_established
-    req = C_STORE()
-    req.MessageID, req.Priority = 1, 2
-    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = c.sop_class_uid, c.sop_instance_uid
-    req.DataSet = io.BytesIO(c.data)
-    assoc._reactor_checkpoint.clear()  # pause the reactor, as send_c_store does
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
-    _, rsp = assoc.dimse.get_msg(block=True)
-    assoc._reactor_checkpoint.set()
-    if assoc.is_established:
-        assoc.release()
-    return rsp
-
-
 def association_rows(data_dir: Path, outcome: str, count: int, timeout: float = 120.0,
                      peers: frozenset[str] = frozenset()) -> list[AssociationLog]:
     """Wait for at least ``count`` association log rows with this outcome, among them
@@ -169,7 +145,8 @@ def test_a_deflate_bomb_is_refused_and_a_radiograph_still_becomes_an_sr(
     bomb = deflate_bomb()
     assert len(bomb.data) < 2 * 2**20
     srv = serve_factory.new({"CXR_DESTINATIONS": storescp.destination}).start()
-    rsp = c_store_response(srv.port, bomb)
+    rsp = raw_c_store_response(srv.port, bomb.sop_instance_uid, bomb.data,
+                               bomb.sop_class_uid, transfer_syntax=bomb.transfer_syntax)
     assert rsp is not None and rsp.Status == 0xA700
     assert rsp.ErrorComment == "inflates to more than 512 MiB (CXR_MAX_INSTANCE_MB)"
     # the association log: its row counts the refusal, its log line says why

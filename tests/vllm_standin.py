@@ -33,13 +33,14 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from models.backend import DEFAULT_MODEL_ID, PINNED_REVISION
 from models.labels import CHEXPERT_LABELS, NO_FINDING
 from models.prompts import REPORT_PROMPT
+from tests.protocol_servers import JSONHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 # The paper's trained fallback for input that is not a chest X-ray (section 2.3).
@@ -328,20 +329,9 @@ class _HTTPServer(ThreadingHTTPServer):
     standin: VLLMStandin
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _json(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _read(self) -> Any:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -33,6 +33,15 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="the gateway's data folder (CXR_DATA_DIR)")
 
 
+def add_reader(commands: Commands, name: str, help: str,
+               func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A command that reads an existing data folder and prints (no log lines of its own)."""
+    parser = commands.add_parser(name, help=help)
+    add_data_dir(parser)
+    parser.set_defaults(func=func, quiet=True)
+    return parser
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings this command line gives, by setting name."""
     out: dict[str, Any] = {}

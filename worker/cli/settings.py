@@ -8,7 +8,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from worker.cli.common import (
-    add_data_dir,
+    add_reader,
     config_file,
     existing_runtime,
     load,
@@ -23,10 +23,8 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    parser = commands.add_parser("settings", help="the settings in effect, where each came "
-                                 "from, and this installation's identity")
-    add_data_dir(parser)
-    parser.set_defaults(func=cmd_settings, quiet=True)
+    add_reader(commands, "settings", "the settings in effect, where each came from, and this "
+               "installation's identity", cmd_settings)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:

@@ -8,22 +8,18 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from worker.cli.common import add_data_dir, load, read_runtime
+from worker.cli.common import add_reader, load, read_runtime
 
 if TYPE_CHECKING:
     from worker.cli.common import Commands
 
 
 def register(commands: Commands) -> None:
-    status = commands.add_parser("status", help="the dashboard's summary in a terminal")
-    add_data_dir(status)
+    status = add_reader(commands, "status", "the dashboard's summary in a terminal",
+                        cmd_status)
     status.add_argument("--json", action="store_true", help="as JSON")
-    status.set_defaults(func=cmd_status, quiet=True)
-
-    health = commands.add_parser("health", help="exit 0 when a gateway or worker process on "
-                                 "this host is alive (for container health checks)")
-    add_data_dir(health)
-    health.set_defaults(func=cmd_health, quiet=True)
+    add_reader(commands, "health", "exit 0 when a gateway or worker process on this host is "
+               "alive (for container health checks)", cmd_health)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
