@@ -158,6 +158,50 @@ class BlackHole:
             c.close()
 
 
+class HoldingProxy:
+    """A TCP relay to ``port`` that passes the first ``limit`` bytes a client sends, then
+    holds the rest: the peer behind it is left mid-transfer for as long as a test wants
+    (a kill then lands inside an association, whatever the machine's speed)."""
+
+    def __init__(self, port: int, limit: int) -> None:
+        import threading
+
+        self.target, self.limit = port, limit
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.server]
+        self.held = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        try:
+            client, _ = self.server.accept()
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            return
+        self.sockets += [client, upstream]
+        threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+        self._pipe(client, upstream, self.limit)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        passed = 0
+        with contextlib.suppress(OSError):
+            while limit is None or passed < limit:
+                data = src.recv(min(65536, limit - passed) if limit is not None else 65536)
+                if not data:
+                    return
+                dst.sendall(data)
+                passed += len(data)
+            self.held.set()  # the rest is never passed on
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
 def child_pids(pid: int) -> list[int]:
     """Child processes of ``pid``, from /proc (every thread's children file)."""
     pids: list[int] = []

@@ -17,7 +17,14 @@ from sqlalchemy import func, select
 from dicom_gateway.conversion import convert_file
 from dicom_gateway.listener import ReceivedInstance, StorageUnavailable
 from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_store, save
-from tests.peers import PostgresCluster, StoreSCP, dicom_tool, require_tool, sample_file
+from tests.peers import (
+    HoldingProxy,
+    PostgresCluster,
+    StoreSCP,
+    dicom_tool,
+    require_tool,
+    sample_file,
+)
 from tests.test_end_to_end import assert_stored, db_for, wait_job
 from worker.ingest.sink import InstanceRecorder
 from worker.store.db import AssociationLog, Database, Instance, Job
@@ -264,14 +271,21 @@ def test_sigkill_during_an_association_leaves_no_partial_file(serve_factory, rg1
         source.StudyInstanceUID = study_uid
         source.save_as(folder / f"{i:02d}.dcm", enforce_file_format=True)
     srv = serve_factory.new({"CXR_STUDY_QUIET_SECONDS": "600"}).start()
+    # two and a half instances reach the gateway, the rest is held back: the kill below
+    # lands with the third one half received, however fast or busy the machine is
+    size = (folder / "00.dcm").stat().st_size
+    proxy = HoldingProxy(srv.port, limit=size * 5 // 2)
     sender = subprocess.Popen(
         [dicom_tool("storescu"), "-aec", "CXRGATEWAY", "-v", "+sd", "127.0.0.1",
-         str(srv.port), str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         str(proxy.port), str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
     deadline = time.monotonic() + 120
-    while instance_count(srv.data_dir) < 2 and time.monotonic() < deadline:
+    while not (proxy.held.is_set() and instance_count(srv.data_dir) >= 2) and \
+            time.monotonic() < deadline:
         time.sleep(0.02)
+    assert proxy.held.is_set() and instance_count(srv.data_dir) == 2
     srv.kill()
+    proxy.close()
     _, err = sender.communicate(timeout=120)
     assert err.count("Store Response (Success)") < 12  # the sender saw the failure
     assert "E:" in err or sender.returncode != 0

@@ -109,7 +109,7 @@ def test_each_new_association_goes_to_the_process_with_fewest_open(serve_factory
     ports = [a.local["port"] for a in ending]  # type: ignore[attr-defined]
     while any(_owns_connection(busy, port) for port in ports) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # its report that they are over reaches serve as the connection closes
+    time.sleep(2.0)  # its report that they are over reaches serve as the connection closes
     late = [_associate(srv.port) for _ in range(2)]
     assert [_owner(children, a) for a in late] == [busy, busy]
     for a in [*held, *late]:

@@ -76,8 +76,14 @@ def test_rejecting_orthanc_fails_the_job_without_a_retry_loop(
         # publishes what is due): none is recorded, so none will come, however long we wait
         with db_for(srv.data_dir).session() as s:
             (delivery,) = s.scalars(select(Delivery)).all()
-            assert (delivery.state, delivery.attempts, delivery.next_attempt_at) == \
-                ("failed", 1, 0.0)
+            assert (delivery.state, delivery.next_attempt_at) == ("failed", 0.0)
+            assert "rejected-permanent" in delivery.detail
+            # the reject ended the delivery at once: any earlier attempt was a transient
+            # failure before Orthanc answered (a busy machine), never a second reject
+            retried = [line for line in srv.log.read_text().splitlines()
+                       if "delivery to ORTHANC@" in line and " failed (" in line]
+            assert len(retried) == delivery.attempts - 1, retried
+            assert not any("rejected-permanent" in line for line in retried), retried
             failed = s.scalar(select(Job))
             assert failed is not None
             assert (failed.state, failed.next_attempt_at, failed.holder) == ("failed", 0.0, "")
