@@ -65,6 +65,7 @@ from dicom_gateway.pynetdicom_compat import (
     REQUESTED,
     SlotLimitedAE,
     discard_partial_dataset,
+    install_pdu_limit,
     install_wakeups,
     receive_chunked,
     remove_wakeups,
@@ -238,6 +239,11 @@ class StorageListener:
 
     # -- connection and association events -------------------------------------------
 
+    def _limit_pdus(self, assoc: Any) -> bool:
+        # the PDU we advertise as our maximum, or (unlimited) the largest instance we take
+        limit = self.limits.max_pdu_size or self.limits.max_instance_bytes + 2**20
+        return install_pdu_limit(assoc, limit)
+
     def _conn_open(self, event: evt.Event) -> None:
         """A connection arrived (before its reactors start): adapt it, shorten its wait."""
         self._associations.record(event)
@@ -250,7 +256,8 @@ class StorageListener:
         self._configure(assoc)
         # no idle sleeps between messages; responses without a pydicom encoding pass
         per_association = (("wakeups", install_wakeups),
-                           ("fast_store_response", install_fast_store_response))
+                           ("fast_store_response", install_fast_store_response),
+                           ("pdu_limit", self._limit_pdus))
         if not all(install(assoc) for name, install in per_association
                    if self._pynetdicom.usable(name)):
             log.warning("pynetdicom's own message path is used on this association "

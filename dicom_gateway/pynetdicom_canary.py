@@ -114,6 +114,8 @@ SOURCE_SHA256: dict[str, str] = {
         "8725ed03bb8fbdefef249d5d9888c120e6277d7b6aa2c4f537e23027186e1253",
     "pynetdicom.dul.DULServiceProvider._process_recv_primitive":
         "4c0ebbb3e646e35e8e5bbc27ee2f1e6b2c82bbf619232f47639a6cbae092ed39",
+    "pynetdicom.dul.DULServiceProvider._read_pdu_data":
+        "19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b",
     "pynetdicom.dul.DULServiceProvider.run_reactor":
         "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803",
     "pynetdicom.dul.DULServiceProvider.send_pdu":
@@ -148,6 +150,8 @@ SOURCE_SHA256: dict[str, str] = {
         "c726c8db53813d551475b8b4560634708a64c50bfe818fd2d1df1c06bdeec099",
     "pynetdicom.transport.AssociationSocket.ready.fget":
         "3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c",
+    "pynetdicom.transport.AssociationSocket.recv":
+        "6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d",
     "pynetdicom.transport.RequestHandler._create_association":
         "05c8d12b79863cdbdb901ce37187b7030a0434c5cd89d219ed0bedbda679a61e",
     "pynetdicom.transport.RequestHandler.handle":

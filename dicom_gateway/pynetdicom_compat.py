@@ -125,6 +125,13 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         _PN + "association.Association.run_reactor",
         _PN + "association.Association.acse_timeout.fset",  # the DUL's ARTIM timer too
     ),
+    # install_pdu_limit: the DUL reads a PDU's body with one recv(length) of its socket,
+    # whatever length the peer announced, into memory
+    "pdu_limit": (
+        _PN + "dul.DULServiceProvider._read_pdu_data",
+        _PN + "transport.AssociationSocket.recv",
+        _PN + "transport.AssociationSocket.__init__",  # dul.socket: the AssociationSocket
+    ),
     # receive_chunked, unbind_standard_log_handlers: pynetdicom's settings, per association
     "association_config": (
         # the one reader of STORE_RECV_CHUNKED_DATASET under our stand-in for _config
@@ -277,6 +284,34 @@ def install_wakeups(assoc: Any) -> bool:
     dul.to_provider_queue = _WakingQueue(poke)
     dul._cxr_wait = dul_wait
     assoc._cxr_wake_sockets = (reader, writer)
+    return True
+
+
+class PDUTooLong(OSError):
+    """A peer announced a PDU longer than the listener receives."""
+
+
+def install_pdu_limit(assoc: Any, limit: int) -> bool:
+    """Refuse a PDU announced longer than ``limit`` bytes before reading any of its body.
+
+    pynetdicom reads a PDU whole into memory, as long as its header says and whatever
+    maximum we advertised, so one peer could hold gigabytes of it.  The error raised here
+    is the one pynetdicom already takes for a broken connection (the transport closes,
+    Evt17); nothing of the PDU is kept.  False when the socket is not what is expected.
+    """
+    sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    recv = getattr(sock, "recv", None)
+    if sock is None or recv is None:
+        return False
+
+    def bounded_recv(nr_bytes: int) -> bytearray:
+        if nr_bytes > limit:
+            log.warning("a peer announced a PDU of %d bytes, over the %d this listener "
+                        "receives: connection closed", nr_bytes, limit)
+            raise PDUTooLong(f"PDU of {nr_bytes} bytes announced; the limit is {limit}")
+        return recv(nr_bytes)
+
+    sock.recv = bounded_recv
     return True
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -191,6 +192,31 @@ def _closed_by_peer(sock: socket.socket, deadline: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_pdu_announced_over_the_limit_is_refused_unread(serve_factory, rg1: Path,
+                                                          processes: int) -> None:
+    """A peer announcing a PDU of 1 GiB (an A-ASSOCIATE-RQ here; pynetdicom reads every
+    PDU type alike, a P-DATA-TF too) is disconnected before any of its body is read, and
+    the gateway goes on serving.  (Before: pynetdicom read whatever the peer sent into
+    memory, as long as the header said.)"""
+    srv = serve_factory.new({"CXR_LISTENER_PROCESSES": str(processes),
+                             "CXR_MAX_PDU_SIZE": "65536",
+                             # long, so that only the PDU limit can close the connection
+                             "CXR_ASSOCIATION_REQUEST_SECONDS": "600"}).start()
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        sock.sendall(struct.pack(">BBL", 0x01, 0, 2**30) + b"\0" * 4096)
+        assert _closed_by_peer(sock, time.monotonic() + 120)
+    finally:
+        sock.close()
+    deadline = time.monotonic() + 120
+    said = "announced a PDU of 1073741824 bytes, over the 65536 this listener receives"
+    while said not in srv.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert said in srv.log.read_text()
+    assert_stored(srv.storescu(rg1, extra=("-v",)))
 
 
 @pytest.mark.parametrize("processes", [1, 2])
