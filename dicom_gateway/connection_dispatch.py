@@ -50,7 +50,40 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         "ae.ApplicationEntity.make_server",  # **kwargs reach the server class
         "ae.ApplicationEntity.start_server",
     )),
+    # wrap_server_side / DeferredHandshakeServer: get_request's TLS wrap without its
+    # handshake, which then runs in the association's own thread on its first read
+    "tls_handshake": tuple("pynetdicom." + name for name in (
+        "transport.AssociationServer.get_request",
+        "ae.ApplicationEntity.start_server",  # server_class
+        "transport.AssociationSocket.ready.fget",  # an SSLSocket's pending bytes
+        "transport.AssociationSocket.recv",  # the handshake's errors are OSErrors ...
+        "dul.DULServiceProvider._read_pdu_data",  # ... which end the connection (Evt17)
+    )),
 }
+
+
+def wrap_server_side(ssl_context: Any, conn: socket.socket) -> socket.socket:
+    """TLS for an accepted connection, its handshake left to the association's thread.
+
+    pynetdicom does the handshake in the accept loop, so a peer that connects and says
+    nothing holds every other sender of the port out for as long as it likes; deferred,
+    the first read in the association's own thread does it (OpenSSL's SSL_read
+    negotiates when needed) and a silent peer is closed when its A-ASSOCIATE-RQ is late.
+    """
+    wrapped: socket.socket = ssl_context.wrap_socket(conn, server_side=True,
+                                                     do_handshake_on_connect=False)
+    return wrapped
+
+
+class DeferredHandshakeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with the TLS handshake out of its accept loop."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = wrap_server_side(self.ssl_context, client)
+        return client, address
 
 HAND_OVER = b"C"
 DONE = b"D"
@@ -251,7 +284,7 @@ class HandedConnectionServer(ThreadedAssociationServer):
             conn.setblocking(True)
             address = conn.getpeername()
             if self.ssl_context:
-                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                conn = wrap_server_side(self.ssl_context, conn)
         except OSError:  # the peer left, or its TLS handshake failed
             conn.close()
             self._report()

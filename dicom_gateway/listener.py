@@ -58,7 +58,7 @@ from dicom_gateway.association_tracker import (
     AssociationSink,
     AssociationTracker,
 )
-from dicom_gateway.connection_dispatch import HandedConnectionServer
+from dicom_gateway.connection_dispatch import DeferredHandshakeServer, HandedConnectionServer
 from dicom_gateway.integrity import InstanceTooLarge, readable
 from dicom_gateway.listener_config import ListenerLimits, TLSFiles
 from dicom_gateway.pynetdicom_compat import (
@@ -217,20 +217,26 @@ class StorageListener:
             if not self._pynetdicom.usable("handed_connections", "slot_limit"):
                 raise RuntimeError("pynetdicom's server code differs from the reviewed code: "
                                    "run one listener process (CXR_LISTENER_PROCESSES=1)")
-            server = self._ae.make_server(self.address, ssl_context=ssl_context,
-                                          evt_handlers=self._handlers(),
-                                          server_class=HandedConnectionServer,
-                                          channel=self.channel)
-            threading.Thread(target=server.serve_forever, name="AcceptorServer",
-                             daemon=True).start()
-            self._ae._servers.append(server)  # as start_server does; its shutdown expects it
-            self._server = server
+            self._server = self._serve_with(HandedConnectionServer, ssl_context,
+                                            channel=self.channel)
+        elif ssl_context is not None and self._pynetdicom.usable("tls_handshake"):
+            self._server = self._serve_with(DeferredHandshakeServer, ssl_context)
         else:
             self._server = self._ae.start_server(self.address, block=False,
                                                  evt_handlers=self._handlers(),
                                                  ssl_context=ssl_context)
         log.info("listening as %s on %s:%s%s", self.ae_title, self.address[0], self.port,
                  " (TLS)" if ssl_context else "")
+
+    def _serve_with(self, server_class: type, ssl_context: Any, **kwargs: Any) -> Any:
+        """Our server class, started the way ``start_server`` starts pynetdicom's own."""
+        server = self._ae.make_server(self.address, ssl_context=ssl_context,
+                                      evt_handlers=self._handlers(),
+                                      server_class=server_class, **kwargs)
+        threading.Thread(target=server.serve_forever, name="AcceptorServer",
+                         daemon=True).start()
+        self._ae._servers.append(server)  # as start_server does; its shutdown expects it
+        return server
 
     def stop(self) -> None:
         if self._server is not None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -20,6 +22,7 @@ from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_st
 from tests.peers import (
     HoldingProxy,
     PostgresCluster,
+    Serve,
     StoreSCP,
     dicom_tool,
     require_tool,
@@ -129,25 +132,53 @@ def test_unknown_calling_or_called_ae_is_rejected(serve_factory, rg1: Path) -> N
     assert rows[2].peer.startswith("127.0.0.1:")
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path, processes: int) -> None:
-    def cert(name: str) -> tuple[Path, Path]:
-        key, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
-        subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048",
-                        "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(key),
-                        "-out", str(crt)], check=True, capture_output=True)
-        return key, crt
+def _cert(folder: Path, name: str) -> tuple[Path, Path]:
+    key, crt = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(key),
+                    "-out", str(crt)], check=True, capture_output=True)
+    return key, crt
 
-    server_key, server_crt = cert("localhost")
-    client_key, client_crt = cert("client")
+
+def _tls_gateway(serve_factory: Any, folder: Path, processes: int,
+                 **env: str) -> tuple[Serve, tuple[str, ...]]:
+    """serve with TLS, and the storescu options of a client it trusts."""
+    server_key, server_crt = _cert(folder, "localhost")
+    client_key, client_crt = _cert(folder, "client")
     srv = serve_factory.new({"CXR_TLS_CERT_FILE": str(server_crt),
                              "CXR_TLS_KEY_FILE": str(server_key),
-                             "CXR_LISTENER_PROCESSES": str(processes)}).start()
-    tls = ("-v", "+tls", str(client_key), str(client_crt), "-rc", "+cf", str(server_crt))
+                             "CXR_LISTENER_PROCESSES": str(processes), **env}).start()
+    return srv, ("-v", "+tls", str(client_key), str(client_crt), "-rc", "+cf", str(server_crt))
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_tls_with_dcmtk(serve_factory, rg1: Path, tmp_path: Path, processes: int) -> None:
+    srv, tls = _tls_gateway(serve_factory, tmp_path, processes)
     for _ in range(processes * 2):  # with two processes, serve hands these to both in turn
         assert_stored(srv.storescu(rg1, extra=tls))
     plain = srv.storescu(rg1, extra=("-v",))  # a plain association cannot talk to it
     assert "Store Response (Success)" not in plain.stderr
+    assert instance_count(srv.data_dir) == 1
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_silent_tls_connections_hold_no_sender_out(serve_factory, rg1: Path, tmp_path: Path,
+                                                   processes: int) -> None:
+    """Connections that never start their TLS handshake, one more than there are listener
+    processes, while a real TLS sender stores: it is served, and the gateway closes the
+    silent ones itself.  (Before: the handshake ran in each process's accept loop, which a
+    silent peer held for as long as it liked.)"""
+    srv, tls = _tls_gateway(serve_factory, tmp_path, processes,
+                            CXR_ASSOCIATION_REQUEST_SECONDS="10")
+    silent = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(processes + 1)]
+    try:
+        assert_stored(srv.storescu(rg1, extra=tls))
+        for sock in silent:
+            sock.settimeout(120)
+            assert sock.recv(1) == b""  # closed by the gateway, not by us
+    finally:
+        for sock in silent:
+            sock.close()
     assert instance_count(srv.data_dir) == 1
 
 

@@ -70,7 +70,7 @@ def test_the_canary_passes_on_the_installed_pynetdicom() -> None:
     assert set(pynetdicom_canary.SOURCE_SHA256) == relied_on
     assert set(pynetdicom_canary.ADAPTATIONS) == {
         "wakeups", "partial_cleanup", "slot_limit", "fast_store_response", "fast_file_meta",
-        "handed_connections", "association_config", "pdu_limit"}
+        "handed_connections", "association_config", "pdu_limit", "tls_handshake"}
     assert pynetdicom_canary.verdict().off == frozenset()
 
 
