@@ -246,8 +246,9 @@ class StorageListener:
     # -- connection and association events -------------------------------------------
 
     def _limit_pdus(self, assoc: Any) -> bool:
-        # the PDU we advertise as our maximum, or (unlimited) the largest instance we take
-        limit = self.limits.max_pdu_size or self.limits.max_instance_bytes + 2**20
+        # the PDU we advertise as our maximum; unlimited: room for an instance somewhat over
+        # the instance limit in one PDU, so that it is still read and refused with 0xA700
+        limit = self.limits.max_pdu_size or 2 * self.limits.max_instance_bytes + 2**20
         return install_pdu_limit(assoc, limit)
 
     def _conn_open(self, event: evt.Event) -> None:
