@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pynetdicom import association as pn_association
 from pynetdicom import dul as pn_dul
@@ -497,7 +497,8 @@ def test_a_wake_up_ends_a_long_wait() -> None:
         theirs.close()
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(message_id=st.integers(0, 0xFFFF), status=st.integers(0, 0xFFFF),
        sop_class=st.sampled_from(["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.7",
                                   "1.2.840.10008.5.1.4.1.1.1.1"]),
@@ -573,7 +574,8 @@ _UIDS = st.lists(st.integers(0, 10**12), min_size=2, max_size=12).map(
     lambda parts: ".".join(map(str, parts))[:64]).filter(lambda u: not u.endswith("."))
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(sop_class=_UIDS, sop_instance=_UIDS,
        transfer_syntax=st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
                                         "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.50",
