@@ -126,6 +126,7 @@ class Soak:
     port: int
     standin: StandinProcess | None = None
     kills: list[Kill] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # planned events whose victim held nothing
     acked: set[Path] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -159,7 +160,7 @@ class Soak:
         with self.db.session() as s:
             return list(s.scalars(select(Job.id).where(Job.holder == name)))
 
-    def wait_holding(self, p: Proc, state: str | None = None, timeout: float = 20) -> list[int]:
+    def wait_holding(self, p: Proc, state: str | None = None, timeout: float = 45) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop.is_set():
             with self.db.session() as s:
@@ -188,10 +189,24 @@ class Soak:
             time.sleep(0.02)
         return []
 
-    def kill(self, p: Proc, what: str, sig: int, state: str | None = None) -> None:
-        held = (self.wait_generating(p) if self.standin is not None and p in self.gpu
-                else self.wait_holding(p, state))
-        if not held:
+    def busy_gpu_worker(self, rng: random.Random, timeout: float = 60) -> Proc | None:
+        """A GPU worker that holds inferring work now (and, on the stand-in, while a request
+        is being generated). Picking one worker up front and waiting on it alone can miss:
+        the other worker may be taking every job at that moment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            for p in rng.sample(self.gpu, len(self.gpu)):
+                if self.wait_holding(p, "inferring", timeout=0.01) and (
+                        self.standin is None or self.generating()):
+                    return p
+            time.sleep(0.02)
+        return None
+
+    def kill(self, p: Proc | None, what: str, sig: int, state: str | None = None) -> None:
+        held = ((self.wait_generating(p) if self.standin is not None and p in self.gpu
+                 else self.wait_holding(p, state)) if p is not None else [])
+        if p is None or not held:
+            self.skipped.append(what)  # reported: the test says which event never found work
             return
         victim = p.name
         in_flight = self.generating()
@@ -216,7 +231,7 @@ class Soak:
                 if self.stop.wait(0.1):
                     return
             if event == "worker":
-                self.kill(rng.choice(self.gpu), "SIGKILL gpu worker", signal.SIGKILL)
+                self.kill(self.busy_gpu_worker(rng), "SIGKILL gpu worker", signal.SIGKILL)
             elif event == "gateway":
                 self.kill(self.gateway, "SIGKILL gateway", signal.SIGKILL)
             elif event == "sigterm":
@@ -384,6 +399,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                       if k.in_flight is not None and "gpu" in k.what else "")
                    + (f", exited in {k.exit_seconds:.2f} s" if k.exit_seconds else "")
                    for k in soak.kills],
+        "events_skipped": soak.skipped,
         "longest_takeover_wait_s": round(max(waits), 2) if waits else None,
         "takeovers": len(waits), "takeovers_missing": never_taken_over,
         "sigterm_exit_codes": [k.exit_code for k in soak.kills if k.exit_seconds is not None],
