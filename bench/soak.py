@@ -44,6 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -127,6 +128,7 @@ class Soak:
     standin: StandinProcess | None = None
     kills: list[Kill] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # planned events whose victim held nothing
+    chaos_error: str | None = None  # why the chaos plan broke off, if it did
     acked: set[Path] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -217,10 +219,18 @@ class Soak:
         time.sleep(1.0)
         p.start()
         if p is self.gateway:
-            wait_for_port(self.port, timeout=60)
+            wait_for_port(self.port, timeout=300)  # a busy machine starts serve slowly
 
-    def chaos(self, worker_kills: int, gateway_kills: int, sigterms: int, redis_restart: bool,
-              studies: int, rng: random.Random) -> None:
+    def chaos(self, *args: Any) -> None:
+        """The chaos plan (``plan_events``); an error in it is kept for the summary, so a
+        run whose plan broke off says so instead of looking calm."""
+        try:
+            self.plan_events(*args)
+        except Exception as exc:  # noqa: BLE001 - reported in the summary and the test
+            self.chaos_error = f"{type(exc).__name__}: {exc}"
+
+    def plan_events(self, worker_kills: int, gateway_kills: int, sigterms: int,
+                    redis_restart: bool, studies: int, rng: random.Random) -> None:
         """Spread the events over the run: event k fires once k/(events+1) of the studies
         are acknowledged, so that work is flowing when it does."""
         plan = (["worker"] * worker_kills + ["gateway"] * gateway_kills
@@ -356,6 +366,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         soak.send(files, deadline=time.monotonic() + args.timeout, rate=args.rate)
         sent_done = time.monotonic()
         chaos.join(timeout=args.timeout)  # the rest of the plan (its last events)
+        if chaos.is_alive() and soak.chaos_error is None:
+            soak.chaos_error = "the chaos plan had not finished when the studies had"
         states = wait_finished(soak.db, len(soak.acked), args.timeout)
         elapsed = time.monotonic() - start
         time.sleep(2)  # a last delivery in flight lands
@@ -399,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                       if k.in_flight is not None and "gpu" in k.what else "")
                    + (f", exited in {k.exit_seconds:.2f} s" if k.exit_seconds else "")
                    for k in soak.kills],
-        "events_skipped": soak.skipped,
+        "events_skipped": soak.skipped, "chaos_error": soak.chaos_error,
         "longest_takeover_wait_s": round(max(waits), 2) if waits else None,
         "takeovers": len(waits), "takeovers_missing": never_taken_over,
         "sigterm_exit_codes": [k.exit_code for k in soak.kills if k.exit_seconds is not None],

@@ -78,6 +78,18 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) ->
         proc.wait()
 
 
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); a generous cap, then
+    an AssertionError naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
 def wait_for_port(port: int, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -285,18 +297,33 @@ class Serve:
         self.log = data_dir.parent / "serve.log"
 
     def start(self, *extra: str) -> Serve:
-        """Start serve; return once it says it serves (the port opens a little earlier)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        started = self._serving_lines()
-        with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve", *extra],
-                                         env=self.env, stdout=fh, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)  # generous caps: CI may run on a machine kept busy
-        deadline = time.monotonic() + 180
-        while self._serving_lines() == started and self.proc.poll() is None and \
-                time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self
+        """Start serve; return once it says it serves (the port opens a little earlier).
+
+        A port from ``free_port`` can be taken by another process before serve binds it
+        (two suites on one machine): then serve exits saying so, and it is started again
+        on fresh ports, rather than the test talking to whoever holds the old one."""
+        for _ in range(3):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            started = self._serving_lines()
+            mark = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as fh:
+                self.proc = subprocess.Popen([str(BIN / "cxr-gateway"), "serve", *extra],
+                                             env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 180  # generous: CI may run on a busy machine
+            while self._serving_lines() == started and self.proc.poll() is None and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._serving_lines() > started and self.proc.poll() is None:
+                wait_for_port(self.port)
+                return self
+            said = self.log.read_bytes()[mark:].decode(errors="replace")
+            if self.proc.poll() is not None and "in use" in said.lower():
+                self.port, self.api_port = free_port(), free_port()
+                self.env.update(CXR_PORT=str(self.port), CXR_API_PORT=str(self.api_port))
+                continue
+            break
+        said = self.log.read_bytes()[mark:].decode(errors="replace")
+        raise AssertionError(f"serve did not start (exit {self.proc.poll()}): {said[-2000:]}")
 
     def _serving_lines(self) -> int:
         return self.log.read_text(errors="replace").count("cxr-gateway serving") \

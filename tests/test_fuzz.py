@@ -43,6 +43,10 @@ from models.labels import CHEXPERT_LABELS
 from models.parsing import ANSWER_STATUSES, OK, parse_output, parse_report
 from tests.peers import sample_file
 
+# A hang guard, not a speed bound: 300 traced SR builds take about three minutes on an
+# idle two-core machine and more than twice that on a busy one (the default is 300 s).
+pytestmark = pytest.mark.timeout(1500)
+
 MEMORY_BOUND = 64 * 2**20  # bytes, per example (the inputs are at most 64 x 64 pixels)
 # Health checks that judge speed or how many generated inputs a strategy discards depend
 # on the machine and on the seed (pytest-randomly gives each run another): not on the code.

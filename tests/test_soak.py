@@ -34,6 +34,7 @@ def test_short_soak_loses_and_duplicates_nothing(tmp_path: Path, backend: str,
     assert (summary["lost"], summary["duplicated"], summary["failed"]) == (0, 0, 0), summary
     # every planned event happened, each while its victim held work
     events = summary["events"]
+    assert summary["chaos_error"] is None, summary  # the plan did not break off
     assert summary["events_skipped"] == [], summary  # an event whose victim never held work
     assert sum("SIGKILL gpu worker" in e for e in events) == 2, events
     assert sum("SIGKILL gateway" in e for e in events) == 1, events
