@@ -44,7 +44,8 @@ from dicom_gateway.sr_draft import (
 from dicom_gateway.uids import derived_uid
 
 __all__ = ["Algorithm", "DraftReport", "SRBuildError", "SRIdentity", "as_comprehensive_sr",
-           "build_sr", "lo_values"]
+           "build_sr", "image_library", "lo_values", "processing_equipment", "report_context",
+           "source_with_type2"]
 
 SERIES_DESCRIPTION = "AI DRAFT - RESEARCH ONLY - NOT FOR CLINICAL USE"
 MOCK_SERIES_DESCRIPTION = "MOCK AI DRAFT - RESEARCH ONLY - NOT CLINICAL"
@@ -146,7 +147,7 @@ def _finding_groups(draft: DraftReport, source: Dataset,
     return container
 
 
-def _image_library(source: Dataset) -> ContainerContentItem:
+def image_library(source: Dataset) -> ContainerContentItem:
     """TID 1600 by hand: highdicom's ImageLibrary insists on ImagerPixelSpacing for CR/DX,
     which many radiographs (RG1 among them) do not carry."""
     image = ImageContentItem(
@@ -166,18 +167,20 @@ def _image_library(source: Dataset) -> ContainerContentItem:
     return library
 
 
-def _root(draft: DraftReport, source: Dataset, identity: SRIdentity) -> ContainerContentItem:
-    root = ContainerContentItem(name=codes.cid7021.ImagingMeasurementReport, template_id="1500")
+def report_context(observer_uid: str, manufacturer: str, model_name: str) -> ContentSequence:
+    """The opening of a TID 1500 report: its language, the gateway as the device observer,
+    the procedure reported.  The first SR and its addenda must say it the same way, so
+    that a reader (or a query) sees one observer across a study's AI documents."""
     seq = ContentSequence()
     seq.extend(hd.sr.LanguageOfContentItemAndDescendants(
         hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)")))
     observer = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=identity.device_observer_uid,
+            uid=observer_uid,
             name="CXR Reason Gateway",
-            manufacturer_name=identity.manufacturer,
-            model_name=draft.algorithm.name,
+            manufacturer_name=manufacturer,
+            model_name=model_name[:64],
         ),
     )
     seq.extend(hd.sr.ObservationContext(observer_device_context=observer))
@@ -185,7 +188,14 @@ def _root(draft: DraftReport, source: Dataset, identity: SRIdentity) -> Containe
         name=codes.DCM.ProcedureReported, value=sr_codes.PROCEDURE_CXR,
         relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
     ))
-    seq.append(_image_library(source))
+    return seq
+
+
+def _root(draft: DraftReport, source: Dataset, identity: SRIdentity) -> ContainerContentItem:
+    root = ContainerContentItem(name=codes.cid7021.ImagingMeasurementReport, template_id="1500")
+    seq = report_context(identity.device_observer_uid, identity.manufacturer,
+                         draft.algorithm.name)
+    seq.append(image_library(source))
     groups = _finding_groups(draft, source, identity)
     if groups is not None:
         seq.append(groups)
@@ -201,7 +211,7 @@ TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
                      "AccessionNumber")
 
 
-def _with_type2(source: Dataset) -> Dataset:
+def source_with_type2(source: Dataset) -> Dataset:
     """The source's patient and study attributes as highdicom can copy them.
 
     Missing Type 2 attributes become empty, and so do values invalid for their VR (a birth
@@ -265,16 +275,22 @@ def _comprehensive_3d(source: Dataset, draft: DraftReport, identity: SRIdentity,
     )
 
 
-def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
-             previous_versions: Sequence[Dataset] = ()) -> Dataset:
-    """Build the SR in the source study, in a new series, referencing the source image."""
-    source = _with_type2(source)
-    equipment = hd.ContributingEquipment(
+def processing_equipment(draft: DraftReport, identity: SRIdentity) -> hd.ContributingEquipment:
+    """The algorithm as processing equipment (name, manufacturer, gateway and model
+    versions): every object the gateway derives from a job names it the same way."""
+    return hd.ContributingEquipment(
         manufacturer=draft.algorithm.manufacturer,
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=draft.algorithm.name[:64],
         software_versions=[identity.software_version, *lo_values(draft.algorithm.version)],
     )
+
+
+def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
+             previous_versions: Sequence[Dataset] = ()) -> Dataset:
+    """Build the SR in the source study, in a new series, referencing the source image."""
+    source = source_with_type2(source)
+    equipment = processing_equipment(draft, identity)
     try:
         sr = _comprehensive_3d(source, draft, identity, previous_versions, equipment)
     except (ValueError, TypeError) as exc:

@@ -33,6 +33,16 @@ MOCK_REPORT = (
 )
 
 
+def mock_followup(earlier_turns: int) -> str:
+    """The mock's reply to a follow-up question: labelled, and asserting nothing."""
+    return (
+        f"<think> {MOCK_NOTICE} A follow-up question arrived after {earlier_turns} earlier "
+        "turn(s) of this conversation; no image was read. </think>\n"
+        "<answer> MOCK reply: the mock backend does not answer questions; no reading was "
+        "performed. </answer>"
+    )
+
+
 def describe_mock(model_id: str, revision: str | None = None,
                   labels: Sequence[str] = ()) -> BackendInfo:
     """The mock's identity: always marked as mock; the revision as declared, else the pin."""
@@ -72,6 +82,8 @@ class MockBackend:
             return self.response  # a fixture's canned response, verbatim
         if req.turns[-1].text == REPORT_PROMPT:
             return MOCK_REPORT
+        if len(req.turns) > 1:  # a follow-up question after the stored turns
+            return mock_followup(len(req.turns) - 1)
         if not self.labels:
             return MOCK_FINDINGS
         return (

@@ -132,6 +132,8 @@ def parse_output(text: str, generated_tokens: int | None = None,
         notes.append(f"The answer names {NO_FINDING!r} together with other labels; "
                      "both are kept as the training parser would.")
     status = OK if labels else REFUSED if is_refusal(text) else NO_LABELS
+    if status == REFUSED:  # a refusal's words are the refusal, not answer items
+        near, unknown = {}, []
     tags_once = all(text.count(t) == 1 for t in _TAGS)
     return ParsedOutput(
         status=status, reasoning=reasoning, answer=answer, labels=labels, near_misses=near,
@@ -151,11 +153,13 @@ KNOWN_HEADINGS = {
     "IMPRESSIONS": "IMPRESSION", "RECOMMENDATION": "RECOMMENDATIONS",
     "RECOMMENDATIONS": "RECOMMENDATIONS",
 }
-# FINDINGS regions of the paper's template, which it writes several to a line.
-FINDING_REGIONS = ("Medical devices", "Support devices", "Central airways",
-                   "Lungs and pleural space", "Lungs and pleura", "Lungs", "Pleura",
-                   "Mediastinum and hila", "Heart", "Cardiomediastinal silhouette",
-                   "Upper abdomen and diaphragm", "Bones and soft tissues")
+# FINDINGS sub-headings of the paper's template (section 2.5), which it writes several to
+# a line and breaks lines inside; then common variants of them.
+TEMPLATE_REGIONS = ("Medical devices", "Central airways", "Lungs and pleural space",
+                    "Mediastinum and hila", "Heart", "Upper abdomen and diaphragm",
+                    "Bones and soft tissues")
+FINDING_REGIONS = (*TEMPLATE_REGIONS, "Support devices", "Lungs and pleura", "Lungs",
+                   "Pleura", "Cardiomediastinal silhouette")
 _KNOWN = "|".join(sorted(KNOWN_HEADINGS, key=len, reverse=True))
 # A heading is a known name with a colon, an ALL-CAPS name with a colon, or a markdown
 # heading / bold name (known or ALL-CAPS), always at the start of a line.  A sentence
@@ -171,8 +175,16 @@ _MARKDOWN_LINE = re.compile(r"^[ \t]*(#{1,6}|\*\*)")
 _MARKDOWN_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+(?P<name>[^\n#:*]{1,60}?)[ \t]*:?[ \t]*$",
                                re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022\u25aa\u25cf]|\d{1,2}[.)])\s+")
-_REGION_SPLIT = re.compile(
-    r"(?<=[.;])\s+(?=(?i:" + "|".join(FINDING_REGIONS) + r")\s*:)")
+_REGIONS = "|".join(sorted(FINDING_REGIONS, key=len, reverse=True))
+# A FINDINGS sub-heading: a template region, or any other short capitalised name ("Soft
+# tissues of the neck:"), with a colon, at the start of the text or after a sentence's
+# end (".", ";", ":" or a line break), optionally in markdown bold.  Unknown names are
+# at most six words, so a sentence with a colon in its middle stays one sentence.
+_SUBHEADING = re.compile(
+    r"(?:^|(?<=[.;:!?])[ \t]+|(?<=\n))[ \t]*(?:[-*\u2022][ \t]+)?(?:\*\*)?[ \t]*"
+    rf"(?P<name>(?i:{_REGIONS})|[A-Z][a-z]+(?:[ \t]+[a-zA-Z][a-z]*){{0,5}})"
+    r"[ \t]*(?:\*\*[ \t]*:|:[ \t]*\*\*|:)",
+)
 
 
 @dataclass(frozen=True)
@@ -217,15 +229,48 @@ def _body(text: str) -> tuple[str, str]:
 def _items(heading: str, text: str) -> tuple[str, ...]:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if heading == "FINDINGS":
-        out: list[str] = []
-        for line in lines:
-            line = _BULLET.sub("", line).strip()
-            out.extend(p.strip() for p in _REGION_SPLIT.split(line) if p.strip())
-        return tuple(out)
+        return findings_items(text)
     if heading == "IMPRESSION":
         return tuple(s for s in (_BULLET.sub("", ln).strip() for ln in lines) if s)
     joined = "\n".join(lines)
     return (joined,) if joined else ()
+
+
+def _flow(text: str) -> str:
+    """Lines run together as the sentence they are (a finding broken across lines stays
+    one); a bulleted line is its own clause, so it is joined with "; "."""
+    out = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        bullet = bool(_BULLET.match(line))
+        line = _BULLET.sub("", line).strip()
+        if out:
+            out += "; " if bullet and not out.endswith((".", ";", ":")) else " "
+        out += line
+    return out
+
+
+def findings_items(text: str) -> tuple[str, ...]:
+    """FINDINGS by the template's sub-headings: one item per sub-heading ("Heart: Enlarged
+    heart."), however the model broke its lines; an unknown sub-heading is its own item,
+    and text before the first sub-heading is one.  Findings with no sub-heading at all
+    keep one item per line or bullet, as written."""
+    marks = list(_SUBHEADING.finditer(text))
+    if not marks:
+        lines = (_BULLET.sub("", ln).strip() for ln in text.splitlines())
+        return tuple(ln for ln in lines if ln)
+    out: list[str] = []
+    lead = _flow(text[: marks[0].start()])
+    if lead:
+        out.append(lead)
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        name = " ".join(m.group("name").split())  # as written: the text is the model's
+        rest = _flow(text[m.end():end])
+        out.append(f"{name}: {rest}" if rest else f"{name}:")
+    return tuple(out)
 
 
 def _is_heading(body: str, m: re.Match[str]) -> bool:

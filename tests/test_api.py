@@ -74,6 +74,9 @@ def test_the_schema_lists_the_json_api_only(client: TestClient) -> None:
     assert set(schema["paths"]) == {
         "/healthz", "/readyz", "/metrics", "/api/overview", "/api/jobs",
         "/api/jobs/{job_id}", "/api/jobs/{job_id}/preview.png", "/api/jobs/{job_id}/retry",
-        "/api/studies", "/api/studies/{study_uid}", "/api/associations"}
+        "/api/studies", "/api/studies/{study_uid}", "/api/associations",
+        "/api/jobs/{job_id}/questions", "/api/questions/{question_id}",
+        "/api/questions/{question_id}/addendum", "/api/jobs/{job_id}/reviews",
+        "/api/reviews/agreement", "/api/batches", "/api/me"}
     names = [p["name"] for p in schema["paths"]["/api/jobs"]["get"]["parameters"]]
     assert names == ["state", "since", "until", "calling_ae", "limit", "offset"]

@@ -26,7 +26,8 @@ from worker.cli.errors import (
 from worker.settings import load_settings
 
 COMMANDS = ("serve", "worker", "api", "demo", "run", "status", "health", "jobs", "studies",
-            "batch", "evaluate", "settings")
+            "batch", "evaluate", "settings", "rules", "ask", "thread", "review", "reviews",
+            "tokens")
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -188,6 +188,23 @@ def chromium() -> Any:
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def dashboard_login(port: int, token: str) -> tuple[Any, str]:
+    """A headless Chromium logged in to the dashboard on ``port`` with ``token`` (through
+    the login form, as a person does); the browser and the base URL."""
+    from selenium.webdriver.common.by import By
+
+    browser = chromium()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        browser.get(base_url + "/")
+        browser.find_element(By.NAME, "token").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    except Exception:
+        browser.quit()
+        raise
+    return browser, base_url
+
+
 def test_dashboard_in_chromium(own_gateway: tuple[Serve, str], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec

@@ -127,7 +127,8 @@ REPORT_SENTENCES = {
     "FINDINGS": [
         "Medical devices: Chest tube at right lung base.",
         "Central airways: Trachea and main bronchi patent.",
-        "Lungs and pleural space: Small right pneumothorax; small right pleural effusion.",
+        # a finding broken across lines stays one item (issue 24)
+        "Lungs and pleural space: Small right pneumothorax; small right pleural effusion. "
         "Impression of a faint left basal opacity is noted.",
         "Mediastinum and hila: Mediastinum normal; no adenopathy.",
         "Heart: Enlarged heart.",

@@ -24,12 +24,14 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dicom_gateway import pynetdicom_canary
 from dicom_gateway.listener import StorageListener
 from worker.ingest import assembler
 from worker.ingest.processes import ListenerProcesses
+from worker.ingest.routing import LiveRules
 from worker.ingest.sink import storage_listener
 from worker.pipeline.celery_app import configure_celery, purge_embedded_queue, queue_depth
 from worker.pipeline.reconciler import Reconciler
@@ -53,9 +55,11 @@ class ServeProcess:
     """Everything ``cxr-gateway serve`` runs, startable and stoppable in-process."""
 
     def __init__(self, settings: Settings,
-                 worker_queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
+                 worker_queues: tuple[str, ...] = ("cpu", "gpu"),
+                 config_file: Path | None = None) -> None:
         self.settings = settings
         self.worker_queues = worker_queues
+        self.routing = LiveRules(settings, config_file)  # reloaded on SIGHUP or a change
         self.rt: Runtime | None = None
         self.listener: StorageListener | None = None
         self.listener_processes: ListenerProcesses | None = None
@@ -166,8 +170,11 @@ class ServeProcess:
 
         db, s = self.rt.db, self.settings
         duties = [
-            Duty("assemble quiet studies", lambda: assembler.assemble_ready(
-                db, s.study_quiet_seconds, tasks.enqueue_prepare, s.batch_calling_aets)),
+            Duty("assemble quiet studies", lambda: (
+                self.routing.check(),  # reload the routing rules first, if asked or edited
+                assembler.assemble_ready(db, s.study_quiet_seconds, tasks.enqueue_prepare,
+                                         s.batch_calling_aets, self.routing.current(),
+                                         s.ae_title))),
             Duty("reconcile jobs with the database", self.reconciler.run),
         ]
         if self.listener_processes is not None:

@@ -5,6 +5,11 @@ GPU), ``api`` (the HTTP service alone), ``demo`` (the whole path on one machine)
 The model alone: ``run`` (one image, NVIDIA's wrapper contract).  Reading a gateway:
 ``status``, ``health``, ``jobs list|show|retry``, ``studies list|show``, ``settings``.
 Research: ``batch run|status|export``, ``evaluate``.
+Routing (issue 23): ``rules check|test`` (validate the rules; what a file would meet).
+Review (issue 25): ``review JOB`` (a reviewer's verdict), ``reviews export|agreement``,
+``tokens add|list|revoke`` (named API tokens).
+Follow-up questions (issue 25): ``ask JOB "question"`` (the model answers; ``--to-pacs``
+an addendum SR), ``thread JOB`` (the study's conversation).
 
 Each module registers its own parser next to the handler that reads its options
 (``register(commands)``); this one assembles them in ``COMMAND_MODULES`` order, which is
@@ -25,10 +30,13 @@ import sys
 from worker import logs
 from worker.cli import (
     api,
+    ask,
     batch,
     demo,
     evaluate,
     jobs,
+    review,
+    rules,
     run,
     serve,
     settings,
@@ -41,8 +49,8 @@ from worker.settings import SettingsError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = (serve, worker_command, api, demo, run, status, jobs, studies, batch,
-                   evaluate, settings)
+COMMAND_MODULES = (serve, worker_command, api, demo, run, status, jobs, studies, rules,
+                   batch, evaluate, review, ask, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,9 +99,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def render_status(shown: dict[str, Any]) -> str:
     counts = "  ".join(f"{k} {v}" for k, v in sorted(shown["counts"].items()))
     eta = f"{shown['eta_s']} s" if shown["eta_s"] is not None else "-"
+    rate = (f"{shown['rate_per_s']} studies/s over {shown['elapsed_s']} s of processing"
+            if shown["rate_per_s"] is not None else "- (nothing finished yet)")
     return (f"batch {shown['name']} ({shown['kind']}, {shown['source']})\n"
             f"  {shown['finished']} of {shown['total']} finished: {counts}\n"
-            f"  rate {shown['rate_per_s']} studies/s over the last 10 min, ETA {eta}"
+            f"  rate {rate}, ETA {eta}"
             + (f"\n  finished at {shown['finished_at']}" if shown["finished_at"] else ""))
 
 

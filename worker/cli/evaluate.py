@@ -4,8 +4,9 @@ paper's Table 1 beside them (see ``worker/research/evaluate.py``)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from worker.cli.errors import CommandError
 
@@ -35,6 +36,15 @@ def register(commands: Commands) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--out", help="output folder (default: evaluation/ beside "
                         "predictions)")
+    parser.add_argument("--include-mock", action="store_true",
+                        help="score predictions of the mock backend too (left out by "
+                        "default: it reads no image); every output then says MOCK")
+    parser.add_argument("--per-model", action="store_true",
+                        help="a file mixing models (backend, model id, revision): one "
+                        "evaluation per model, each in OUT/<model> (by default such a file "
+                        "is refused)")
+    parser.add_argument("--model", help="evaluate only this model's predictions "
+                        "(backend|model_id@revision, as the refusal lists them)")
     parser.set_defaults(func=cmd_evaluate, quiet=True)
 
 
@@ -43,6 +53,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         EvaluationError,
         Policy,
         evaluate,
+        evaluate_per_model,
+        for_model,
         load_labels,
         load_predictions,
         write,
@@ -50,14 +62,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         policy = Policy(args.uncertain, args.blank, args.not_read)
-        predictions = load_predictions(Path(args.predictions))
+        predictions: Mapping[str, Mapping[str, Any]] = load_predictions(
+            Path(args.predictions))
         labels = load_labels(Path(args.labels), policy, args.id_column)
-        result = evaluate(predictions, labels, policy, args.bootstrap, args.seed)
+        if args.model:
+            predictions = for_model(predictions, args.model)
+        if args.per_model:
+            results = evaluate_per_model(predictions, labels, policy, args.bootstrap,
+                                         args.seed, args.include_mock)
+        else:
+            results = {"": evaluate(predictions, labels, policy, args.bootstrap, args.seed,
+                                    args.include_mock)}
     except (EvaluationError, OSError, ValueError, KeyError) as exc:
         raise CommandError(str(exc)) from None
     out = Path(args.out) if args.out else Path(args.predictions).parent / "evaluation"
-    paths = write(result, out)
-    print((out / "evaluation.md").read_text())
-    for path in paths.values():
-        print(path)
+    if any(r.get("mock") for r in results.values()):
+        print("MOCK: scored predictions of the mock backend, which reads no image "
+              "(--include-mock); every output says so")
+    for model, result in results.items():
+        where = out / _folder(model) if model else out
+        paths = write(result, where)
+        print((where / "evaluation.md").read_text())
+        for path in paths.values():
+            print(path)
     return 0
+
+
+def _folder(model: str) -> str:
+    """A model key as a folder name (``local|nvidia/NV-Reason-CXR-3B@abc`` ->
+    ``local_nvidia_NV-Reason-CXR-3B_abc``)."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in model).strip("_") or "model"

@@ -10,7 +10,14 @@ import threading
 from typing import TYPE_CHECKING
 
 from worker import logs
-from worker.cli.common import add_data_dir, exit_now, load, stop_within, warn_unknown
+from worker.cli.common import (
+    add_data_dir,
+    config_file,
+    exit_now,
+    load,
+    stop_within,
+    warn_unknown,
+)
 from worker.cli.errors import StartupError, start_step
 from worker.settings import Settings
 
@@ -42,10 +49,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     warn_unknown()
     queues = () if args.no_worker else tuple(
         q.strip() for q in args.worker_queues.split(",") if q.strip())
-    gateway = ServeProcess(settings, worker_queues=queues)
+    gateway = ServeProcess(settings, worker_queues=queues, config_file=config_file(args))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: gateway.routing.request_reload())
     try:
         start_step(settings, gateway.start)
     except StartupError as exc:

@@ -14,7 +14,9 @@ from pydicom import dcmread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicom_gateway.admission import AdmissionDecision, Candidate, admit
+from dicom_gateway.admission import Candidate
+from dicom_gateway.routing_rules import Facts, RuleSet
+from dicom_gateway.routing_study import route_study
 from worker.store import jobs
 from worker.store.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
 
@@ -30,11 +32,15 @@ def header_json(path: Path) -> str:
                           bulk_data_element_handler=lambda _el: "omitted:bulk-data"))
 
 
-def _candidates(instances: list[Instance]) -> tuple[list[Candidate], dict[str, str]]:
+def _candidates(instances: list[Instance], called_ae: str = ""
+                ) -> tuple[list[tuple[Candidate, Facts]], dict[str, str]]:
+    """Each readable instance's admission facts and what its rules can see (the header,
+    read once, large values deferred; the association's AE titles)."""
     cands, unreadable = [], {}
     for inst in instances:
         try:
-            cands.append(Candidate.from_file(Path(inst.path)))
+            ds = dcmread(Path(inst.path), defer_size=1024)
+            cands.append((Candidate.from_dataset(ds), Facts(ds, inst.calling_ae, called_ae)))
         except Exception as exc:  # noqa: BLE001 - a bad file is skipped with its reason
             unreadable[inst.sop_instance_uid] = f"unreadable header: {exc}"
     return cands, unreadable
@@ -63,7 +69,9 @@ def reprocess(db: Database, study_uid: str, run_id: int | None, reason: str) -> 
         job = Job(study_instance_uid=study_uid, version=latest.version + 1,
                   sop_instance_uid=latest.sop_instance_uid, state=jobs.QUEUED, created_at=t,
                   updated_at=t, source_header=latest.source_header,
-                  priority=BATCH_PRIORITY, batch_run_id=run_id, origin=latest.origin)
+                  priority=BATCH_PRIORITY, batch_run_id=run_id, origin=latest.origin,
+                  rule=latest.rule, destination_set=latest.destination_set,
+                  destinations=latest.destinations)
         s.add(job)
         s.flush()
         s.add(JobEvent(job_id=job.id, state=jobs.RECEIVED, at=t, detail=reason))
@@ -72,9 +80,24 @@ def reprocess(db: Database, study_uid: str, run_id: int | None, reason: str) -> 
         return job.id
 
 
+def job_priority(rule_priority: str, run_id: int | None, calling_ae: str,
+                 batch_calling_aets: tuple[str, ...]) -> int:
+    """A batch run's study always waits behind live traffic; otherwise the admitting
+    rule's priority, or (default rule, or a rule that names none) the calling AE's."""
+    if run_id is not None or rule_priority == "batch":
+        return BATCH_PRIORITY
+    if rule_priority == "live":
+        return LIVE_PRIORITY
+    return BATCH_PRIORITY if calling_ae in batch_calling_aets else LIVE_PRIORITY
+
+
 def assemble_study(db: Database, study_uid: str,
-                   batch_calling_aets: tuple[str, ...] = ()) -> int | None:
-    """Admit one settled study; return the new job's id (None when no new job)."""
+                   batch_calling_aets: tuple[str, ...] = (), rules: RuleSet | None = None,
+                   called_ae: str = "") -> int | None:
+    """Route and admit one settled study; return the new job's id (None when no new job).
+
+    The site's rules decide per instance (first match wins); the built-in admission
+    then picks among the instances no rule skipped.  With no rules: today's admission."""
     with db.session() as s:
         study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if study is None or study.assembled_at is not None:
@@ -82,9 +105,8 @@ def assemble_study(db: Database, study_uid: str,
         instances = list(s.scalars(
             select(Instance).where(Instance.study_instance_uid == study_uid)
         ).all())
-        cands, unreadable = _candidates(instances)
-        decision: AdmissionDecision = admit(cands)
-        decision.skipped.update(unreadable)
+        cands, unreadable = _candidates(instances, called_ae)
+        decision = route_study(rules or RuleSet(), cands, unreadable)
         for inst in instances:
             if inst.sop_instance_uid == decision.admitted:
                 inst.admission, inst.skip_reason = "admitted", ""
@@ -93,7 +115,8 @@ def assemble_study(db: Database, study_uid: str,
                 inst.skip_reason = decision.skipped.get(inst.sop_instance_uid, "not admitted")
         t = now()
         study.assembled_at = t
-        study.outcome = decision.study_reason or f"admitted {decision.admitted}"
+        study.outcome = decision.outcome[:255]
+        study.rule = decision.rule[:255]
         latest = s.scalar(
             select(Job).where(Job.study_instance_uid == study_uid).order_by(Job.version.desc())
         )
@@ -102,7 +125,8 @@ def assemble_study(db: Database, study_uid: str,
         ):
             s.commit()
             if decision.admitted is None:
-                log.info("study %s: no job (%s)", study_uid, decision.study_reason)
+                log.info("study %s: no job (rule %s: %s)", study_uid, decision.rule,
+                         decision.outcome)
             return None
         admitted = next(i for i in instances if i.sop_instance_uid == decision.admitted)
         version = 1 if latest is None else latest.version + 1
@@ -111,9 +135,10 @@ def assemble_study(db: Database, study_uid: str,
             study_instance_uid=study_uid, version=version, sop_instance_uid=decision.admitted,
             state=jobs.QUEUED, created_at=t, updated_at=t,
             source_header=header_json(Path(admitted.path)),
-            priority=BATCH_PRIORITY if run_id is not None
-            or admitted.calling_ae in batch_calling_aets else LIVE_PRIORITY,
-            batch_run_id=run_id,
+            priority=job_priority(decision.priority, run_id, admitted.calling_ae,
+                                  batch_calling_aets),
+            batch_run_id=run_id, rule=decision.rule, destination_set=decision.destinations,
+            destinations=(rules or RuleSet()).destination_sets.get(decision.destinations, ""),
         )
         s.add(job)
         if latest is not None and latest.state not in jobs.TERMINAL:
@@ -123,15 +148,16 @@ def assemble_study(db: Database, study_uid: str,
         s.add(JobEvent(job_id=job.id, state=jobs.RECEIVED, at=received_at,
                        detail=f"{len(instances)} instance(s)"))
         s.add(JobEvent(job_id=job.id, state=jobs.QUEUED, at=t,
-                       detail=f"admitted {decision.admitted}"))
+                       detail=decision.outcome))
         s.commit()
-        log.info("study %s: job %d version %d for %s", study_uid, job.id, version,
-                 decision.admitted)
+        log.info("study %s: job %d version %d for %s (rule %s)", study_uid, job.id, version,
+                 decision.admitted, decision.rule)
         return job.id
 
 
 def assemble_ready(db: Database, quiet_seconds: float, enqueue: Enqueue,
-                   batch_calling_aets: tuple[str, ...] = ()) -> list[int]:
+                   batch_calling_aets: tuple[str, ...] = (), rules: RuleSet | None = None,
+                   called_ae: str = "") -> list[int]:
     """Assemble every study quiet for ``quiet_seconds``; enqueue the jobs created."""
     cutoff = now() - quiet_seconds
     with db.session() as s:
@@ -142,7 +168,7 @@ def assemble_ready(db: Database, quiet_seconds: float, enqueue: Enqueue,
         ).all()
     created = []
     for uid in ready:
-        job_id = assemble_study(db, uid, batch_calling_aets)
+        job_id = assemble_study(db, uid, batch_calling_aets, rules, called_ae)
         if job_id is not None:
             created.append(job_id)
             with db.session() as s:

@@ -142,6 +142,9 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("cxr_spool_free_bytes", "Free disk where the spool is",
                                 value=float(shutil.disk_usage(self.spool).free))
         yield from worker_families(tables.live_workers)
+        yield routing_family(self.db)
+        yield from review_families(self.db)  # issue 25: reviewer verdicts
+        yield from question_families(self.db)  # issue 25: follow-up questions
 
     def _queue_family(self) -> GaugeMetricFamily:
         """Depth per queue, where the broker can be asked (else no sample, not 0)."""
@@ -279,6 +282,60 @@ def worker_families(live: Iterable[Any]) -> Iterator[GaugeMetricFamily]:
     yield beat
     yield alive
     yield consumers
+
+
+def review_families(db: Database) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Reviewer verdicts recorded (every one, a revision too), and the current verdicts'
+    label calls by kind (agree, disagree, not_assessable)."""
+    from worker.store import reviews
+
+    with db.session() as session:
+        counted = reviews.counts(session)
+    yield CounterMetricFamily("cxr_review_verdicts", "Reviewer verdicts recorded",
+                              value=float(counted["reviews"]))
+    calls = GaugeMetricFamily("cxr_review_label_verdicts",
+                              "Label verdicts of the current reviews, by kind",
+                              labels=["verdict"])
+    for verdict, n in counted["label_verdicts"].items():
+        calls.add_metric([verdict], float(n))
+    yield calls
+
+
+def question_families(db: Database) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Follow-up questions: asked and answered (counters, from the table, so every API
+    node agrees), and how many are in each state now (waiting, answering, failed)."""
+    from worker.store import conversations
+
+    with db.session() as session:
+        counted = conversations.counts(session)
+    yield CounterMetricFamily("cxr_questions_asked", "Follow-up questions asked",
+                              value=float(sum(counted.values())))
+    yield CounterMetricFamily("cxr_questions_answered", "Follow-up questions answered",
+                              value=float(counted[conversations.ANSWERED]))
+    now_in = GaugeMetricFamily("cxr_questions", "Follow-up questions in each state",
+                               labels=["state"])
+    for state, n in counted.items():
+        now_in.add_metric([state], float(n))
+    yield now_in
+
+
+def routing_family(db: Database) -> CounterMetricFamily:
+    """Studies decided by each routing rule (issue 23; "default" = the built-in admission),
+    admitted or skipped: the rule's name is the site's own, never a tag value."""
+    from worker.store.db import Study
+
+    admitted = Study.outcome.like("admitted%")
+    with db.session() as session:
+        rows = session.execute(select(Study.rule, admitted, func.count())
+                               .where(Study.assembled_at.is_not(None))
+                               .group_by(Study.rule, admitted)).all()
+    family = CounterMetricFamily("cxr_routing_decisions",
+                                 "Studies decided by each routing rule, by decision",
+                                 labels=["rule", "decision"])
+    for rule, was_admitted, count in rows:
+        family.add_metric([rule or "default", "admitted" if was_admitted else "skipped"],
+                          float(count))
+    return family
 
 
 def registry(collector: GatewayCollector) -> CollectorRegistry:

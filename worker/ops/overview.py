@@ -74,10 +74,13 @@ def job_row(job: Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
         "job_id": job.id, "version": job.version, "state": job.state, "reason": job.reason,
         "study_instance_uid": job.study_instance_uid,
         "sop_instance_uid": job.sop_instance_uid, "priority": job.priority,
+        # live PACS traffic or a retrospective batch (the dashboard marks each job)
+        "mode": "batch" if job.batch_run_id is not None or job.priority > 0 else "live",
         "created_at": jobs.iso(job.created_at), "updated_at": jobs.iso(job.updated_at),
         "status": r.get("status"), "labels": r.get("labels", []), "backend": r.get("backend"),
         "attempts": job.attempts, "next_attempt_at": jobs.iso(job.next_attempt_at),
         "last_error": job.last_error,
+        "rule": job.rule, "destination_set": job.destination_set,
     }
 
 
@@ -106,7 +109,7 @@ def study_detail(session: Session, study_uid: str) -> dict[str, Any] | None:
     versions = session.scalars(select(Job).where(
         Job.study_instance_uid == study_uid).order_by(Job.version)).all()
     return {
-        "study_instance_uid": study_uid, "outcome": study.outcome,
+        "study_instance_uid": study_uid, "outcome": study.outcome, "rule": study.rule,
         "first_received_at": jobs.iso(study.first_received_at),
         "last_received_at": jobs.iso(study.last_received_at),
         "assembled_at": jobs.iso(study.assembled_at),
@@ -140,7 +143,8 @@ def list_studies(session: Session, outcome: str | None = None, limit: int = 100,
     return [{"study_instance_uid": s.study_instance_uid,
              "state": "open" if s.assembled_at is None else
              "admitted" if s.outcome.startswith("admitted") else "skipped",
-             "outcome": s.outcome, "instances": counts.get(s.study_instance_uid, 0),
+             "outcome": s.outcome, "rule": s.rule,
+             "instances": counts.get(s.study_instance_uid, 0),
              "last_received_at": jobs.iso(s.last_received_at)} for s in studies]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from dicom_gateway.destinations import Destination, parse_destinations
 from worker.runtime import Runtime
 from worker.store import jobs
 from worker.store.db import BatchRun, Delivery, Instance, Job, now
@@ -174,6 +175,15 @@ def sends_srs(s: Session, job: Job) -> bool:
     return bool(run is not None and run.send_srs)
 
 
+def routed_destinations(rt: Runtime, job: Job) -> tuple[Destination, ...]:
+    """Where the job's rule sends its SR: the destination set recorded when the study was
+    routed (so a rules reload since then changes nothing for it), else the set by name
+    as this process knows it, else (default rule) the default destinations."""
+    if job.destinations:
+        return parse_destinations(job.destinations)
+    return rt.settings.destination_set(job.destination_set)
+
+
 def record_sr(rt: Runtime, job: Job, sop_instance_uid: str, path: Path) -> bool:
     """The SR is in the outbox: note it, plan one delivery per destination, move on."""
     with rt.db.session() as s:
@@ -182,7 +192,7 @@ def record_sr(rt: Runtime, job: Job, sop_instance_uid: str, path: Path) -> bool:
         assert row is not None
         row.sr_sop_instance_uid = sop_instance_uid
         row.sr_path = str(path)
-        for dest in rt.settings.destinations if send else ():
+        for dest in routed_destinations(rt, row) if send else ():
             if s.scalar(select(Delivery).where(Delivery.job_id == job.id,
                                                Delivery.destination == str(dest))) is None:
                 s.add(Delivery(job_id=job.id, destination=str(dest), updated_at=now()))

@@ -1,4 +1,5 @@
-"""The delivery stage: send the job's SR to every destination whose attempt is due.
+"""The delivery stage: send the job's SR (and, where a destination asks, its rendered
+report pages) to every destination whose attempt is due.
 
 A transient failure (no association, timeout, 0xA7xx, HTTP 5xx) schedules that
 destination's next attempt in the database (``retry_backoff_seconds``, doubling) and
@@ -17,6 +18,7 @@ from pydicom import Dataset, dcmread
 from sqlalchemy import select
 
 from dicom_gateway.destinations import SR_COMPREHENSIVE
+from dicom_gateway.report_page import ENCAPSULATED_PDF
 from dicom_gateway.sender import SendOutcome
 from dicom_gateway.sender import deliver as send_to
 from dicom_gateway.sr import as_comprehensive_sr
@@ -46,8 +48,11 @@ def send_due(rt: Runtime, job: Job, due: list[Delivery]) -> list[str]:
     the SR does not ("name: detail")."""
     sr = dcmread(Path(job.sr_path))
     variants: dict[str, Dataset] = {SR_COMPREHENSIVE: as_comprehensive_sr(sr)}
+    rendered = [dcmread(Path(p)) for p in job.page_paths.splitlines() if p.strip()]
+    pdfs = [d for d in rendered if d.SOPClassUID == ENCAPSULATED_PDF]
+    pages = [d for d in rendered if d.SOPClassUID != ENCAPSULATED_PDF]
     sender = sender_of(rt, job)
-    by_name = {str(d): d for d in rt.settings.destinations}
+    by_name = rt.settings.destinations_by_name(job.destinations)
     refused: list[str] = []
     for row in due:
         dest = by_name.get(row.destination)
@@ -55,7 +60,15 @@ def send_due(rt: Runtime, job: Job, due: list[Delivery]) -> list[str]:
             refused.append(f"{row.destination}: no longer configured")
             continue
         dest = dest.resolved(*sender)
-        outcome = send_to([variants.get(dest.sr_class, sr)], dest, rt.settings.ae_title)
+        if (dest.wants_page and not pages) or (dest.wants_pdf and not pdfs):
+            # reported before this destination asked for them
+            outcome = SendOutcome(str(dest), ok=False, permanent=True, detail=(
+                "no rendered report page (or PDF) was built for this job version (its "
+                "destinations did not ask for one when it was reported); retry the job"))
+        else:
+            datasets = ([variants.get(dest.sr_class, sr)] if dest.wants_sr else []) + \
+                (pages if dest.wants_page else []) + (pdfs if dest.wants_pdf else [])
+            outcome = send_to(datasets, dest, rt.settings.ae_title)
         why = record_attempt(rt, job, row.id, outcome)
         if why is not None:
             refused.append(why)

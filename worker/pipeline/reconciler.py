@@ -10,7 +10,9 @@ Three sweeps, each from the database alone, each idempotent:
   published again, on whatever broker is in use.
 * lost messages: a job waiting longer than ``requeue_seconds`` while its queue is empty
   (a Redis restart without persistence, a crash of the embedded queue) is published
-  again.  Waiting never counts an attempt, however long.
+  again.  Waiting never counts an attempt, however long.  A reviewer's follow-up
+  question open that long while the ``gpu`` queue is empty gets one wake-up, so an
+  acknowledged question is answered even on an idle cluster whose message was lost.
 
 Redelivered or duplicate messages are harmless: every stage claims its job first.
 """
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import or_, select, update
 
 from worker.settings import Settings
-from worker.store import jobs
-from worker.store.db import Database, Job, now
+from worker.store import conversations, jobs
+from worker.store.db import Database, Job, Question, now
 from worker.store.liveness import live_names
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class Publishers:
     prepare: Publish
     infer: Publish
     report: Publish
+    question: Callable[[int], None] | None = None  # wakes a GPU worker for open questions
 
     def of(self, stage: str) -> Publish:
         return {PREPARE: self.prepare, INFER: self.infer, REPORT: self.report}[stage]
@@ -55,6 +58,7 @@ class Sweep:
     failed: list[int] = field(default_factory=list)
     due: list[int] = field(default_factory=list)
     republished: list[int] = field(default_factory=list)
+    questions_woken: bool = False
 
 
 def waiting_stage(job: Job) -> str | None:
@@ -88,6 +92,7 @@ class Reconciler:
         if force or time.monotonic() - self._last_lost_check >= interval:
             self._last_lost_check = time.monotonic()
             self._lost(sweep, force)
+            self._lost_questions(sweep, force)
         return sweep
 
     def _send(self, job: Job, stage: str) -> None:
@@ -175,3 +180,26 @@ class Reconciler:
         if sweep.republished and not force:
             log.warning("republished %d waiting job(s) whose messages were lost",
                         len(sweep.republished))
+
+    def _lost_questions(self, sweep: Sweep, force: bool) -> None:
+        """One wake-up when questions have been open past ``requeue_seconds`` (waiting, or
+        held by a worker that may have died: the woken worker releases those) and no
+        message waits on the ``gpu`` queue to answer them."""
+        if self.publish.question is None:
+            return
+        cutoff = now() - self.settings.requeue_seconds
+        with self.db.session() as s:
+            query = select(Question.id).where(
+                Question.state.in_((conversations.WAITING, conversations.ANSWERING)))
+            if not force:
+                query = query.where(Question.asked_at < cutoff)
+            stale = s.scalar(query.limit(1))
+        if stale is None:
+            return
+        if not force and (self.queue_depth(QUEUE_OF[INFER]) if self.queue_depth else None) != 0:
+            return  # messages wait there (or the broker is down): they answer questions first
+        self.publish.question(0)
+        sweep.questions_woken = True
+        if not force:
+            log.warning("woke a GPU worker for follow-up questions open past %.0f s",
+                        self.settings.requeue_seconds)

@@ -4,6 +4,12 @@ What the SR says is ``dicom_gateway.sr``'s; here the job's stored result (see
 ``worker.pipeline.inference.result_payload``) becomes its ``DraftReport``, and the
 job, its version and the model that made the result become its UIDs (so a repeated
 task writes the same SR).  The claims and writes are ``worker.pipeline.claims``'.
+
+Where any of the job's destinations asks for the rendered draft (``/sr+page``,
+``/page``), the same draft is also drawn as Secondary Capture pages
+(``dicom_gateway.report_page``): UIDs from the SR's, so the same rules hold (a repeated
+task rewrites the same files; a new job version writes new pages that say which version
+they supersede).  Their outbox paths are kept on the job for the delivery stage.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from dicom_gateway.destinations import Destination, parse_destinations
+from dicom_gateway.report_page import build_pages, build_pdf
 from dicom_gateway.sr import Algorithm, DraftReport, SRBuildError, SRIdentity, build_sr
 from models.backend import stored_identity
 from worker import __version__, logs
@@ -38,15 +46,56 @@ def report(rt: Runtime, job_id: int, version: int) -> bool:
     result = json.loads(job.result)
     draft = draft_from_result(result, job.conversion)
     identity = sr_identity(rt, job, result)
+    previous = previous_srs(rt, job)
     try:
-        sr = build_sr(source, draft, identity, previous_versions=previous_srs(rt, job))
+        sr = build_sr(source, draft, identity, previous_versions=previous)
+        pages = rendered(rt, job, source, draft, identity,
+                         int(previous[-1].InstanceNumber) if previous else None)
     except SRBuildError as exc:  # the header's own values may be in it: never show them
         claims.fail(rt, job_id, version, logs.redact(str(exc), logs.patient_values(source)))
         return False
+    page_paths = [_to_outbox(rt, job, page) for page in pages]
+    if not _record_pages(rt, job, page_paths):
+        return False  # taken over meanwhile: the new holder writes the same files
+    spooled = _to_outbox(rt, job, sr)
+    return claims.record_sr(rt, job, identity.sop_instance_uid, spooled)
+
+
+def _to_outbox(rt: Runtime, job: Job, ds: Dataset) -> Path:
     buf = io.BytesIO()
-    sr.save_as(buf, enforce_file_format=True)
-    spooled = rt.outbox.write(job.study_instance_uid, identity.sop_instance_uid, [buf.getvalue()])
-    return claims.record_sr(rt, job, identity.sop_instance_uid, spooled.path)
+    ds.save_as(buf, enforce_file_format=True)
+    return rt.outbox.write(job.study_instance_uid, str(ds.SOPInstanceUID),
+                           [buf.getvalue()]).path
+
+
+def job_destinations(rt: Runtime, job: Job) -> tuple[Destination, ...]:
+    """The destinations this job's SR goes to: the list its routing rule recorded on the
+    job, else the default list."""
+    return parse_destinations(job.destinations) if job.destinations else \
+        rt.settings.destinations
+
+
+def rendered(rt: Runtime, job: Job, source: Dataset, draft: DraftReport,
+             identity: SRIdentity, supersedes: int | None) -> list[Dataset]:
+    """The rendered draft as the job's destinations ask for it: the Secondary Capture
+    pages, the Encapsulated PDF of the same pages, both, or nothing."""
+    dests = job_destinations(rt, job)
+    want_pages, want_pdf = any(d.wants_page for d in dests), any(d.wants_pdf for d in dests)
+    if not (want_pages or want_pdf):
+        return []
+    pages = build_pages(source, draft, identity, job.model_input, supersedes=supersedes)
+    return [*(pages if want_pages else []),
+            *([build_pdf(source, draft, identity, pages)] if want_pdf else [])]
+
+
+def _record_pages(rt: Runtime, job: Job, paths: list[Path]) -> bool:
+    """Keep the pages' outbox paths with the job (while this process still holds it)."""
+    with rt.db.session() as s:
+        res = s.execute(update(Job).where(Job.id == job.id, Job.version == job.version,
+                                          Job.holder == rt.worker_name)
+                        .values(page_paths="\n".join(str(p) for p in paths)))
+        s.commit()
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 def sr_identity(rt: Runtime, job: Job, result: dict[str, Any]) -> SRIdentity:
@@ -69,8 +118,14 @@ def previous_srs(rt: Runtime, job: Job) -> list[Dataset]:
 
 
 def _notes(result: dict[str, Any]) -> list[str]:
-    """What a reader of the SR should know about the answer's items that did not count."""
+    """What a reader of the SR should know about the answer's items that did not count.
+
+    A refusal's words are the refusal (the status says so once), never answer items: a
+    result stored before the parser knew that still lists them, so they are left out here.
+    """
     notes = [str(n) for n in result.get("notes") or []]
+    if result.get("status") == "refused":
+        return notes
     near = result.get("near_misses") or {}
     if near:
         notes.append("Answer items close to a CheXpert label but not one, so not counted "

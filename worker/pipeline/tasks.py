@@ -16,17 +16,17 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery.signals import worker_shutting_down
+from celery.signals import worker_init, worker_shutting_down
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from models.backend import BackendError
 from models.study import serves_concurrently
-from worker.pipeline import inflight, stages
-from worker.pipeline.celery_app import app
+from worker.pipeline import followups, inflight, stages
+from worker.pipeline.celery_app import GPU_QUEUE, app
 from worker.pipeline.reconciler import Publishers
-from worker.runtime import runtime
+from worker.runtime import Runtime, runtime
 from worker.store.db import Job, now
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,14 @@ def prepare(job_id: int, version: int) -> None:
 @fails_job_on_error("inference")
 def infer(job_id: int, version: int) -> None:
     rt = runtime()
+    answer_questions(rt)  # a waiting reviewer first, then the study (live or batch)
     if serves_concurrently(rt.backend):  # a server (vLLM): keep it full, no batch barrier
         inflight.infer_continuous(rt, job_id, version, report_soon)
         return
-    for j, v in stages.infer_batch(rt, job_id, version):
+    landed = stages.infer_batch(rt, job_id, version)
+    for j, v in landed:
         enqueue_report(j, v)
+    first_turns_landed(rt, landed)
 
 
 def report_soon(landed: list[tuple[int, int]]) -> None:
@@ -106,6 +109,83 @@ def report_soon(landed: list[tuple[int, int]]) -> None:
     except TRANSIENT as exc:
         log.warning("%d report(s) not published (%s); the reconciler will", len(landed),
                     type(exc).__name__)
+    first_turns_landed(runtime(), landed)
+
+
+def first_turns_landed(rt: Runtime, landed: list[tuple[int, int]]) -> None:
+    """Keep the conversation of the studies whose results just landed, and answer any
+    question that waited for them (and any other waiting: a reviewer is live traffic)."""
+    if not landed:
+        return
+    from worker.store import conversations
+
+    try:
+        with rt.db.session() as s:
+            conversations.record_for_jobs(s, [j for j, _ in landed])
+        answer_questions(rt)
+    except TRANSIENT as exc:  # the turns are written again on first read; questions wait
+        log.warning("conversation of %d job(s) not recorded yet (%s)", len(landed),
+                    type(exc).__name__)
+
+
+def answer_questions(rt: Runtime) -> None:
+    """Answer waiting follow-up questions (one read when there are none), and publish
+    the addendum SRs asked for with them; a failure here never costs the study its turn."""
+    try:
+        answered = followups.answer_waiting(rt)
+        for qid in followups.addenda_wanted(rt, answered):
+            enqueue_addendum(qid)
+    except TRANSIENT as exc:
+        log.warning("follow-up questions wait (%s)", type(exc).__name__)
+    except Exception:  # noqa: BLE001 - the study's inference must still run
+        log.exception("answering follow-up questions failed")
+
+
+@app.task(name="cxr.followup", ignore_result=True)
+def followup(question_id: int = 0) -> None:
+    """A reviewer asked (question ``question_id``) or a study a question waited on got
+    its first turns: answer every waiting question now (on the ``gpu`` queue)."""
+    answer_questions(runtime())
+
+
+@app.task(name="cxr.addendum", ignore_result=True)
+def addendum(question_id: int) -> None:
+    """Write a question's thread as an addendum SR and deliver it (``cpu`` queue)."""
+    from worker.pipeline import addenda
+
+    try:
+        addenda.write_and_send(runtime(), question_id)
+    except TRANSIENT as exc:
+        log.warning("question %d: addendum SR waits (%s); ask again to retry", question_id,
+                    type(exc).__name__)
+
+
+def enqueue_question(question_id: int) -> None:
+    """Wake a GPU worker for a question, at live priority (ahead of batch work)."""
+    followup.apply_async((question_id,), priority=0, queue=GPU_QUEUE)
+
+
+def enqueue_addendum(question_id: int) -> None:
+    addendum.apply_async((question_id,), priority=0, queue="cpu")
+
+
+@worker_init.connect(weak=False)
+def _wake_for_waiting_questions(**_kw: Any) -> None:
+    """A worker starting (serve after a restart, which empties the embedded queue; a GPU
+    worker after a Redis restart): questions still waiting get a wake-up, so none waits
+    for the next study to arrive.  A duplicate wake-up answers nothing twice."""
+    from worker.store import conversations
+
+    try:
+        rt = runtime()
+        with rt.db.session() as s:
+            waiting, answering = conversations.open_questions(s)
+        if waiting or answering:
+            enqueue_question(0)
+    except RuntimeError:  # not configured: nothing runs here
+        return
+    except Exception as exc:  # noqa: BLE001 - never stop a worker from starting
+        log.warning("waiting questions not woken at start (%s)", type(exc).__name__)
 
 
 @worker_shutting_down.connect(weak=False)
@@ -153,4 +233,5 @@ def enqueue_report(job_id: int, version: int) -> None:
     _publish(report, job_id, version)
 
 
-PUBLISHERS = Publishers(prepare=enqueue_prepare, infer=enqueue_infer, report=enqueue_report)
+PUBLISHERS = Publishers(prepare=enqueue_prepare, infer=enqueue_infer, report=enqueue_report,
+                        question=enqueue_question)

@@ -17,17 +17,17 @@ from typing import Any
 from sqlalchemy import func, select
 
 from models.labels import CHEXPERT_LABELS
-from worker.research.batch_items import FINISHED, BatchError, counts_by_state
+from worker.research.batch_items import BatchError
 from worker.runtime import Runtime
 from worker.store import jobs
 from worker.store.db import BatchItem, BatchRun, Job, JobEvent, now
+from worker.store.progress import run_progress
 
 PREDICTION_FIELDS = ["study_id", "study_instance_uid", "state", "reason", "status",
                      *CHEXPERT_LABELS, "format_ok", "truncated", "refused", "near_misses",
                      "unknown_items", "model_id", "model_revision", "backend", "prompt",
                      "conversion", "job_id", "received_to_done_s", "inference_s"]
 PAGE = 500  # items read per query while writing predictions
-RATE_WINDOW_S = 600  # the status rate is measured over this many recent seconds
 
 
 def _elapsed(times: dict[str, float], start: str, end: str) -> float | None:
@@ -121,18 +121,8 @@ def find_run(rt: Runtime, name: str) -> BatchRun:
 
 
 def status_of(rt: Runtime, name: str) -> dict[str, Any]:
-    """A run's progress, for ``batch status`` in another terminal."""
+    """A run's progress, for ``batch status`` in another terminal: the rate is over the
+    run's own elapsed processing time (``worker.store.progress``, as the dashboard says)."""
     run = find_run(rt, name)
-    counts = counts_by_state(rt.db, run.id)
     with rt.db.session() as s:
-        recent = s.scalar(select(func.count()).select_from(BatchItem).where(
-            BatchItem.run_id == run.id,
-            BatchItem.finished_at >= now() - RATE_WINDOW_S)) or 0
-    total = sum(counts.values())
-    finished = sum(counts.get(k, 0) for k in FINISHED)
-    rate = recent / RATE_WINDOW_S
-    return {"name": name, "source": run.source, "kind": run.kind,
-            "listed": run.scanned_at is not None, "total": total, "finished": finished,
-            "counts": counts, "rate_per_s": round(rate, 3),
-            "eta_s": round((total - finished) / rate) if rate > 0 else None,
-            "finished_at": jobs.iso(run.finished_at), "model_key": run.model_key}
+        return run_progress(s, run)

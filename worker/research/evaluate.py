@@ -6,6 +6,14 @@ competition classes.  CheXpert-style label files may also hold -1 (uncertain) an
 (not mentioned), so how those count is a policy, chosen on the command line and written
 into every output, as is how studies the model did not read count (a refusal, a cut-off
 or unparseable answer, an answer with no label).
+
+Results that cannot be misread: predictions made by the mock backend (status ``mock``)
+are no reading of an image, so they are left out unless ``include_mock`` is asked for,
+and then every output says MOCK (the first line, the markdown, the JSON, the chart's
+title).  A predictions file whose studies were read by more than one model (backend,
+model id or revision) is refused with the models and their counts, unless it is
+evaluated per model (``evaluate_per_model``) or for one of them (``model``): one table
+over two models would be a figure of neither.
 """
 
 from __future__ import annotations
@@ -39,6 +47,47 @@ _COMPETITION_COLUMNS = [CHEXPERT_LABELS.index(c) for c in COMPETITION]
 
 class EvaluationError(ValueError):
     """The inputs cannot be evaluated; the message says why."""
+
+
+MOCK_EXCLUDED = "mock backend, not a reading (--include-mock to score it, marked MOCK)"
+MOCK_BANNER = ("MOCK: these predictions come from the mock backend, which reads no image; "
+               "the figures below measure nothing about a model")
+
+
+def is_mock(row: Mapping[str, Any]) -> bool:
+    """A prediction the mock backend made (its status, or its backend's name)."""
+    return str(row.get("status") or "") == "mock" or str(row.get("backend") or "") == "mock"
+
+
+def model_of(row: Mapping[str, Any]) -> str | None:
+    """Which model made a prediction (``backend|model_id@revision``, as
+    ``models.backend.model_key`` spells it); None for a study the model did not run."""
+    if str(row.get("state")) != "done":
+        return None
+    if not any(row.get(k) for k in ("backend", "model_id", "model_revision")):
+        return "unknown model"
+    return f"{row.get('backend')}|{row.get('model_id')}@{row.get('model_revision')}"
+
+
+def models_in(predictions: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Studies per model among those the model ran, most first."""
+    out: dict[str, int] = {}
+    for row in predictions.values():
+        key = model_of(row)
+        if key is not None:
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def for_model(predictions: Mapping[str, Mapping[str, Any]], model: str
+              ) -> dict[str, Mapping[str, Any]]:
+    """The predictions of one model, with the studies no model ran (they are excluded
+    the same way whichever model is evaluated)."""
+    known = models_in(predictions)
+    if model not in known:
+        raise EvaluationError(f"no prediction from model {model!r}; the file has "
+                              + "; ".join(f"{k} ({v} studies)" for k, v in known.items()))
+    return {k: r for k, r in predictions.items() if model_of(r) in (None, model)}
 
 
 @dataclass(frozen=True)
@@ -225,17 +274,58 @@ def _class_scores(g: np.ndarray, p: np.ndarray, ci: _Intervals) -> list[ClassSco
     return classes
 
 
+def _screened(predictions: Mapping[str, Mapping[str, Any]], include_mock: bool
+              ) -> tuple[dict[str, Mapping[str, Any]], set[str], str]:
+    """(the predictions to score, the studies whose mock predictions were left out, the
+    one model that made the rest).  Refuses a file mixing models, and one holding only
+    mock predictions."""
+    kept: dict[str, Mapping[str, Any]] = {}
+    dropped: set[str] = set()
+    for study, row in predictions.items():
+        if not include_mock and str(row.get("state")) == "done" and is_mock(row):
+            dropped.add(study)
+            continue
+        kept[study] = row
+    models = models_in(kept)
+    if len(models) > 1:
+        raise EvaluationError(
+            "the predictions come from more than one model: " + "; ".join(
+                f"{k} ({v} studies)" for k, v in models.items())
+            + ". One table over several models is a figure of none: use --per-model "
+              "(one evaluation each) or --model KEY")
+    if dropped and not models:
+        raise EvaluationError(
+            f"all {len(dropped)} predictions the model ran come from the mock backend, "
+            "which reads no image: there is nothing to evaluate (--include-mock scores "
+            "them anyway, every output marked MOCK)")
+    return kept, dropped, next(iter(models), "")
+
+
 def evaluate(predictions: Mapping[str, Mapping[str, Any]],
              labels: Mapping[str, Mapping[str, int]], policy: Policy,
-             bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Per-class precision/recall/F1/support, macro-F1 (14 and 5), bootstrap 95 % CIs."""
+             bootstrap: int = 1000, seed: int = 0, include_mock: bool = False
+             ) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support, macro-F1 (14 and 5), bootstrap 95 % CIs;
+    mock predictions left out unless ``include_mock`` (then the result says MOCK)."""
+    predictions, dropped, model = _screened(predictions, include_mock)
     counted = _counted(predictions, labels, policy)
+    mock_left_out = sum(1 for study in labels if study in dropped)
+    if mock_left_out:
+        counted.excluded.pop("no prediction", None)
+        missing = sum(1 for study in labels if study not in predictions
+                      and study not in dropped)
+        if missing:
+            counted.excluded["no prediction"] = missing
+        counted.excluded[MOCK_EXCLUDED] = mock_left_out
+    mock = any(is_mock(predictions[s]) for s in counted.studies)
     g, p = counted.gold, counted.predicted
     f1 = _f1(*_confusion(g, p))
     ci = _bootstrap(g, p, bootstrap, seed)
     not_read = sum(1 for s in counted.studies
                    if str(predictions[s].get("status")) in NOT_READ)
     return {
+        **({"warning": MOCK_BANNER} if mock else {}),
+        "mock": mock, "model": model,
         "policy": asdict(policy), "policy_text": policy.describe(),
         "studies_counted": len(counted.studies), "studies_excluded": counted.excluded,
         "studies_not_read_counted_as_negative": not_read if policy.not_read == "negative"
@@ -252,6 +342,21 @@ def evaluate(predictions: Mapping[str, Mapping[str, Any]],
     }
 
 
+def evaluate_per_model(predictions: Mapping[str, Mapping[str, Any]],
+                       labels: Mapping[str, Mapping[str, int]], policy: Policy,
+                       bootstrap: int = 1000, seed: int = 0, include_mock: bool = False
+                       ) -> dict[str, dict[str, Any]]:
+    """One evaluation per model the file holds (mock left out unless ``include_mock``)."""
+    models = [m for m in models_in(predictions)
+              if include_mock or not all(is_mock(r) for r in predictions.values()
+                                         if model_of(r) == m)]
+    if not models:
+        raise EvaluationError("no prediction from a model other than the mock backend "
+                              "(--include-mock scores the mock, marked MOCK)")
+    return {m: evaluate(for_model(predictions, m), labels, policy, bootstrap, seed,
+                        include_mock) for m in models}
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -259,8 +364,11 @@ def _pct(value: float | None) -> str:
 def markdown(result: Mapping[str, Any]) -> str:
     """Laid out like the paper's Table 1, with the paper's NV-Reason-CXR-3B column."""
     by_label = {c["label"]: c for c in result["classes"]}
-    lines = ["| Abnormality class | This run F1 % [95% CI] | Precision % | Recall % | Support "
-             "| NV-Reason-CXR-3B (paper) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"**{result['warning']}.**", ""] if result.get("mock") else []
+    if result.get("model"):
+        lines += [f"Model: {result['model']}.", ""]
+    lines += ["| Abnormality class | This run F1 % [95% CI] | Precision % | Recall % | "
+              "Support | NV-Reason-CXR-3B (paper) |", "| --- | --- | --- | --- | --- | --- |"]
     for label in TABLE1_ORDER:
         c = by_label[label]
         ci = f" [{_pct(c['f1_low'])}, {_pct(c['f1_high'])}]" if c["f1_low"] is not None else ""
@@ -284,6 +392,14 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def chart_title(result: Mapping[str, Any]) -> str:
+    """The chart's title: MOCK first when the mock backend's predictions were scored."""
+    return (("MOCK backend (reads no image): " if result.get("mock") else "")
+            + f"Per-class F1 ({result['studies_counted']} studies; macro-F1 "
+            f"{100 * result['macro_f1_all']:.1f} all, "
+            f"{100 * result['macro_f1_competition']:.1f} five classes)")
+
+
 def chart(result: Mapping[str, Any], path: Path) -> Path:
     """Per-class F1, this run beside the paper (matplotlib, headless)."""
     import matplotlib
@@ -305,9 +421,7 @@ def chart(result: Mapping[str, Any], path: Path) -> Path:
     ax.set_xticks(x, TABLE1_ORDER, rotation=40, ha="right")
     ax.set_ylabel("F1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Per-class F1 ({result['studies_counted']} studies; macro-F1 "
-                 f"{100 * result['macro_f1_all']:.1f} all, "
-                 f"{100 * result['macro_f1_competition']:.1f} five classes)")
+    ax.set_title(chart_title(result))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

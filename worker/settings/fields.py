@@ -86,8 +86,18 @@ class Settings(BaseSettings):
     skipped_retention_hours: Seconds = Field(
         24.0, description="Keep skipped instances' files this long, then delete.")
     destinations: Annotated[tuple[Destination, ...], NoDecode] = Field(
-        (), description="Comma list of SR destinations: AE@host:port[/comprehensive], "
-                        "reply:PORT (back to the sender), or a DICOMweb URL (STOW-RS).")
+        (), description="Comma list of SR destinations: AE@host:port, reply:PORT (back to "
+                        "the sender), or a DICOMweb URL (STOW-RS); each may end in what it "
+                        "gets, /sr (default), /page, /sr+page, /sr+page+pdf (#page on a URL), "
+                        "and /comprehensive for a Comprehensive SR.")
+    destination_sets: Annotated[dict[str, tuple[Destination, ...]], NoDecode] = Field(
+        {}, description="Named destination sets a routing rule may send to: in the file a "
+                        "[destination_sets] table of name = \"AE@host:port,...\"; in the "
+                        "environment name=AE@host:port,...;name2=...")
+    rules: Annotated[tuple[dict[str, Any], ...], NoDecode] = Field(
+        (), description="Routing rules, first match wins ([[rules]] tables in the file, a "
+                        "JSON list in the environment); empty = the built-in admission "
+                        "only. See the README's Routing rules.")
     database_url: str = Field(
         "", description="SQLAlchemy URL; empty = SQLite (WAL) in the data dir.")
     broker_url: str = Field(
@@ -198,6 +208,57 @@ class Settings(BaseSettings):
             value = ",".join(value)
         return parse_destinations(value) if isinstance(value, str) else value
 
+    @field_validator("destination_sets", mode="before")
+    @classmethod
+    def _destination_sets(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment: name=list;name2=list
+            pairs = [p.split("=", 1) for p in value.split(";") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected name=AE@host:port,...;name2=...")
+            value = {k.strip(): v for k, v in pairs}
+        if isinstance(value, dict):
+            out = {}
+            for name, text in value.items():
+                if isinstance(text, list | tuple) and all(isinstance(t, str) for t in text):
+                    text = ",".join(text)
+                dests = parse_destinations(text) if isinstance(text, str) else text
+                if not dests or len(str(name)) > 64:  # the name is recorded on each job
+                    raise ValueError(f"destination set {name!r}: empty, or a name over 64 "
+                                     "characters")
+                out[str(name)] = dests
+            return out
+        return value
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rules_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment: a JSON list of rule objects
+            import json
+
+            try:
+                value = json.loads(value) if value.strip() else []
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list of rules: {exc}") from None
+        if isinstance(value, dict):
+            raise ValueError("a list of rule tables ([[rules]]), not one table")
+        return value
+
+    @model_validator(mode="after")
+    def _rules_shape(self) -> Settings:
+        """The rules' shape (keys, actions, syntax, destination sets); the tag keywords
+        are checked against pydicom's dictionary where rules are used
+        (``worker.ingest.routing.rules_of``), so that reading settings loads no DICOM
+        library."""
+        if self.rules:
+            from dicom_gateway.routing_rules import any_field, compile_rules
+
+            problems = compile_rules(list(self.rules), self.destination_sets,
+                                     check=any_field)[1]
+            if problems:
+                raise ValueError("routing rules: " + "; ".join(p.message for p in problems)
+                                 + " ('cxr-gateway rules check' gives each its line)")
+        return self
+
     @field_validator("model_backend")
     @classmethod
     def _backend(cls, value: str) -> str:
@@ -284,6 +345,21 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url == EMBEDDED_BROKER
+
+    def destination_set(self, name: str) -> tuple[Destination, ...]:
+        """A rule's destination set by name; "" (or a set no longer configured) = the
+        default destinations."""
+        return self.destination_sets.get(name, self.destinations) if name else \
+            self.destinations
+
+    def destinations_by_name(self, recorded: str = "") -> dict[str, Destination]:
+        """Every configured destination (the default list and every set) by its text, as
+        a delivery row names it; plus ``recorded``, the comma list a job's rule chose when
+        it was routed (a set a rules reload added after this process started)."""
+        everything = [*(parse_destinations(recorded) if recorded else ()),
+                      *self.destinations,
+                      *(d for ds in self.destination_sets.values() for d in ds)]
+        return {str(d): d for d in everything}
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(

@@ -102,7 +102,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     known = {env_name(f) for f in FIELDS} | {CONFIG_FILE_VAR}
     out = []
     for key in sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known):
-        close = difflib.get_close_matches(key, sorted(known), n=1)
+        # 0.7, not difflib's 0.6: short names (CXR_RULES) must not be offered for
+        # unrelated variables such as CXR_FUZZ_EXAMPLES
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
         out.append(f"{key} is not a setting" + (f" (did you mean {close[0]}?)" if close
                                                 else ""))
     return out
@@ -115,6 +117,10 @@ def shown_value(settings: Settings, name: str) -> str:
     value = getattr(settings, name)
     if name in SECRET_FIELDS:
         return "***" if value else ""
+    if name == "destination_sets":  # issue 23: name=AE@host:port,...;name2=...
+        return ";".join(f"{k}={','.join(str(d) for d in v)}" for k, v in value.items())
+    if name == "rules":  # issue 23: the names only (a condition may list accession numbers)
+        return ",".join(str(r.get("name", "?")) for r in value)
     if name.endswith("_url"):
         return mask_url(str(value))
     if isinstance(value, tuple):

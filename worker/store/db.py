@@ -54,6 +54,8 @@ class Study(Base):
     last_received_at: Mapped[float] = mapped_column(Float, index=True)
     assembled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     outcome: Mapped[str] = mapped_column(String(255), default="")
+    # the routing rule that decided it ("default" = the built-in admission; "" = not yet)
+    rule: Mapped[str] = mapped_column(String(255), default="")
 
 
 class Instance(Base):
@@ -95,6 +97,9 @@ class Job(Base):
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     sr_path: Mapped[str] = mapped_column(Text, default="")
+    # the rendered report pages (issue 24; Secondary Capture files in the outbox, one path
+    # a line; "" = none, because no destination asked for them)
+    page_paths: Mapped[str] = mapped_column(Text, default="")
     # 0 = live PACS traffic, 9 = retrospective batch (Celery/Redis order: lower first)
     priority: Mapped[int] = mapped_column(Integer, default=0, index=True)
     # the model-ready PNG: small, and what lets any GPU node run the job (no shared disk)
@@ -110,6 +115,11 @@ class Job(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     batch_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     origin: Mapped[str] = mapped_column(String(16), default="dicom")  # dicom | image
+    # routing (issue 23): the rule that admitted the instance, its destination set
+    # ("" = the default destinations) and that set's comma list when the job was routed
+    rule: Mapped[str] = mapped_column(String(64), default="")
+    destination_set: Mapped[str] = mapped_column(String(64), default="")
+    destinations: Mapped[str] = mapped_column(Text, default="")
 
 
 class JobEvent(Base):
@@ -228,6 +238,107 @@ class Installation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uid_seed: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class ConversationTurn(Base):
+    """One turn of a study's chat with the model, verbatim (issue 25): the findings
+    prompt (with the image reference), each reply with its reasoning, the report turn,
+    every follow-up.  A later question is asked after these, so no turn is generated
+    twice.  Kept as long as the job row is (retention never deletes jobs)."""
+
+    __tablename__ = "conversation_turns"
+    __table_args__ = (UniqueConstraint("job_id", "job_version", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    job_version: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)  # 0 = the first user turn
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    kind: Mapped[str] = mapped_column(String(16))  # findings | report | followup
+    text: Mapped[str] = mapped_column(Text)
+    # the first user turn: which image went with it ("model_input sha256:<hex>", the job's
+    # own model input); "" for every other turn (the image is sent once)
+    image_ref: Mapped[str] = mapped_column(String(128), default="")
+    question_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    generated_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Question(Base):
+    """A reviewer's follow-up question on a job and, once there, the model's answer:
+    who asked (a name or token identity, never patient data) and when."""
+
+    __tablename__ = "questions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    asked_by: Mapped[str] = mapped_column(String(128), default="")
+    asked_at: Mapped[float] = mapped_column(Float)
+    # waiting (for a GPU worker, or for the job's first turns) | answering | answered | failed
+    state: Mapped[str] = mapped_column(String(16), index=True, default="waiting")
+    route: Mapped[str] = mapped_column(String(16), default="")
+    holder: Mapped[str] = mapped_column(String(128), default="")
+    held_since: Mapped[float] = mapped_column(Float, default=0.0)
+    answered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    job_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # answered on
+    reply_text: Mapped[str] = mapped_column(Text, default="")  # verbatim
+    reasoning: Mapped[str] = mapped_column(Text, default="")
+    answer: Mapped[str] = mapped_column(Text, default="")  # as shown ("Answer: ...")
+    status: Mapped[str] = mapped_column(String(16), default="")  # answered|refused|...
+    generated_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reused_turn: Mapped[int | None] = mapped_column(Integer, nullable=True)  # turn seq
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    # the addendum SR, when asked for (--to-pacs): "" | wanted | written | failed
+    addendum: Mapped[str] = mapped_column(String(16), default="")
+    addendum_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    addendum_path: Mapped[str] = mapped_column(Text, default="")
+    addendum_detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ApiToken(Base):
+    """A named API token (issue 25: who asked, who judged): only its SHA-256 is kept, so
+    the database never holds a usable token; a revoked one stays, for the record."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Review(Base):
+    """A reviewer's verdict on one job: who, when, a note; ``current`` is False once the
+    same reviewer records a newer verdict on the same job (the history is kept)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text, default="")
+    current: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+
+
+class ReviewLabel(Base):
+    """One of a review's 14 label verdicts: agree | disagree | not_assessable, what the
+    model said (0/1) and what the reviewer says (1, 0, or None: not assessable)."""
+
+    __tablename__ = "review_labels"
+    __table_args__ = (UniqueConstraint("review_id", "label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id"), index=True)
+    label: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    model_present: Mapped[int] = mapped_column(Integer)
+    reviewer_present: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -209,6 +209,8 @@ def job_summary(session: Session, job: Job) -> dict[str, object]:
         "last_error": job.last_error,
         "next_attempt_at": iso(job.next_attempt_at),
         "priority": job.priority,
+        "rule": job.rule,  # the routing rule that admitted it (issue 23)
+        "destination_set": job.destination_set,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "conversion": job.conversion,

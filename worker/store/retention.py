@@ -1,5 +1,10 @@
 """Retention: instances admission did not use are kept a while (for audit and for late
-re-admission), then their spool files are deleted; the database row and reason stay."""
+re-admission), then their spool files are deleted; the database row and reason stay.
+
+Nothing else is purged: a job row keeps its model input (the PNG the model read), its
+result, its conversation (``conversation_turns``) and its questions for as long as the
+job is kept, so a follow-up question can be asked about any kept job without its source
+image (``worker.store.conversations``)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ One router per audience, each guarded where it is declared:
 | ``health`` | ``/healthz``, ``/readyz``, ``/metrics`` | none (probes, Prometheus) |
 | ``records`` | ``/api/...``, ``/openapi.json`` | ``require_token``: 401 |
 | ``dashboard`` | ``/``, ``/login`` | ``require_login``: redirect to the form |
+| ``reviews`` | verdicts, agreement, ``/api/batches``, ``/api/me`` | ``require_token``: 401 |
+| ``questions`` | ``/api/jobs/{id}/questions``, ``/api/questions/...`` | ``require_token``: 401 |
 
 ``create_app`` only assembles them; what they share (settings, database, token,
 metrics registry, the broker's queue depth, the retry publisher) is one ``ApiState`` on
@@ -22,6 +24,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from worker.ops.api import dashboard, health, records
+from worker.ops.api import questions as question_routes
+from worker.ops.api import reviews as review_routes
 from worker.ops.api.auth import COOKIE, TOKEN_FILE, LoginNeeded, api_token
 from worker.ops.api.server import APIServer
 from worker.ops.api.state import ApiState, QueueDepth, Retry
@@ -47,5 +51,8 @@ def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None 
     app.include_router(health.router)
     app.include_router(records.router)
     app.include_router(dashboard.router)
+    app.include_router(question_routes.router)  # issue 25: follow-up questions
+    app.include_router(review_routes.router)  # issue 25: verdicts, batches, /api/me
+    app.include_router(review_routes.assets)
     app.add_exception_handler(LoginNeeded, dashboard.to_login)
     return app

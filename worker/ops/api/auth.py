@@ -1,5 +1,10 @@
-"""The token: where it comes from, how a request presents it, and the two dependencies
-that guard routes with it.
+"""The tokens: where the operator's comes from, how a request presents one, who it names,
+and the two dependencies that guard routes with them.
+
+Two kinds open the API and the dashboard alike: the single operator token (settings or
+the generated file; recorded as ``operator``) and the named tokens of ``cxr-gateway
+tokens add NAME`` (``worker.store.tokens``: stored hashed, revocable), so that every
+question and verdict carries the name of whoever asked or judged (``caller``).
 
 A request presents the token as an ``Authorization: Bearer`` header (scripts) or as the
 session cookie that ``POST /login`` sets (the dashboard).  Never in a URL: browser
@@ -13,9 +18,11 @@ import hmac
 import secrets
 
 from fastapi import HTTPException, Request
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.ops.api.state import State
 from worker.settings import Settings
+from worker.store import tokens
 
 COOKIE = "cxr_token"
 TOKEN_FILE = "api-token"
@@ -51,14 +58,43 @@ class LoginNeeded(Exception):
     to the login form (see ``dashboard.to_login``)."""
 
 
+def identify(request: Request, state: State) -> str | None:
+    """Whose token the request carries: ``operator`` for the single operator token, the
+    name of a live named token (``cxr-gateway tokens add NAME``), else None."""
+    given = presented(request)
+    if not given:
+        return None
+    if matches(given, state.token):
+        return tokens.OPERATOR
+    return token_name(state, given)
+
+
+def token_name(state: State, given: str) -> str | None:
+    """The name of a live named token (one indexed lookup of its SHA-256), else None."""
+    if not given.startswith(tokens.PREFIX):
+        return None
+    try:
+        with state.db.session() as session:
+            return tokens.name_of(session, given)
+    except SQLAlchemyError:  # a database without the table yet: no named tokens
+        return None
+
+
 async def require_token(request: Request, state: State) -> None:
-    """Guards the JSON API: 401, with the ways to authenticate, unless the token came."""
-    if not matches(presented(request), state.token):
+    """Guards the JSON API: 401, with the ways to authenticate, unless a token came."""
+    if identify(request, state) is None:
         raise HTTPException(401, "a token is needed (Authorization: Bearer ..., or log "
                                  "in at /login)", headers={"WWW-Authenticate": "Bearer"})
 
 
 async def require_login(request: Request, state: State) -> None:
-    """Guards the dashboard: a browser without the token is sent to the login form."""
-    if not matches(presented(request), state.token):
+    """Guards the dashboard: a browser without a token is sent to the login form."""
+    if identify(request, state) is None:
         raise LoginNeeded
+
+
+def caller(request: Request, state: State) -> str:
+    """Who is asking, as a name to record beside a question or a verdict (never patient
+    data): the single operator token is ``operator``, a named token its name; "" when
+    the request carries no valid token (the guards refuse those first)."""
+    return identify(request, state) or ""

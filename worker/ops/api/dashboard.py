@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from worker.ops.api.auth import COOKIE, matches, require_login
+from worker.ops.api.auth import COOKIE, matches, require_login, token_name
 from worker.ops.api.state import State
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -46,9 +46,11 @@ def login_form() -> Response:
 def login(state: State, token: Annotated[str, Form()] = "") -> Response:
     """The right token sets the session cookie and opens the dashboard; a wrong one
     shows the form again with an error."""
-    if not matches(token.strip(), state.token):
+    given = token.strip()
+    if not matches(given, state.token) and token_name(state, given) is None:
         return HTMLResponse(_page("login.html").replace(
             "<!--error-->", "<p class=error>That is not the token.</p>"), status_code=401)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, state.token, httponly=True, samesite="strict")
+    # the token given (the operator's or a named one), so the dashboard acts as its name
+    response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
     return response

@@ -1,0 +1,254 @@
+"""``cxr-gateway review``, ``reviews export|agreement`` and ``tokens add|list|revoke``:
+the radiologist's side of issue 25, from a terminal.
+
+``review JOB`` records a verdict on one job's 14 labels (a label not named is agreed
+with: ``--add Edema --remove Pneumothorax`` is a whole verdict), or with no verdict
+option shows the verdicts recorded so far.  ``reviews export`` writes the reviewers'
+label sets as a CheXpert-style labels CSV that ``cxr-gateway evaluate`` reads as it is
+(with ``--batch NAME``, keyed by the batch's study ids, so its predictions file matches;
+``--predictions FILE`` writes the model's predictions of the same studies for studies
+that came in live).  ``tokens`` manages the named API tokens reviewers log in with.
+The rules live in ``worker/store/reviews.py`` and ``worker/store/tokens.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worker.cli.common import add_data_dir, read_runtime
+from worker.cli.errors import CommandError
+
+if TYPE_CHECKING:
+    from worker.cli.common import Commands
+
+
+def register(commands: Commands) -> None:
+    review = commands.add_parser(
+        "review", help="record a reviewer's verdict on a job's 14 labels (agree, disagree, "
+        "not assessable; a label not named is agreed with), or show the verdicts")
+    review.add_argument("job_id", type=int, metavar="JOB", help="the job")
+    review.add_argument("--agree", nargs="*", action="extend", metavar="LABEL",
+                        help="labels agreed with (every label not named is agreed with)")
+    review.add_argument("--disagree", nargs="+", action="extend", default=[],
+                        metavar="LABEL", help="labels the model called wrongly either way")
+    review.add_argument("--add", nargs="+", action="extend", default=[], metavar="LABEL",
+                        help="labels the reviewer sees (e.g. Edema, or pleural_effusion)")
+    review.add_argument("--remove", nargs="+", action="extend", default=[], metavar="LABEL",
+                        help="labels the reviewer does not see")
+    review.add_argument("--not-assessable", nargs="+", action="extend", default=[],
+                        metavar="LABEL", help="labels that cannot be judged on this image")
+    review.add_argument("--note", help="free text (no patient data)")
+    review.add_argument("--reviewer", default="operator",
+                        help="the name recorded with the verdict (default: operator, as the "
+                             "operator's token is recorded)")
+    review.add_argument("--json", action="store_true", help="as JSON")
+    add_data_dir(review)
+    review.set_defaults(func=cmd_review, quiet=True)
+
+    reviews = commands.add_parser("reviews", help="the reviewers' verdicts: export a "
+                                  "labels CSV for 'evaluate', agreement per label")
+    actions = reviews.add_subparsers(dest="reviews_action", required=True, metavar="ACTION",
+                                     help="export or agreement")
+    export = actions.add_parser("export", help="a CheXpert-style labels CSV from the "
+                                "reviewers' label sets (1, 0, -1 = not assessable)")
+    export.add_argument("--batch", help="only this batch run's studies, keyed by its study "
+                        "ids (as its predictions file is)")
+    export.add_argument("--reviewer", help="only this reviewer's verdicts (default: the "
+                        "latest verdict on each study)")
+    export.add_argument("-o", "--out", help="the CSV (default DATA_DIR/reviews/labels.csv "
+                        "or labels-BATCH.csv; '-' for stdout)")
+    export.add_argument("--predictions", help="also write the model's predictions of the "
+                        "same studies here (for live studies, which have no batch file)")
+    add_data_dir(export)
+    export.set_defaults(func=cmd_export, quiet=True)
+    agreement = actions.add_parser("agreement", help="how often reviewers agreed with the "
+                                   "model, per label, so far")
+    agreement.add_argument("--batch", help="only this batch run's studies")
+    agreement.add_argument("--json", action="store_true", help="as JSON")
+    add_data_dir(agreement)
+    agreement.set_defaults(func=cmd_agreement, quiet=True)
+
+    tokens = commands.add_parser("tokens", help="named API tokens for reviewers: add "
+                                 "(printed once), list, revoke")
+    token_actions = tokens.add_subparsers(dest="tokens_action", required=True,
+                                          metavar="ACTION", help="add, list or revoke")
+    add = token_actions.add_parser("add", help="a new token for NAME, printed once")
+    add.add_argument("name", help="the reviewer's name, recorded with their questions and "
+                     "verdicts")
+    add_data_dir(add)
+    add.set_defaults(func=cmd_tokens_add, quiet=True)
+    listed = token_actions.add_parser("list", help="every token's name and state (never "
+                                      "the token)")
+    listed.add_argument("--json", action="store_true", help="as JSON")
+    add_data_dir(listed)
+    listed.set_defaults(func=cmd_tokens_list, quiet=True)
+    revoke = token_actions.add_parser("revoke", help="revoke NAME's token at once")
+    revoke.add_argument("name", help="whose token")
+    add_data_dir(revoke)
+    revoke.set_defaults(func=cmd_tokens_revoke, quiet=True)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from worker.store import reviews
+    from worker.store.db import Job
+    from worker.store.tokens import OPERATOR, TokenError, check_name
+
+    rt = read_runtime(args)
+    asked = args.agree is not None or any((args.disagree, args.add, args.remove,
+                                           args.not_assessable, args.note))
+    with rt.db.session() as s:
+        job = s.get(Job, args.job_id)
+        if job is None:
+            raise CommandError(f"no job {args.job_id}")
+        if not asked:
+            shown: Any = reviews.of_job(s, job.id)
+            print(json.dumps(shown, indent=2) if args.json else "\n".join(
+                map(render_review, shown)) or f"job {job.id}: no verdict yet")
+            return 0
+        try:
+            if args.reviewer != OPERATOR:
+                check_name(args.reviewer)
+            decided = reviews.decide(reviews.model_labels(job), None, args.add, args.remove,
+                                     args.disagree, args.not_assessable, args.agree or ())
+        except (reviews.ReviewError, TokenError) as exc:
+            raise CommandError(str(exc)) from None
+        recorded = reviews.record(s, job, args.reviewer, decided, args.note or "")
+    print(json.dumps(recorded, indent=2) if args.json else render_review(recorded))
+    return 0
+
+
+def render_review(r: dict[str, Any]) -> str:
+    """One verdict for people: who, when, what changed, the reviewer's label set."""
+    model = set(r["model_labels"])
+    changed = ", ".join(f"{c} ({'removed' if c in model else 'added'})"
+                        for c in r["changed"]) or "none"
+    lines = [f"job {r['job_id']}: verdict {r['review_id']} by {r['reviewer']} at {r['at']}"
+             + ("" if r["current"] else " (replaced by a later one)"),
+             f"  model     {', '.join(r['model_labels']) or 'no label'}",
+             f"  changed   {changed}",
+             f"  reviewer  {', '.join(r['labels']) or 'no label'}"]
+    if r["not_assessable"]:
+        lines.append(f"  not assessable  {', '.join(r['not_assessable'])}")
+    if r["note"]:
+        lines.append(f"  note      {r['note']}")
+    return "\n".join(lines)
+
+
+def _run_id(rt: Any, name: str | None) -> int | None:
+    from worker.research.batch_outputs import BatchError, find_run
+
+    if not name:
+        return None
+    try:
+        return find_run(rt, name).id
+    except BatchError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _write_csv(rows: list[dict[str, Any]], fields: list[str], target: str) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    if target == "-":
+        sys.stdout.write(buffer.getvalue())
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(buffer.getvalue())
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from worker.research.batch_outputs import PREDICTION_FIELDS
+    from worker.store import reviews
+
+    rt = read_runtime(args)
+    run_id = _run_id(rt, args.batch)
+    with rt.db.session() as s:
+        rows = reviews.export_rows(s, run_id, args.reviewer)
+        predicted = reviews.prediction_rows(s, rows) if args.predictions else []
+    if not rows:
+        raise CommandError("no verdict recorded yet" + (f" on batch {args.batch}"
+                                                        if args.batch else "")
+                           + (f" by {args.reviewer}" if args.reviewer else ""))
+    out = args.out or str(rt.settings.data_dir / "reviews" / (
+        f"labels-{args.batch}.csv" if args.batch else "labels.csv"))
+    _write_csv(rows, reviews.EXPORT_FIELDS, out)
+    if args.predictions:
+        _write_csv(predicted, PREDICTION_FIELDS, args.predictions)
+    if out != "-":
+        print(f"{len(rows)} reviewed stud{'y' if len(rows) == 1 else 'ies'} -> {out}")
+        if args.predictions:
+            print(f"the model's predictions of them -> {args.predictions}")
+    return 0
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from worker.store import reviews
+
+    rt = read_runtime(args)
+    run_id = _run_id(rt, args.batch)
+    with rt.db.session() as s:
+        shown = reviews.agreement(s, run_id)
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    print(f"{shown['reviews']} verdict(s) on {shown['studies']} stud(ies) by "
+          f"{', '.join(shown['reviewers']) or 'nobody yet'}")
+    print(f"{'label':<28} {'agree':>6} {'disagree':>9} {'n/a':>5} {'agreement':>10}")
+    for row in shown["labels"]:
+        share = "-" if row["agreement"] is None else f"{100 * row['agreement']:.1f} %"
+        print(f"{row['label']:<28} {row['agree']:>6} {row['disagree']:>9} "
+              f"{row['not_assessable']:>5} {share:>10}")
+    return 0
+
+
+def cmd_tokens_add(args: argparse.Namespace) -> int:
+    from worker.store import tokens
+
+    rt = read_runtime(args)
+    with rt.db.session() as s:
+        try:
+            token = tokens.add(s, args.name)
+        except tokens.TokenError as exc:
+            raise CommandError(str(exc)) from None
+    print(token)
+    print(f"the token for {args.name}: shown this once, kept only hashed; log in with it "
+          "at the dashboard or send it as 'Authorization: Bearer ...'", file=sys.stderr)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from worker.store import tokens
+
+    rt = read_runtime(args)
+    with rt.db.session() as s:
+        rows = tokens.listing(s)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['name']:<24} {r['state']:<8} created {r['created_at']}"
+              + (f"  revoked {r['revoked_at']}" if r["revoked_at"] else "")
+              + (f"  last used {r['last_used_at']}" if r["last_used_at"] else ""))
+    if not rows:
+        print("no named tokens (the operator token is always accepted)")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from worker.store import tokens
+
+    rt = read_runtime(args)
+    with rt.db.session() as s:
+        revoked = tokens.revoke(s, args.name)
+    if not revoked:
+        raise CommandError(f"{args.name!r} has no live token")
+    print(f"revoked the token of {args.name}")
+    return 0

@@ -1,0 +1,123 @@
+"""Follow-up questions over HTTP: ask one on a job, read its thread (issue 25).
+
+``POST /api/jobs/{id}/questions`` records the question (who asked: ``auth.caller``, a
+name or token identity, never patient data) and answers 202 with its id at once; a GPU
+worker answers it ahead of batch work (``worker.pipeline.followups``).
+``GET /api/jobs/{id}/questions`` is the thread: every turn of the study's conversation
+verbatim and every question with its state, answer and reasoning.
+``GET /api/questions/{qid}`` is one question (what ``cxr-gateway ask`` polls), and
+``POST /api/questions/{qid}/addendum`` asks for its thread as an addendum SR.
+
+All behind the token, like the rest of ``/api``.  The broker is reached only when this
+service runs in a gateway that has one (``serve``, ``cxr-gateway api``: the ones that hand
+``create_app`` a retry publisher, and so have ``worker.pipeline.tasks`` loaded and Celery
+configured already); the publisher is then ``tasks.enqueue_question``, imported where it
+is used -- the one exception to "the service is given its callables", until
+``create_app`` takes it as an argument.  Without a broker the question waits in the
+database for the next GPU message (or worker start), which answers waiting questions first.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from worker.ops.api.auth import caller, require_token
+from worker.ops.api.state import ApiState, State
+from worker.store import conversations
+from worker.store.db import Job, Question
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+def publish_question(state: ApiState, question_id: int) -> None:
+    """Wake a GPU worker; best effort (a question in the database is never lost: the
+    next GPU message answers it)."""
+    if state.retry is None:
+        return
+    try:
+        from worker.pipeline.tasks import enqueue_question
+
+        enqueue_question(question_id)
+    except Exception as exc:  # noqa: BLE001 - the broker may be down; the row is kept
+        log.warning("question %d: wake-up not published (%s); the next GPU message "
+                    "answers it", question_id, type(exc).__name__)
+
+
+def publish_addendum(state: ApiState, question_id: int) -> None:
+    if state.retry is None:
+        return
+    try:
+        from worker.pipeline.tasks import enqueue_addendum
+
+        enqueue_addendum(question_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("question %d: addendum not published (%s)", question_id,
+                    type(exc).__name__)
+
+
+@router.post("/api/jobs/{job_id}/questions", tags=["questions"], status_code=202)
+def ask(request: Request, state: State, job_id: int,
+        question: Annotated[str, Body(embed=True, description="the follow-up question")],
+        to_pacs: Annotated[bool, Body(embed=True, description="also write the thread as "
+                                      "an addendum SR, delivered like the first")] = False
+        ) -> JSONResponse:
+    """Ask the model a follow-up question about the job's study (answered later)."""
+    who = caller(request, state) or "unknown"
+    with state.db.session() as session:
+        try:
+            q = conversations.ask(session, job_id, question, who, to_pacs)
+        except conversations.QuestionRefused as exc:
+            raise HTTPException(404 if str(exc).startswith("no job") else 422,
+                                str(exc)) from None
+        view = conversations.question_view(q)
+    publish_question(state, view["question_id"])
+    return JSONResponse(view, status_code=202,
+                        headers={"Location": f"/api/questions/{view['question_id']}"})
+
+
+@router.get("/api/jobs/{job_id}/questions", tags=["questions"])
+def get_thread(state: State, job_id: int) -> dict[str, Any]:
+    """The job's conversation (turns verbatim) and its questions, oldest first."""
+    with state.db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return conversations.thread(session, job)
+
+
+@router.get("/api/questions/{question_id}", tags=["questions"])
+def get_question(state: State, question_id: int) -> dict[str, Any]:
+    """One question: its state and, once answered, the answer and reasoning."""
+    with state.db.session() as session:
+        q = session.get(Question, question_id)
+        if q is None:
+            raise HTTPException(404, f"no question {question_id}")
+        return conversations.question_view(q)
+
+
+@router.post("/api/questions/{question_id}/addendum", tags=["questions"], status_code=202)
+def post_addendum(state: State, question_id: int) -> dict[str, Any]:
+    """Write the thread up to this question as an addendum SR and deliver it like the
+    first SR (done once the question is answered)."""
+    with state.db.session() as session:
+        q = conversations.want_addendum(session, question_id)
+        if q is None:
+            raise HTTPException(404, f"no question {question_id}")
+        view = conversations.question_view(q)
+    if view["state"] == conversations.ANSWERED:
+        publish_addendum(state, question_id)
+    return view
+
+
+@router.get("/static/questions.js", include_in_schema=False)
+def script() -> Response:
+    """The dashboard's thread view and question box."""
+    return Response((STATIC / "questions.js").read_text(), media_type="text/javascript")

@@ -1,0 +1,115 @@
+"""Reviewer verdicts, agreement so far, batch runs' progress, and who the caller is: the
+routes of the radiologist review (issue 25), behind the token like the rest of ``/api``.
+
+A verdict is recorded under the caller's name (``auth.caller``: ``operator`` or a named
+token's name), never a name the request body claims, so the record says who judged.
+The rules of a verdict (a label not named is agreed with; one label named two ways is
+refused) are ``worker.store.reviews``'s, shared with ``cxr-gateway review``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from models.labels import CHEXPERT_LABELS
+from worker.ops.api.auth import caller, require_token
+from worker.ops.api.dashboard import STATIC
+from worker.ops.api.state import State
+from worker.store import progress, reviews
+from worker.store.db import BatchRun, Job
+
+router = APIRouter(dependencies=[Depends(require_token)])
+assets = APIRouter(include_in_schema=False)  # the dashboard's script: code, no data
+
+
+class VerdictIn(BaseModel):
+    """What a reviewer says about one job; every field may be left out (all agreed)."""
+
+    verdicts: dict[str, str] = Field(default_factory=dict, description=(
+        "label -> agree | disagree | not_assessable; a label left out is agreed with"))
+    add: list[str] = Field(default_factory=list, description="labels the reviewer sees")
+    remove: list[str] = Field(default_factory=list,
+                              description="labels the reviewer does not see")
+    note: str = Field("", max_length=4000, description="free text (no patient data)")
+
+
+def _job(state: State, job_id: int) -> Job:
+    with state.db.session() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+def _run_id(state: State, name: str | None) -> int | None:
+    if not name:
+        return None
+    with state.db.session() as session:
+        run = session.scalar(select(BatchRun).where(BatchRun.name == name))
+    if run is None:
+        raise HTTPException(404, f"no batch named {name!r}")
+    return run.id
+
+
+@router.get("/api/me", tags=["review"])
+def me(request: Request, state: State) -> dict[str, str]:
+    """The name this token records questions and verdicts under."""
+    return {"name": caller(request, state)}
+
+
+@router.get("/api/jobs/{job_id}/reviews", tags=["review"])
+def get_reviews(state: State, job_id: int) -> dict[str, Any]:
+    """The model's labels and every verdict on the job, newest first."""
+    job = _job(state, job_id)
+    with state.db.session() as session:
+        recorded = reviews.of_job(session, job_id)
+    try:
+        called = reviews.model_labels(job)
+    except reviews.ReviewError:
+        called = []
+    return {"job_id": job_id, "has_result": bool(job.result), "model_labels": called,
+            "labels": list(CHEXPERT_LABELS), "reviews": recorded}
+
+
+@router.post("/api/jobs/{job_id}/reviews", status_code=201, tags=["review"])
+def post_review(request: Request, state: State, job_id: int,
+                body: VerdictIn) -> dict[str, Any]:
+    """Record the caller's verdict on a job with a model result (409 before it has one;
+    422 for a label or verdict that is not one, or a label named two ways)."""
+    job = _job(state, job_id)
+    try:
+        decided = reviews.decide(reviews.model_labels(job), body.verdicts, body.add,
+                                 body.remove)
+    except reviews.ReviewError as exc:
+        code = 409 if not job.result else 422
+        raise HTTPException(code, str(exc)) from None
+    with state.db.session() as session:
+        return reviews.record(session, job, caller(request, state), decided, body.note)
+
+
+@router.get("/api/reviews/agreement", tags=["review"])
+def get_agreement(state: State, batch: Annotated[str | None, Query(
+        description="only this batch run's studies")] = None) -> dict[str, Any]:
+    """Per label, how often reviewers agreed with the model so far (current verdicts)."""
+    run_id = _run_id(state, batch)
+    with state.db.session() as session:
+        return reviews.agreement(session, run_id)
+
+
+@router.get("/api/batches", tags=["batches"])
+def get_batches(state: State, limit: Annotated[int, Query(ge=1, le=200)] = 20
+                ) -> list[dict[str, Any]]:
+    """The newest batch runs: progress, rate over their processing time, ETA."""
+    with state.db.session() as session:
+        return progress.runs(session, limit)
+
+
+@assets.get("/static/review.js")
+def review_js() -> Response:
+    """The dashboard's review panel, batch table and agreement table."""
+    return Response((STATIC / "review.js").read_text(), media_type="text/javascript")

@@ -1,0 +1,176 @@
+"""The follow-up stage: answer waiting questions on the GPU worker, ahead of batch work.
+
+Every message on the ``gpu`` queue -- a ``cxr.followup`` wake-up published when a
+question is asked or when the first turns it waited for land, and every ``cxr.infer``
+message -- first answers the questions that wait (``answer_waiting``), then does its own
+work.  So a reviewer's question never waits behind a batch backlog, whatever order the
+broker keeps (the embedded queue is first in, first out), and a lost wake-up is made
+good by the next GPU message.
+
+A question is one more user turn after the job's stored conversation (the image in the
+first turn only, every earlier turn verbatim, ``models.followup``), batched with the
+other waiting questions in one backend call; the reply is parsed like every turn and
+stored with the turns, so the next question is asked after it.  A report request reuses
+the stored report turn (nothing is generated).  One question per job at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from models.backend import BackendError, ModelRequest
+from models.followup import (
+    FollowupReply,
+    Route,
+    followup_request,
+    read_reply,
+    reply_of,
+    route,
+)
+from worker.runtime import Runtime
+from worker.store import conversations as conv
+from worker.store.db import Job, Question, now
+from worker.store.liveness import live_names
+
+log = logging.getLogger(__name__)
+MAX_ROUNDS = 100  # questions keep coming: let the task's own work have its turn too
+
+
+@dataclass
+class Prepared:
+    """A claimed question with what to ask (or the stored report turn to reuse)."""
+
+    question_id: int
+    job_id: int
+    job_version: int
+    chosen: Route
+    request: ModelRequest | None
+    reused: tuple[int, str, int | None] | None = None  # (seq, text, tokens) of the report
+
+
+def answer_waiting(rt: Runtime) -> list[int]:
+    """Answer every question that can be answered now, a batch at a time; their ids."""
+    answered: list[int] = []
+    with rt.db.session() as s:
+        waiting, answering = conv.open_questions(s)
+        if answering:  # held by a process that died meanwhile: back to waiting
+            waiting += conv.release_stale(
+                s, live_names(rt.db, rt.settings.liveness_timeout_seconds) | {rt.worker_name})
+    if not waiting:
+        return answered  # one read: what every GPU message costs when nobody asks
+    for _ in range(MAX_ROUNDS):
+        if rt.stopping.is_set():
+            break
+        with rt.db.session() as s:
+            claimed = conv.claim_questions(s, rt.worker_name, rt.settings.gpu_batch_size)
+        if not claimed:
+            break
+        done = answer(rt, claimed)
+        answered += done
+        if not done:  # the backend failed: the questions wait for the next message
+            break
+    return answered
+
+
+def prepare(rt: Runtime, question_ids: list[int]) -> list[Prepared]:
+    """Route each claimed question and build its request from the stored conversation."""
+    out: list[Prepared] = []
+    with rt.db.session() as s:
+        for qid in question_ids:
+            q = s.get(Question, qid)
+            job = s.get(Job, q.job_id) if q is not None else None
+            if q is None or job is None:
+                continue
+            rows = conv.turns(s, job)
+            report = conv.report_turn(rows)
+            try:
+                chosen = route(q.text, report is not None)
+                if chosen.reuse_report and report is not None:
+                    out.append(Prepared(qid, job.id, job.version, chosen, None,
+                                        (report.seq, report.text, report.generated_tokens)))
+                    continue
+                assert job.model_input is not None  # claim_questions checked it
+                request = followup_request(job.model_input, conv.as_model_turns(rows),
+                                           chosen.prompt, chosen.max_new_tokens)
+            except ValueError as exc:
+                conv.put_back(s, qid, rt.worker_name, f"cannot ask: {exc}", permanent=True)
+                continue
+            out.append(Prepared(qid, job.id, job.version, chosen, request))
+    return out
+
+
+def answer(rt: Runtime, question_ids: list[int]) -> list[int]:
+    """One batch: the backend answers the questions that need a generation (one call),
+    then every answer is stored.  The ids answered."""
+    prepared = prepare(rt, question_ids)
+    asking = [p for p in prepared if p.request is not None]
+    replies: dict[int, FollowupReply] = {}
+    is_mock = rt.backend.info.is_mock
+    if asking:
+        try:
+            gens = rt.backend.generate([p.request for p in asking if p.request is not None])
+        except BackendError as exc:
+            with rt.db.session() as s:
+                for p in asking:
+                    conv.put_back(s, p.question_id, rt.worker_name, f"follow-up: {exc}",
+                                  exc.permanent)
+            log.warning("%d follow-up question(s) not answered: %s", len(asking), exc)
+            asking = []
+            gens = []
+        for p, gen in zip(asking, gens, strict=True):
+            replies[p.question_id] = reply_of(gen, p.chosen, is_mock)
+    for p in prepared:
+        if p.reused is not None:
+            seq, text, tokens = p.reused
+            replies[p.question_id] = read_reply(text, p.chosen.route, tokens,
+                                                p.chosen.max_new_tokens, is_mock)
+    done = store(rt, prepared, replies)
+    with rt.db.session() as s:  # taken but not answered (the job changed meanwhile): again
+        for qid in set(question_ids) - set(done):
+            conv.put_back(s, qid, rt.worker_name, "not answered this time; asked again",
+                          permanent=False)
+    if done:
+        log.info("%s: %d follow-up question(s) answered", rt.worker_name, len(done))
+    return done
+
+
+def store(rt: Runtime, prepared: list[Prepared], replies: dict[int, FollowupReply]
+          ) -> list[int]:
+    """Record each reply (and its turns) on the question this process still holds."""
+    done: list[int] = []
+    with rt.db.session() as s:
+        for p in prepared:
+            reply = replies.get(p.question_id)
+            q = s.get(Question, p.question_id)
+            job = s.get(Job, p.job_id)
+            if reply is None or q is None or job is None or q.holder != rt.worker_name \
+                    or q.state != conv.ANSWERING or job.version != p.job_version:
+                continue
+            if p.reused is not None:
+                q.reused_turn = p.reused[0]
+            else:
+                assert p.request is not None
+                conv.append_reply(s, job, q, p.chosen.prompt, reply.text,
+                                  reply.generated_tokens)
+            q.state, q.holder, q.held_since = conv.ANSWERED, "", 0.0
+            q.route, q.job_version, q.answered_at = p.chosen.route, job.version, now()
+            q.reply_text, q.reasoning, q.answer = reply.text, reply.reasoning, reply.answer
+            q.status, q.generated_tokens = reply.status, reply.generated_tokens
+            q.worker, q.error = rt.worker_name, ""
+            done.append(p.question_id)
+        s.commit()
+    return done
+
+
+def addenda_wanted(rt: Runtime, question_ids: list[int]) -> list[int]:
+    """Of these answered questions, those whose thread is wanted as an addendum SR."""
+    if not question_ids:
+        return []
+    from sqlalchemy import select
+
+    with rt.db.session() as s:
+        return list(s.scalars(select(Question.id).where(
+            Question.id.in_(question_ids), Question.addendum == "wanted",
+            Question.state == conv.ANSWERED)))
+
