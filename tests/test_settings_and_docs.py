@@ -149,6 +149,24 @@ def test_read_commands_refuse_a_folder_without_a_database(tmp_path: Path) -> Non
 
 
 @pytest.mark.integration  # the CLI as a subprocess
+def test_read_commands_refuse_a_database_an_older_serve_made(tmp_path: Path) -> None:
+    """A database at an older schema (made by the previous release, not yet migrated by
+    this one's serve): one line saying so, not a traceback about a missing table."""
+    from alembic import command
+    from alembic.config import Config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ROOT / "worker" / "store" / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{data / 'gateway.db'}")
+    command.upgrade(cfg, "0009")  # before the review tables
+    for args in (("tokens", "list"), ("tokens", "add", "dr-a"), ("jobs", "list")):
+        one_error_line(cli(*args, "--data-dir", str(data)), "schema is at revision 0009",
+                       "cxr-gateway serve")
+
+
+@pytest.mark.integration  # the CLI as a subprocess
 def test_every_option_has_help() -> None:
     from worker.cli import build_parser
 

@@ -22,6 +22,7 @@ from worker.store.db import (
     Study,
     WorkerProcess,
     now,
+    schema_revisions,
 )
 
 STAGES = (jobs.QUEUED, jobs.PREPARING, jobs.PREPARED, jobs.INFERRING, jobs.REPORTING,
@@ -43,6 +44,11 @@ def check_database(db: Database) -> None:
         raise NoDatabase(f"cannot open the database: {str(exc).splitlines()[0]}") from None
     if not {"jobs", "studies", "instances"} <= tables:
         raise NoDatabase("it holds no gateway tables")
+    current, head = schema_revisions(db.engine)
+    if current != head:
+        raise NoDatabase(f"its schema is at revision {current or 'none'}, this version needs "
+                         f"{head}: start this version's `cxr-gateway serve` once (it migrates "
+                         "at start)")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

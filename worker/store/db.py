@@ -357,12 +357,28 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(url: str) -> None:
-    """Apply every Alembic migration (idempotent; runs on each start)."""
+def _alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Apply every Alembic migration (idempotent; runs on each start)."""
+    command.upgrade(_alembic_config(url), "head")
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the database's Alembic revision, this code's head): a command that only reads
+    must not meet tables this code expects but an older ``serve`` never created."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config("")).get_current_head()  # no URL needed
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head or ""
 
 
 class Database:
