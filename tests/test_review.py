@@ -27,13 +27,12 @@ from worker.research.evaluate import (
     MOCK_BANNER,
     EvaluationError,
     Policy,
-    chart_title,
     evaluate,
     evaluate_per_model,
     load_labels,
     load_predictions,
-    markdown,
 )
+from worker.research.evaluate_outputs import chart_title, markdown
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
 from worker.store import progress, reviews, tokens

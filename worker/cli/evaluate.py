@@ -57,8 +57,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for_model,
         load_labels,
         load_predictions,
-        write,
     )
+    from worker.research.evaluate_outputs import write
 
     try:
         policy = Policy(args.uncertain, args.blank, args.not_read)

@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
+    """``review JOB``, ``reviews export|agreement`` and ``tokens add|list|revoke``."""
+    _register_review(commands)
+    _register_reviews(commands)
+    _register_tokens(commands)
+
+
+def _register_review(commands: Commands) -> None:
     review = commands.add_parser(
         "review", help="record a reviewer's verdict on a job's 14 labels (agree, disagree, "
         "not assessable; a label not named is agreed with), or show the verdicts")
@@ -51,6 +58,8 @@ def register(commands: Commands) -> None:
     add_data_dir(review)
     review.set_defaults(func=cmd_review, quiet=True)
 
+
+def _register_reviews(commands: Commands) -> None:
     reviews = commands.add_parser("reviews", help="the reviewers' verdicts: export a "
                                   "labels CSV for 'evaluate', agreement per label")
     actions = reviews.add_subparsers(dest="reviews_action", required=True, metavar="ACTION",
@@ -74,6 +83,8 @@ def register(commands: Commands) -> None:
     add_data_dir(agreement)
     agreement.set_defaults(func=cmd_agreement, quiet=True)
 
+
+def _register_tokens(commands: Commands) -> None:
     tokens = commands.add_parser("tokens", help="named API tokens for reviewers: add "
                                  "(printed once), list, revoke")
     token_actions = tokens.add_subparsers(dest="tokens_action", required=True,

@@ -91,6 +91,17 @@ def job_priority(rule_priority: str, run_id: int | None, calling_ae: str,
     return BATCH_PRIORITY if calling_ae in batch_calling_aets else LIVE_PRIORITY
 
 
+def _record_admission(instances: list[Instance], admitted: str | None,
+                      skipped: dict[str, str]) -> None:
+    """Each instance's outcome and, for the skipped, its reason (a rule's or admission's)."""
+    for inst in instances:
+        if inst.sop_instance_uid == admitted:
+            inst.admission, inst.skip_reason = "admitted", ""
+        else:
+            inst.admission = "skipped"
+            inst.skip_reason = skipped.get(inst.sop_instance_uid, "not admitted")
+
+
 def assemble_study(db: Database, study_uid: str,
                    batch_calling_aets: tuple[str, ...] = (), rules: RuleSet | None = None,
                    called_ae: str = "") -> int | None:
@@ -107,12 +118,7 @@ def assemble_study(db: Database, study_uid: str,
         ).all())
         cands, unreadable = _candidates(instances, called_ae)
         decision = route_study(rules or RuleSet(), cands, unreadable)
-        for inst in instances:
-            if inst.sop_instance_uid == decision.admitted:
-                inst.admission, inst.skip_reason = "admitted", ""
-            else:
-                inst.admission = "skipped"
-                inst.skip_reason = decision.skipped.get(inst.sop_instance_uid, "not admitted")
+        _record_admission(instances, decision.admitted, decision.skipped)
         t = now()
         study.assembled_at = t
         study.outcome = decision.outcome[:255]

@@ -1,0 +1,320 @@
+"""Routing-rule conditions: a small tokenizer and recursive-descent parser (never
+Python ``eval``) into a tree evaluated against one instance's values.
+
+The grammar and semantics are in ``dicom_gateway.routing_rules``' docstring, which is
+what a site reads; this module is the parser and the tree.  Pure, and no pydicom: the
+field check is passed in (``dicom_gateway.routing_fields``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_CONDITION_CHARS = 4000
+MAX_DEPTH = 40
+_COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
+_WORDS = {"and", "or", "not", "in", "matches", "exists", "missing", "always"}
+
+class RuleError(ValueError):
+    """A condition or rule that cannot be used; the message says what and where."""
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # word | field | string | number | op | ( ) [ ] , | end
+    text: str
+    col: int
+    value: str | float = ""
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split a condition into tokens; RuleError names the first character it cannot use."""
+    if len(text) > MAX_CONDITION_CHARS:
+        raise RuleError(f"condition longer than {MAX_CONDITION_CHARS} characters")
+    out: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        col = i + 1
+        if c in "()[],":
+            out.append(Token(c, c, col))
+            i += 1
+        elif text.startswith(_COMPARISONS, i):
+            op = next(o for o in _COMPARISONS if text.startswith(o, i))
+            out.append(Token("op", op, col))
+            i += len(op)
+        elif c in "\"'":
+            value, i = _string(text, i)
+            out.append(Token("string", text[col - 1:i], col, value))
+        elif (m := _NUMBER.match(text, i)) is not None:
+            out.append(Token("number", m.group(), col, float(m.group())))
+            i = m.end()
+        elif (m := _IDENT.match(text, i)) is not None:
+            word = m.group()
+            kind = "word" if word.lower() in _WORDS else "field"
+            out.append(Token(kind, word.lower() if kind == "word" else word, col))
+            i = m.end()
+        else:
+            raise RuleError(f"unexpected character {c!r} at column {col}")
+    out.append(Token("end", "", n + 1))
+    return out
+
+
+def _string(text: str, start: int) -> tuple[str, int]:
+    """A quoted literal: a backslash escapes the quote or a backslash; any other backslash
+    is kept, so a regular expression's ``\\d`` is written as it is."""
+    quote, i, chars = text[start], start + 1, []
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
+            chars.append(text[i + 1])
+            i += 2
+        elif c == quote:
+            return "".join(chars), i + 1
+        else:
+            chars.append(c)
+            i += 1
+    raise RuleError(f"unterminated string starting at column {start + 1}")
+
+
+# -- the condition tree ---------------------------------------------------------------
+
+Values = tuple[str, ...] | None  # None: the field is missing
+
+
+@dataclass(frozen=True)
+class Term:
+    """One test of one field: what the explanation names (keyword and operator only)."""
+
+    field: str
+    op: str  # == != < <= > >= in "not in" matches exists missing
+    literals: tuple[str | float, ...] = ()
+    pattern: re.Pattern[str] | None = None
+
+    @property
+    def label(self) -> str:
+        """The keyword and operator: the operator's own literals are left out too."""
+        if self.op in ("exists", "missing"):
+            return f"{self.field} {self.op}"
+        return f"{self.field} {self.op} [...]" if "in" in self.op.split() else \
+            f"{self.field} {self.op} ..."
+
+    def holds(self, values: Values) -> bool:
+        if self.op == "missing":
+            return values is None
+        if values is None:
+            return False  # every comparison with a missing field is false, never raises
+        if self.op == "exists":
+            return True
+        if self.op == "matches":
+            assert self.pattern is not None
+            return any(self.pattern.search(v) for v in values)
+        if self.op in ("!=", "not in"):
+            return not any(_equal(v, lit) for v in values for lit in self.literals)
+        if self.op in ("==", "in"):
+            return any(_equal(v, lit) for v in values for lit in self.literals)
+        limit = self.literals[0]
+        assert isinstance(limit, float)
+        return any(_ordered(self.op, num, limit)
+                   for num in (_number(v) for v in values) if num is not None)
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _equal(value: str, literal: str | float) -> bool:
+    if isinstance(literal, float):
+        num = _number(value)
+        return num is not None and num == literal
+    return value.strip().casefold() == literal.strip().casefold()
+
+
+def _ordered(op: str, value: float, limit: float) -> bool:
+    return {"<": value < limit, "<=": value <= limit, ">": value > limit,
+            ">=": value >= limit}[op]
+
+
+@dataclass(frozen=True)
+class Node:
+    """``and`` / ``or`` over children, ``not`` of one child, a term, or ``always``."""
+
+    kind: str  # and | or | not | term | always
+    children: tuple[Node, ...] = ()
+    term: Term | None = None
+
+    def terms(self) -> list[Term]:
+        if self.term is not None:
+            return [self.term]
+        return [t for c in self.children for t in c.terms()]
+
+    def evaluate(self, lookup: Callable[[str], Values]) -> bool:
+        """Every term is evaluated (no short-circuit), so the explanation is complete."""
+        if self.kind == "always":
+            return True
+        if self.kind == "term":
+            assert self.term is not None
+            return self.term.holds(lookup(self.term.field))
+        results = [c.evaluate(lookup) for c in self.children]
+        if self.kind == "not":
+            return not results[0]
+        return all(results) if self.kind == "and" else any(results)
+
+
+def _shown(tok: Token) -> str:
+    return repr(tok.text) if tok.kind != "end" else "the end of the condition"
+
+
+class _Parser:
+    def __init__(self, text: str, known: Callable[[str], None]) -> None:
+        self.tokens = tokenize(text)
+        self.pos = 0
+        self.depth = 0
+        self.known = known
+
+    def peek(self) -> Token:
+        return self.tokens[self.pos]
+
+    def take(self) -> Token:
+        tok = self.tokens[self.pos]
+        if tok.kind != "end":
+            self.pos += 1
+        return tok
+
+    def expect(self, kind: str, what: str) -> Token:
+        tok = self.take()
+        if tok.kind != kind:
+            raise RuleError(f"expected {what} at column {tok.col}, found "
+                            f"{_shown(tok)}")
+        return tok
+
+    def is_word(self, word: str) -> bool:
+        tok = self.peek()
+        return tok.kind == "word" and tok.text == word
+
+    def parse(self) -> Node:
+        if self.peek().kind == "end":
+            raise RuleError("empty condition (write 'always' to match everything)")
+        node = self.or_()
+        tok = self.peek()
+        if tok.kind != "end":
+            raise RuleError(f"unexpected {tok.text!r} at column {tok.col}")
+        return node
+
+    def _nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise RuleError(f"condition nested deeper than {MAX_DEPTH}")
+
+    def or_(self) -> Node:
+        self._nest()
+        parts = [self.and_()]
+        while self.is_word("or"):
+            self.take()
+            parts.append(self.and_())
+        self.depth -= 1
+        return parts[0] if len(parts) == 1 else Node("or", tuple(parts))
+
+    def and_(self) -> Node:
+        parts = [self.unary()]
+        while self.is_word("and"):
+            self.take()
+            parts.append(self.unary())
+        return parts[0] if len(parts) == 1 else Node("and", tuple(parts))
+
+    def unary(self) -> Node:
+        tok = self.peek()
+        if self.is_word("not"):
+            self.take()
+            self._nest()
+            inner = self.unary()
+            self.depth -= 1
+            return Node("not", (inner,))
+        if tok.kind == "(":
+            self.take()
+            inner = self.or_()
+            self.expect(")", "')'")
+            return inner
+        if self.is_word("always"):
+            self.take()
+            return Node("always")
+        return Node("term", term=self.term())
+
+    def term(self) -> Term:
+        tok = self.take()
+        if tok.kind != "field":
+            raise RuleError(f"expected a tag keyword at column {tok.col}, found "
+                            f"{_shown(tok)}")
+        self.known(tok.text)
+        name = tok.text
+        nxt = self.take()
+        if nxt.kind == "op":
+            lit = self.literal()
+            if nxt.text in ("<", "<=", ">", ">=") and not isinstance(lit, float):
+                raise RuleError(f"{name} {nxt.text}: needs a number at column {nxt.col}")
+            return Term(name, nxt.text, (lit,))
+        if nxt.kind == "word" and nxt.text in ("exists", "missing"):
+            return Term(name, nxt.text)
+        if nxt.kind == "word" and nxt.text == "matches":
+            pat = self.expect("string", "a quoted regular expression")
+            try:
+                compiled = re.compile(str(pat.value))
+            except (re.error, OverflowError, RecursionError, ValueError) as exc:
+                raise RuleError(f"{name} matches: bad regular expression at column "
+                                f"{pat.col}: {exc}") from None
+            return Term(name, "matches", pattern=compiled)
+        if nxt.kind == "word" and nxt.text in ("in", "not"):
+            op = "in"
+            if nxt.text == "not":
+                after = self.take()
+                if not (after.kind == "word" and after.text == "in"):
+                    raise RuleError(f"expected 'in' after '{name} not' at column {after.col}")
+                op = "not in"
+            return Term(name, op, self.literals())
+        raise RuleError(f"expected an operator after {name} at column {nxt.col} (==, !=, <, "
+                        "<=, >, >=, in, not in, matches, exists, missing)")
+
+    def literal(self) -> str | float:
+        tok = self.take()
+        if tok.kind not in ("string", "number"):
+            raise RuleError(f"expected a quoted string or a number at column {tok.col}")
+        return tok.value
+
+    def literals(self) -> tuple[str | float, ...]:
+        self.expect("[", "'['")
+        out = [self.literal()]
+        while self.peek().kind == ",":
+            self.take()
+            if self.peek().kind == "]":  # a trailing comma
+                break
+            out.append(self.literal())
+        self.expect("]", "']' or ','")
+        return tuple(out)
+
+
+def any_field(name: str) -> None:
+    """A field check that accepts every identifier: for a structural check only (the
+    settings, which load no DICOM library); ``routing_fields.check_field`` is the real one."""
+
+
+def parse_condition(text: str, check: Callable[[str], None]) -> Node:
+    """The condition's tree; RuleError (and nothing else) for any text that is not one.
+    ``check`` refuses a field name (``dicom_gateway.routing_fields.check_field``: pydicom's
+    dictionary and the virtual fields), kept apart so that this module imports no pydicom."""
+    if not isinstance(text, str):
+        raise RuleError("condition must be a string")
+    return _Parser(text, check).parse()
