@@ -13,14 +13,10 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -28,11 +24,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+# re-exported: opening and migrating are worker.store.schema's
+from worker.store.schema import make_engine as make_engine
+from worker.store.schema import migrate as migrate
+from worker.store.schema import schema_revisions as schema_revisions
 
 UID = String(64)
 
@@ -339,46 +338,6 @@ class ReviewLabel(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     model_present: Mapped[int] = mapped_column(Integer)
     reviewer_present: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged row survives power loss
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def _alembic_config(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-def migrate(url: str) -> None:
-    """Apply every Alembic migration (idempotent; runs on each start)."""
-    command.upgrade(_alembic_config(url), "head")
-
-
-def schema_revisions(engine: Engine) -> tuple[str | None, str]:
-    """(the database's Alembic revision, this code's head): a command that only reads
-    must not meet tables this code expects but an older ``serve`` never created."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(_alembic_config("")).get_current_head()  # no URL needed
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    return current, head or ""
 
 
 class Database:
