@@ -41,14 +41,13 @@ from models.followup import (
 from models.mock import MOCK_NOTICE, MockBackend
 from models.prompts import DEFAULT_PROMPT, REPORT_PROMPT
 from tests import peers
-from tests.dicom_factory import make_cr, save
-from worker.ingest import assembler
+from tests.test_tasks import queued_job
 from worker.pipeline import followups
 from worker.pipeline import stages as pipeline
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
 from worker.store import conversations
-from worker.store.db import ConversationTurn, Instance, Job, Question, Study, now
+from worker.store.db import ConversationTurn, Job, Question, now
 
 REFUSAL = "I'm sorry, I'm specialized in medical chest X-ray analysis."
 
@@ -185,21 +184,7 @@ def recorder(rt: Runtime) -> Recording:
 
 
 def new_job(rt: Runtime, tmp_path: Path, name: str = "cr") -> Job:
-    ds = make_cr()
-    path = save(ds, tmp_path / f"{name}.dcm")
-    with rt.db.session() as s:
-        s.add(Study(study_instance_uid=ds.StudyInstanceUID, first_received_at=now(),
-                    last_received_at=now() - 100))
-        s.add(Instance(sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
-                       study_instance_uid=ds.StudyInstanceUID, path=str(path),
-                       size=path.stat().st_size, sha256="0" * 64, received_at=now()))
-        s.commit()
-    job_id = assembler.assemble_study(rt.db, ds.StudyInstanceUID)
-    assert job_id is not None
-    with rt.db.session() as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
+    return queued_job(rt, tmp_path, name)
 
 
 def first_turns(rt: Runtime, job: Job) -> None:

@@ -22,9 +22,10 @@ def rt(tmp_path: Path) -> Runtime:
     return configure(load_settings(None, {}, data_dir=tmp_path / "data"))
 
 
-def queued_job(rt: Runtime, tmp_path: Path) -> Job:
+def queued_job(rt: Runtime, tmp_path: Path, name: str = "cr") -> Job:
+    """A one-instance study, received and assembled: its job, queued."""
     ds = make_cr()
-    path = save(ds, tmp_path / "cr.dcm")
+    path = save(ds, tmp_path / f"{name}.dcm")
     with rt.db.session() as s:
         s.add(Study(study_instance_uid=ds.StudyInstanceUID, first_received_at=now(),
                     last_received_at=now() - 100))
