@@ -183,9 +183,12 @@ def resolve(dotted: str, modules: Mapping[str, ModuleType] | None = None) -> obj
     raise ImportError(dotted)
 
 
+@functools.lru_cache(maxsize=64)
 def _readers_of_global(module: ModuleType, name: str) -> str:
     """The source of every function and method of ``module`` that reads ``name``, in
-    file order (a new reader, or a changed one, changes the text)."""
+    file order (a new reader, or a changed one, changes the text).  Kept per module
+    object: parsing a pynetdicom module whole is most of a check's cost, and a test's
+    modified copy is another object."""
     source = inspect.getsource(module)
     tree = ast.parse(source)
     defs = [node for top in tree.body
@@ -203,7 +206,14 @@ def source_of(key: str, modules: Mapping[str, ModuleType] | None = None) -> str:
     if ":" in key:
         module, name = key.split(":", 1)
         return _readers_of_global(_module(module, modules or {}), name)
-    return inspect.getsource(resolve(key, modules))  # type: ignore[arg-type]
+    return _source(resolve(key, modules))
+
+
+@functools.lru_cache(maxsize=256)
+def _source(obj: object) -> str:
+    """``inspect.getsource``, kept per object (a class's source is found by parsing its
+    whole module)."""
+    return inspect.getsource(obj)  # type: ignore[arg-type]
 
 
 def fingerprint(text: str) -> str:

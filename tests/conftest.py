@@ -2,12 +2,13 @@
 
 The fast tier is ``pytest -m "not integration"``: tests that run in this process alone.
 A test is ``integration`` when it starts another process (``serve``, a worker, the CLI,
-dcmtk, dciodvfy, Orthanc, Redis, PostgreSQL, Chromium), opens a TCP server, or builds the
-tiny Qwen model.  Three things keep a test in the right tier: a module's own
-``pytestmark``; the fixtures below that start peers (a test that asks for one is marked
-here, at collection); and a guard that fails a fast-tier test that spawns a process or
-binds a TCP port all the same (an audit hook: it watches, it changes nothing), so a new
-test cannot slip into the fast tier by accident.
+dcmtk, dciodvfy, Orthanc, Redis, PostgreSQL, Chromium), opens a TCP server, or loads the
+model stack (torch and transformers: seconds of imports; the tiny Qwen is built on them).
+Three things keep a test in the right tier: a module's own ``pytestmark``; the fixtures
+below that start peers (a test that asks for one is marked here, at collection); and a
+guard that fails a fast-tier test that spawns a process or binds a TCP port all the same
+(an audit hook: it watches, it changes nothing), so a new test cannot slip into the fast
+tier by accident.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,15 @@ PEER_FIXTURES = frozenset({"serve_factory", "storescp", "tiny_qwen", "tiny_qwen_
 _SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec"})
 # ... but for the programs ctypes.util.find_library asks where a shared library is (torch
 # and others do it on import): a library finding its .so, not a test starting a peer.
-_LIBRARY_LOOKUPS = frozenset({"ldconfig", "gcc", "cc", "ld", "objdump"})
+# matplotlib's font manager runs fc-list once, when it first builds its font cache (a fresh
+# machine, or a new matplotlib): a library finding its fonts.
+_LIBRARY_LOOKUPS = frozenset({"ldconfig", "gcc", "cc", "ld", "objdump", "fc-list"})
+# Compiled test modules (after pytest's assertion rewriting) and product modules kept in the
+# temporary folder, even where the environment says PYTHONDONTWRITEBYTECODE: without them
+# every run recompiles ~150 modules (4 s of the fast tier), and the checkout stays clean.
+sys.dont_write_bytecode = False
+sys.pycache_prefix = sys.pycache_prefix or os.path.join(tempfile.gettempdir(),
+                                                        "cxr-gateway-pycache")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -127,6 +127,7 @@ def test_cpu_needs_explicit_opt_in(tiny_qwen: Path) -> None:
                                   local_files_only=True))
 
 
+@pytest.mark.integration  # it imports transformers and torch (5 s), as loading does
 def test_missing_model_with_local_files_only_is_a_clear_permanent_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError) as err:
         LocalBackend(LocalOptions(model_id=str(tmp_path / "absent"), device="cpu",
@@ -194,6 +195,7 @@ def test_default_model_revision_is_pinned(tmp_path: Path, tiny_qwen: Path,
     assert out["main"][2] != ForcedReplies().findings  # the other snapshot really differs
 
 
+@pytest.mark.integration  # torch (3 s of imports)
 def test_generated_lengths_stop_at_eos_and_ignore_padding() -> None:
     import torch
 
