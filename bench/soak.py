@@ -115,7 +115,7 @@ class Kill:
     exit_seconds: float | None = None
     in_flight: int | None = None  # stand-in requests being generated when the signal went
     exit_code: int | None = None
-    seen_at: float = 0.0  # when ``held`` was read: the victim may move a job on before ``at``
+    orphaned: list[int] = field(default_factory=list)  # still the victim's once it was dead
 
 
 @dataclass
@@ -130,7 +130,6 @@ class Soak:
     kills: list[Kill] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # planned events whose victim held nothing
     chaos_error: str | None = None  # why the chaos plan broke off, if it did
-    seen_at: float = 0.0  # when the last look at what a victim holds began
     acked: set[Path] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -167,7 +166,6 @@ class Soak:
     def wait_holding(self, p: Proc, state: str | None = None, timeout: float = 45) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop.is_set():
-            self.seen_at = time.time()
             with self.db.session() as s:
                 query = select(Job.id).where(Job.holder == p.name)
                 if state:
@@ -217,9 +215,13 @@ class Soak:
         in_flight = self.generating()
         at = time.time()
         took = p.signal(sig)
+        # what the dead process still holds: only those need a takeover (between the look
+        # at ``held`` and the signal the victim may have moved some on itself, and an
+        # event's time is taken before its commit, so no clock can tell them apart)
+        orphaned = self.held_by(victim)
         self.kills.append(Kill(what, victim, at, held, took if sig == signal.SIGTERM else None,
                                in_flight, p.proc.returncode if p.proc else None,
-                               self.seen_at))
+                               orphaned))
         time.sleep(1.0)
         p.start()
         if p is self.gateway:
@@ -259,24 +261,23 @@ class Soak:
 
     # -- the verdict -------------------------------------------------------------------
     def takeover_waits(self) -> tuple[list[float], int, int]:
-        """For each killed holder's job: seconds until another process moved it on; how
-        many such jobs never moved on; and how many the victim itself moved on between
-        reading what it held and the signal (a delivery can finish in that gap, more so on
-        a busy machine: those jobs were never orphaned, so they are neither)."""
-        waits, missing, moved_before = [], 0, 0
+        """For each job a killed process still held when it was dead: seconds until
+        another process moved it on; how many such jobs never moved on; and how many of
+        the jobs seen held before the signal the victim let go of itself: moved on between
+        the look and the signal (a delivery can finish in that gap, more so on a busy
+        machine), or finished or handed back by a SIGTERM's clean stop. Those were never
+        orphaned, so they are neither."""
+        waits, missing = [], 0
         with self.db.session() as s:
             for k in self.kills:
-                for job_id in k.held:
+                for job_id in k.orphaned:
                     nxt = s.scalar(select(func.min(JobEvent.at)).where(
                         JobEvent.job_id == job_id, JobEvent.at > k.at))
                     if nxt is not None:
                         waits.append(nxt - k.at)
-                    elif s.scalar(select(func.count()).select_from(JobEvent).where(
-                            JobEvent.job_id == job_id, JobEvent.at >= k.seen_at,
-                            JobEvent.at <= k.at)):
-                        moved_before += 1
                     else:
                         missing += 1
+        moved_before = sum(len(set(k.held) - set(k.orphaned)) for k in self.kills)
         return waits, missing, moved_before
 
 
@@ -398,7 +399,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     lost = sorted(u for u in acked_studies if u not in by_study)
     duplicated = sorted(u for u, uids in by_study.items() if len(set(uids)) > 1)
     redeliveries = sum(len(uids) - len(set(uids)) for uids in by_study.values())
-    waits, never_taken_over, moved_before_signal = soak.takeover_waits()
+    waits, never_taken_over, let_go = soak.takeover_waits()
     queue_wait = longest_queue_wait(soak.db)
     with soak.db.session() as s:
         failed = [(j.id, j.reason) for j in s.scalars(select(Job).where(Job.state == "failed"))]
@@ -424,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "events_skipped": soak.skipped, "chaos_error": soak.chaos_error,
         "longest_takeover_wait_s": round(max(waits), 2) if waits else None,
         "takeovers": len(waits), "takeovers_missing": never_taken_over,
-        "moved_on_before_signal": moved_before_signal,
+        "let_go_by_victim": let_go,
         "sigterm_exit_codes": [k.exit_code for k in soak.kills if k.exit_seconds is not None],
         "longest_wait_for_gpu_s": round(queue_wait, 1) if queue_wait is not None else None,
         "liveness_timeout_s": args.liveness,

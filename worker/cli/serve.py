@@ -62,7 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             gateway.liveness.stop()
         exit_now(2)  # threads the failed start left behind must not keep us alive
     print(serving_line(settings, gateway.port), flush=True)
-    stop.wait()
+    # Waited on in steps: a handler runs only in the main thread, and only once it is back
+    # in the interpreter. If the kernel hands SIGTERM to another of our threads, a wait
+    # with no timeout is never interrupted, and serve would ignore the signal for good.
+    while not stop.wait(0.5):
+        pass
     stop_within(gateway.stop, settings.shutdown_grace_seconds, "serve")
     exit_now(0)
 
