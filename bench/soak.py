@@ -277,8 +277,8 @@ class Soak:
                         waits.append(nxt - k.at)
                     else:
                         missing += 1
-        moved_before = sum(len(set(k.held) - set(k.orphaned)) for k in self.kills)
-        return waits, missing, moved_before
+        let_go = sum(len(set(k.held) - set(k.orphaned)) for k in self.kills)
+        return waits, missing, let_go
 
 
 def longest_queue_wait(db: Database) -> float | None:
