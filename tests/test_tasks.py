@@ -56,6 +56,38 @@ def test_unexpected_error_fails_the_job_with_its_reason(rt: Runtime, tmp_path: P
         assert row.reason == "prepare failed: RuntimeError: decoder exploded"
 
 
+def test_a_message_kombu_cannot_publish_leaves_the_job_waiting_not_failed(
+        rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's Redis transport, its connection lost under a publisher, can raise an
+    AttributeError instead of its OperationalError (seen across a Redis restart under
+    load): the study waits for the lost-message sweep instead of failing."""
+    from kombu.exceptions import OperationalError
+
+    from worker.pipeline.reconciler import Reconciler
+
+    job = queued_job(rt, tmp_path)
+    sent: list[tuple[object, ...]] = []
+
+    def closed_channel(*_a: object, **_k: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'client'")
+
+    monkeypatch.setattr(tasks.infer, "apply_async", closed_channel)
+    with pytest.raises(OperationalError, match="not published: AttributeError"):
+        tasks.enqueue_infer(job.id, job.version)
+    tasks.prepare.run(job.id, job.version)  # converts, then cannot publish the inference
+    with rt.db.session() as s:
+        row = s.get(Job, job.id)
+        assert row is not None
+        assert (row.state, row.reason, row.enqueued_at) == (jobs.PREPARED, "", 0.0)
+    # the broker back: the sweep of lost messages sends the inference message
+    publishers = tasks.PUBLISHERS
+    monkeypatch.setattr(publishers, "infer", lambda j, v: sent.append(("infer", j, v)))
+    sweep = Reconciler(rt.db, rt.settings, publishers, queue_depth=lambda _q: 0).run(
+        force=True)
+    assert sweep.republished == [job.id]
+    assert sent == [("infer", job.id, job.version)]
+
+
 def test_redelivered_stages_do_nothing_once_past(rt: Runtime, tmp_path: Path) -> None:
     job = queued_job(rt, tmp_path)
     assert pipeline.prepare(rt, job.id, job.version)

@@ -48,7 +48,7 @@ def fails_job_on_error(stage: str) -> Callable[[F], F]:
                 fn(job_id, version)
             except TRANSIENT as exc:
                 log.warning("job %s v%s: %s interrupted (%s); the reconciler resumes it",
-                            job_id, version, stage, type(exc).__name__)
+                            job_id, version, stage, _kind(exc))
                 _release_for_retry(job_id, version, f"{stage}: {type(exc).__name__}")
             except BackendError as exc:
                 stages.fail(runtime(), job_id, version, f"{stage}: {exc}")
@@ -59,6 +59,13 @@ def fails_job_on_error(stage: str) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return wrap
+
+
+def _kind(exc: BaseException) -> str:
+    """The error's type, and its cause's (a message not sent: see ``send``); never its
+    text, which may quote a broker URL."""
+    cause = exc.__cause__
+    return type(exc).__name__ + (f" from {type(cause).__name__}" if cause else "")
 
 
 def _release_for_retry(job_id: int, version: int, error: str) -> None:
@@ -162,11 +169,11 @@ def addendum(question_id: int) -> None:
 
 def enqueue_question(question_id: int) -> None:
     """Wake a GPU worker for a question, at live priority (ahead of batch work)."""
-    followup.apply_async((question_id,), priority=0, queue=GPU_QUEUE)
+    send(followup, (question_id,), priority=0, queue=GPU_QUEUE)
 
 
 def enqueue_addendum(question_id: int) -> None:
-    addendum.apply_async((question_id,), priority=0, queue="cpu")
+    send(addendum, (question_id,), priority=0, queue="cpu")
 
 
 @worker_init.connect(weak=False)
@@ -203,6 +210,27 @@ def report(job_id: int, version: int) -> None:
     stages.deliver(rt, job_id, version)
 
 
+def send(task: Any, args: tuple[Any, ...], **options: Any) -> None:
+    """Publish one message; whatever keeps it from the broker is a broker error.
+
+    kombu wraps its transports' connection errors in ``OperationalError``, but a Redis
+    connection lost under one publisher while another thread reconnects can surface as
+    something else: kombu 5.7's Redis ``Channel._connparams`` reads ``self.connection``
+    of a channel closed meanwhile and raises ``AttributeError: 'NoneType' object has no
+    attribute 'client'`` (a Redis-restart test hit it under load; the same trace is
+    reported upstream, celery/kombu#83 and later).  Either way the message was not sent
+    and the job keeps its state: callers treat it as an outage (TRANSIENT), and the
+    reconciler's lost-message sweep publishes it again.  It is never a reason to fail a
+    study.
+    """
+    try:
+        task.apply_async(args, **options)
+    except BrokerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above: not sent means "broker trouble"
+        raise BrokerError(f"{task.name} not published: {type(exc).__name__}: {exc}") from exc
+
+
 def _publish(task: Any, job_id: int, version: int) -> None:
     _publish_all(task, [(job_id, version)])
 
@@ -215,7 +243,7 @@ def _publish_all(task: Any, pairs: list[tuple[int, int]]) -> None:
     with db.session() as s:
         priority = dict(s.execute(select(Job.id, Job.priority).where(Job.id.in_(ids))).all())
     for job_id, version in pairs:
-        task.apply_async((job_id, version), priority=priority.get(job_id, 0))
+        send(task, (job_id, version), priority=priority.get(job_id, 0))
     with db.session() as s:
         s.execute(update(Job).where(Job.id.in_(ids)).values(enqueued_at=now()))
         s.commit()
