@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from dicom_gateway.conversion import convert_dataset, decode
-from dicom_gateway.conversion_names import MIMIC, WINDOW
+from dicom_gateway.imaging.conversion import convert_dataset, decode
+from dicom_gateway.imaging.names import MIMIC, WINDOW
 
 
 def median_seconds(fn: Callable[[], object], runs: int) -> float:

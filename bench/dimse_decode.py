@@ -26,7 +26,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage  # noqa: E402
 from pynetdicom.dimse_primitives import C_STORE  # noqa: E402
 from pynetdicom.dsutils import encode  # noqa: E402
 
-from dicom_gateway import pynetdicom_encoding  # noqa: E402
+from dicom_gateway.listen.pynetdicom import encoding as pynetdicom_encoding  # noqa: E402
 from tests.dicom_factory import make_cr  # noqa: E402
 
 

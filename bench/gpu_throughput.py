@@ -47,7 +47,7 @@ def main() -> int:
     from pydicom.data import get_testdata_file
     from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from dicom_gateway.conversion import convert_dataset
+    from dicom_gateway.imaging.conversion import convert_dataset
     from models.local import LocalBackend, LocalOptions
     from models.study import findings_request
     from tests.random_qwen import build_checkpoint

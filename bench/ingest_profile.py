@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pynetdicom.transport as transport  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
+import dicom_gateway.listen.store_checks as checks_module  # noqa: E402
 import dicom_gateway.spool as spool_module  # noqa: E402
-import dicom_gateway.store_checks as checks_module  # noqa: E402
-from dicom_gateway.listener import ListenerLimits, StorageListener  # noqa: E402
+from dicom_gateway.listen.listener import ListenerLimits, StorageListener  # noqa: E402
 from dicom_gateway.spool import DurableFolder  # noqa: E402
 from tests.dicom_factory import make_cr, save  # noqa: E402
 from tests.peers import free_port  # noqa: E402

@@ -33,10 +33,10 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dicom_gateway.conversion import convert_file  # noqa: E402
-from dicom_gateway.destinations import Destination  # noqa: E402
-from dicom_gateway.sender import send_datasets  # noqa: E402
-from dicom_gateway.sr import SRIdentity, build_sr  # noqa: E402
+from dicom_gateway.documents.sr import SRIdentity, build_sr  # noqa: E402
+from dicom_gateway.imaging.conversion import convert_file  # noqa: E402
+from dicom_gateway.transfer.destinations import Destination  # noqa: E402
+from dicom_gateway.transfer.sender import send_datasets  # noqa: E402
 from dicom_gateway.uids import derived_uid  # noqa: E402
 from models.mock import MockBackend  # noqa: E402
 from models.study import run_studies  # noqa: E402

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicom_gateway.admission import CR, DX_PRESENTATION, Candidate, admit, rejection_reason
+from dicom_gateway.routing.admission import CR, DX_PRESENTATION, Candidate, admit, rejection_reason
 
 
 def cand(uid: str, **kw: object) -> Candidate:

@@ -18,7 +18,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_gateway.conversion import convert_dataset
+from dicom_gateway.imaging.conversion import convert_dataset
 from models.backend import PINNED_REVISION
 from models.labels import CHEXPERT_LABELS
 from tests.dicom_factory import make_cr

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dicom_gateway.connection_dispatch import DONE, HAND_OVER, ConnectionDispatcher
+from dicom_gateway.listen.dispatch import DONE, HAND_OVER, ConnectionDispatcher
 
 pytestmark = pytest.mark.integration  # a real TCP server on loopback
 CAP = 120.0  # seconds: how long a condition may take on a busy machine before it is a failure

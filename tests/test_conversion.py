@@ -12,7 +12,7 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_gateway.conversion import (
+from dicom_gateway.imaging.conversion import (
     MAX_PIXELS,
     MIN_PIXELS,
     ConversionError,

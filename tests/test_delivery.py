@@ -19,8 +19,8 @@ from pynetdicom import AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
-from dicom_gateway.destinations import Destination
-from dicom_gateway.sender import association_reject, send_datasets
+from dicom_gateway.transfer.destinations import Destination
+from dicom_gateway.transfer.sender import association_reject, send_datasets
 from tests.peers import BIN, BlackHole, StoreSCP, free_port
 from tests.test_end_to_end import assert_stored, db_for, wait_job
 from worker.store.db import AssociationLog, Delivery, Instance, Job, JobEvent

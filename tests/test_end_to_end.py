@@ -13,7 +13,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from dicom_gateway import sr_codes
+from dicom_gateway.documents import codes as sr_codes
 from models.parsing import parse_output
 from tests.peers import (
     BACKENDS,

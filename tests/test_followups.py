@@ -596,15 +596,15 @@ def test_a_follow_up_is_answered_before_a_batch_backlog_drains(serve_factory: An
 def test_the_addendum_sr_references_the_first_sr_and_the_image_and_is_marked() -> None:
     from pydicom import dcmread
 
-    from dicom_gateway.sr import build_sr
-    from dicom_gateway.sr_addendum import (
+    from dicom_gateway.documents.addendum import (
         ADDENDUM_SERIES_DESCRIPTION,
         AddendumContent,
         ThreadItem,
         build_addendum,
         referenced_first_sr,
     )
-    from dicom_gateway.sr_draft import DISCLAIMER, SRIdentity
+    from dicom_gateway.documents.draft import DISCLAIMER, SRIdentity
+    from dicom_gateway.documents.sr import build_sr
     from tests.peers import sample_file
     from worker.pipeline.reporting import draft_from_result
 
@@ -641,7 +641,7 @@ def test_an_addendum_sr_is_delivered_like_the_first_and_passes_dciodvfy(
         serve_factory: Any, storescp: Any, rg1: Path) -> None:
     from pydicom import dcmread
 
-    from dicom_gateway.sr_addendum import referenced_first_sr
+    from dicom_gateway.documents.addendum import referenced_first_sr
     from tests.peers import dciodvfy_errors
 
     srv = serve_factory.new({"CXR_MODEL_BACKEND": "mock", "CXR_MOCK_LABELS": "Edema",

@@ -30,15 +30,15 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_gateway.admission import Candidate, admit, rejection_reason
-from dicom_gateway.conversion import (
+from dicom_gateway.documents.sr import Algorithm, DraftReport, SRIdentity, build_sr
+from dicom_gateway.imaging.conversion import (
     CONVERSIONS,
     MIMIC,
     ConversionError,
     convert_dataset,
     smart_resize,
 )
-from dicom_gateway.sr import Algorithm, DraftReport, SRIdentity, build_sr
+from dicom_gateway.routing.admission import Candidate, admit, rejection_reason
 from models.labels import CHEXPERT_LABELS
 from models.parsing import ANSWER_STATUSES, OK, parse_output, parse_report
 from tests.peers import sample_file

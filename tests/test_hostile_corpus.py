@@ -14,7 +14,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
-from dicom_gateway.store_checks import Refusal, check_received
+from dicom_gateway.listen.store_checks import Refusal, check_received
 from tests import hostile_corpus
 from tests.hostile_corpus import PIXEL_TAG, HostileCase, corpus
 

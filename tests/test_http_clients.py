@@ -25,9 +25,9 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from dicom_gateway.destinations import Destination
-from dicom_gateway.retrieve import RetrieveError, StudyQuery, qido_studies, wado_study
-from dicom_gateway.sender import stow_rs
+from dicom_gateway.transfer.destinations import Destination
+from dicom_gateway.transfer.retrieve import RetrieveError, StudyQuery, qido_studies, wado_study
+from dicom_gateway.transfer.sender import stow_rs
 from models.backend import BackendError, ModelRequest, Turn
 from models.hf_space import GRADIO_PROTOCOL, HFSpaceBackend
 from models.http_status import describe_http_status, is_permanent_http_status

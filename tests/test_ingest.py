@@ -16,8 +16,8 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_gateway.conversion import convert_file
-from dicom_gateway.listener import ReceivedInstance, StorageUnavailable
+from dicom_gateway.imaging.conversion import convert_file
+from dicom_gateway.listen.listener import ReceivedInstance, StorageUnavailable
 from tests.dicom_factory import dcmtk_convert, encode_dataset, make_cr, raw_c_store, save
 from tests.peers import (
     HoldingProxy,

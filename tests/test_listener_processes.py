@@ -14,7 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_gateway.association_slots import AssociationSlots
+from dicom_gateway.listen.slots import AssociationSlots
 from tests.peers import wait_for_port
 from tests.test_end_to_end import assert_stored
 from tests.test_ingest import instance_count
@@ -28,7 +28,7 @@ def test_slots_hold_one_limit_and_a_killed_holder_frees_its_slot(tmp_path: Path)
     # another process takes the last slot and dies without giving it back
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from dicom_gateway.association_slots import AssociationSlots; "
+         "from dicom_gateway.listen.slots import AssociationSlots; "
          f"s = AssociationSlots(Path({str(tmp_path / 'slots')!r}), 3); "
          "assert s.acquire() is not None; print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)

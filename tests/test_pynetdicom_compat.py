@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pynetdicom import association as pn_association
 from pynetdicom import dul as pn_dul
 
-from dicom_gateway import pynetdicom_canary
+from dicom_gateway.listen.pynetdicom import canary as pynetdicom_canary
 from tests.peers import dicom_tool, free_port
 from tests.test_end_to_end import assert_stored
 
@@ -39,7 +39,7 @@ def pynetdicom_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     the listener's settings) is undone after it; the canary's verdict is taken afresh."""
     from pynetdicom import _config, dimse_messages
 
-    from dicom_gateway import pynetdicom_encoding
+    from dicom_gateway.listen.pynetdicom import encoding as pynetdicom_encoding
 
     for module, name in [(pn_association, "time"), (pn_dul, "time"),
                          (dimse_messages, "create_file_meta"),
@@ -191,8 +191,8 @@ def test_a_listener_with_changed_pynetdicom_code_warns_once_and_stores_the_stock
     responses are never installed (pynetdicom's own loops and encoder answer), the file
     meta writer still is, and both instances are stored; with the table as recorded, no
     warning and every adaptation installed."""
-    from dicom_gateway import listener as listener_module
-    from dicom_gateway.listener import ReceivedInstance, StorageListener
+    from dicom_gateway.listen import listener as listener_module
+    from dicom_gateway.listen.listener import ReceivedInstance, StorageListener
     from dicom_gateway.spool import DurableFolder
     from tests.dicom_factory import make_cr, save
 
@@ -225,7 +225,7 @@ def test_a_listener_with_changed_pynetdicom_code_warns_once_and_stores_the_stock
         scp.stop()
     StorageListener("ANOTHER", "127.0.0.1", 0, spool, stored.append)  # same process: quiet
     assert len(stored) == 2 and all(r.path.is_file() for r in stored)
-    warnings = [r for r in caplog.records if r.name == "dicom_gateway.pynetdicom_canary"]
+    warnings = [r for r in caplog.records if r.name == "dicom_gateway.listen.pynetdicom.canary"]
     if changed:
         (warning,) = warnings
         assert all(key in warning.getMessage() for key in changed)
@@ -245,8 +245,8 @@ def test_a_listener_refuses_handed_connections_when_the_server_code_changed(
     """A listener process behind a dispatcher cannot fall back to pynetdicom's own
     server (the dispatcher owns the port): it refuses to start, without a warning of
     its own (``serve`` warns, and then runs one process, before any is started)."""
-    from dicom_gateway.connection_dispatch import channel_pair
-    from dicom_gateway.listener import StorageListener
+    from dicom_gateway.listen.dispatch import channel_pair
+    from dicom_gateway.listen.listener import StorageListener
     from dicom_gateway.spool import DurableFolder
 
     monkeypatch.setitem(pynetdicom_canary.SOURCE_SHA256,
@@ -257,9 +257,10 @@ def test_a_listener_refuses_handed_connections_when_the_server_code_changed(
                               channel=theirs)
         with pytest.raises(RuntimeError, match="CXR_LISTENER_PROCESSES=1"):
             scp.start()
-        assert not [r for r in caplog.records if r.name == "dicom_gateway.pynetdicom_canary"]
+        assert not [r for r in caplog.records if r.name == "dicom_gateway.listen.pynetdicom.canary"]
         assert not pynetdicom_canary.checked_at_start().usable("handed_connections")
-        (warning,) = [r for r in caplog.records if r.name == "dicom_gateway.pynetdicom_canary"]
+        (warning,) = [r for r in caplog.records
+                      if r.name == "dicom_gateway.listen.pynetdicom.canary"]
         assert "AssociationServer.get_request changed" in warning.getMessage()
     finally:
         ours.close()
@@ -333,7 +334,7 @@ def _scp_with_wakeups(on_open: Callable[[Any], None], **handlers: Callable[..., 
         Verification,
     )
 
-    from dicom_gateway.pynetdicom_compat import install_wakeups, remove_wakeups
+    from dicom_gateway.listen.pynetdicom.compat import install_wakeups, remove_wakeups
 
     def opened(event: evt.Event) -> None:
         assert install_wakeups(event.assoc)
@@ -414,7 +415,7 @@ def test_the_reactor_clock_waits_inside_a_reactor_thread_and_sleeps_outside(
     """Inside a real association's reactor thread (its C-ECHO handler runs there) the
     clock's hour-long sleep is the association's wait, which a queued DIMSE message ends
     at once (the wait says so); in the test's own thread the same call is time.sleep."""
-    from dicom_gateway.pynetdicom_compat import _CLOCK
+    from dicom_gateway.listen.pynetdicom.compat import _CLOCK
 
     waits: list[tuple[str, float, bool]] = []
     inside: list[bool] = []
@@ -467,7 +468,7 @@ def test_a_wake_up_ends_a_long_wait() -> None:
     from pynetdicom.pdu_primitives import P_DATA
     from pynetdicom.transport import AssociationSocket
 
-    from dicom_gateway.pynetdicom_compat import install_wakeups, remove_wakeups
+    from dicom_gateway.listen.pynetdicom.compat import install_wakeups, remove_wakeups
 
     ours, theirs = socket.socketpair()
     assoc = Association(AE(), "acceptor")
@@ -509,7 +510,7 @@ def test_our_c_store_rsp_is_byte_for_byte_pynetdicoms(message_id: int, status: i
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.dimse_primitives import C_STORE
 
-    from dicom_gateway.pynetdicom_encoding import encode_c_store_rsp
+    from dicom_gateway.listen.pynetdicom.encoding import encode_c_store_rsp
 
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo = message_id
@@ -533,7 +534,7 @@ def test_live_store_responses_skip_pydicom_unless_someone_listens(monkeypatch) -
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
-    from dicom_gateway.pynetdicom_encoding import install_fast_store_response
+    from dicom_gateway.listen.pynetdicom.encoding import install_fast_store_response
     from tests.dicom_factory import make_cr
 
     encoded: list[int] = []
@@ -593,7 +594,7 @@ def test_our_file_meta_is_byte_for_byte_pynetdicoms_and_pydicoms(
     from pydicom.uid import UID
     from pynetdicom.dsutils import create_file_meta
 
-    from dicom_gateway.pynetdicom_encoding import (
+    from dicom_gateway.listen.pynetdicom.encoding import (
         _create_file_meta,
         _write_file_meta_info,
         install_fast_file_meta,
@@ -614,7 +615,7 @@ def test_our_file_meta_is_byte_for_byte_pynetdicoms_and_pydicoms(
 def test_file_meta_values_out_of_the_plain_forms_are_left_to_pydicom() -> None:
     from pydicom.dataset import FileMetaDataset
 
-    from dicom_gateway.pynetdicom_encoding import (
+    from dicom_gateway.listen.pynetdicom.encoding import (
         _create_file_meta,
         encode_file_meta,
         install_fast_file_meta,
@@ -643,7 +644,7 @@ def test_a_live_store_writes_its_file_meta_without_pydicom(monkeypatch, tmp_path
     from pynetdicom import AE, _config, dimse_messages, dsutils, evt
     from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
-    from dicom_gateway import pynetdicom_encoding
+    from dicom_gateway.listen.pynetdicom import encoding as pynetdicom_encoding
     from tests.dicom_factory import make_cr
 
     calls: list[str] = []
@@ -708,7 +709,7 @@ def test_other_pynetdicom_users_in_the_listeners_process_keep_pynetdicom_default
         PatientRootQueryRetrieveInformationModelGet,
     )
 
-    from dicom_gateway.listener import ReceivedInstance, StorageListener
+    from dicom_gateway.listen.listener import ReceivedInstance, StorageListener
     from dicom_gateway.spool import DurableFolder
     from tests.dicom_factory import make_cr
 

@@ -21,9 +21,8 @@ from highdicom.sr.utils import find_content_items
 from PIL import Image
 from pydicom import Dataset, dcmread
 
-from dicom_gateway import sr_codes
-from dicom_gateway.destinations import parse_destinations
-from dicom_gateway.report_page import (
+from dicom_gateway.documents import codes as sr_codes
+from dicom_gateway.documents.page import (
     BANNER,
     ENCAPSULATED_PDF,
     MOCK_BANNER,
@@ -32,7 +31,8 @@ from dicom_gateway.report_page import (
     build_pdf,
     render_pages,
 )
-from dicom_gateway.sr import SR_SERIES_NUMBER, SRIdentity, build_sr
+from dicom_gateway.documents.sr import SR_SERIES_NUMBER, SRIdentity, build_sr
+from dicom_gateway.transfer.destinations import parse_destinations
 from models.parsing import TEMPLATE_REGIONS, parse_output, parse_report
 from tests.peers import Orthanc, backend_env, dciodvfy_errors, require_tool
 from tests.test_end_to_end import assert_stored, db_for, wait_job
@@ -406,7 +406,7 @@ def test_page_only_over_stow_for_the_mock_says_mock(serve_factory: Any, rg1: Pat
 
 
 def test_a_runaway_trace_stops_at_the_page_limit_and_says_where_the_rest_is() -> None:
-    from dicom_gateway import report_page
+    from dicom_gateway.documents import page as report_page
 
     result = result_for(THINK + "<answer> Edema </answer>", reasoning="word " * 60000)
     pages = render_pages(draft_from_result(result, "c"), None, version=1, sr_uid="2.25.1")

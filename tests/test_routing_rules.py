@@ -20,10 +20,10 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_gateway import routing_rules
-from dicom_gateway.admission import Candidate, admit
-from dicom_gateway.routing_fields import check_field
-from dicom_gateway.routing_rules import (
+from dicom_gateway.routing import rules as routing_rules
+from dicom_gateway.routing.admission import Candidate, admit
+from dicom_gateway.routing.fields import check_field
+from dicom_gateway.routing.rules import (
     Facts,
     Node,
     Problem,
@@ -31,7 +31,7 @@ from dicom_gateway.routing_rules import (
     RuleSet,
     age_years,
 )
-from dicom_gateway.routing_study import route_study
+from dicom_gateway.routing.study import route_study
 from tests import peers
 from tests.dicom_factory import make_cr, save
 from tests.peers import BIN, StoreSCP, backend_env, sample_file
@@ -660,7 +660,7 @@ def test_serve_reloads_rules_on_sighup_and_keeps_them_when_the_file_is_broken(
 @pytest.mark.integration
 def test_a_routed_study_gets_a_real_reading_from_the_openai_backend(
         serve_factory, two_pacs, vllm_standin, rg1: Path, tmp_path: Path) -> None:
-    from dicom_gateway import sr_codes
+    from dicom_gateway.documents import codes as sr_codes
     from tests.vllm_standin import labels_for
 
     default, research = two_pacs

@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from dicom_gateway.conversion import convert_dataset
+from dicom_gateway.imaging.conversion import convert_dataset
 from models.backend import PINNED_REVISION
 from models.prompts import PROMPT_PRESETS
 from tests.peers import BIN, sample_file

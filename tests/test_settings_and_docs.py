@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_gateway.destinations import Destination
+from dicom_gateway.transfer.destinations import Destination
 from tests.peers import BIN, free_port
 from worker.settings import SettingsError, load_settings, settings_table, sources
 
@@ -199,7 +199,7 @@ def test_readme_links_stay_inside_the_repository() -> None:
 
 
 def test_destination_kinds() -> None:
-    from dicom_gateway.destinations import parse_destinations
+    from dicom_gateway.transfer.destinations import parse_destinations
 
     a, b, c = parse_destinations("PACS@10.0.0.5:104/comprehensive, reply:4242, "
                                  "https://pacs.example.org/dicom-web/")
@@ -213,7 +213,7 @@ def test_destination_kinds() -> None:
 
 
 def test_status_classification() -> None:
-    from dicom_gateway.sender import _is_permanent
+    from dicom_gateway.transfer.sender import _is_permanent
 
     assert [_is_permanent(s) for s in (0xA700, 0xA701, 0x0110, 0xA900, 0xC000, 0xC211,
                                        0x0122)] == [False, False, False, True, True, True, True]

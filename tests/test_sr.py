@@ -10,8 +10,8 @@ import pytest
 from highdicom.sr.utils import find_content_items
 from pydicom import Dataset, dcmread
 
-from dicom_gateway import sr_codes
-from dicom_gateway.sr import (
+from dicom_gateway.documents import codes as sr_codes
+from dicom_gateway.documents.sr import (
     Algorithm,
     DraftReport,
     SRIdentity,

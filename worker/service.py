@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_gateway import pynetdicom_canary
-from dicom_gateway.listener import StorageListener
+from dicom_gateway.listen.listener import StorageListener
+from dicom_gateway.listen.pynetdicom import canary as pynetdicom_canary
 from worker.ingest import assembler
 from worker.ingest.processes import ListenerProcesses
 from worker.ingest.routing import LiveRules

@@ -122,7 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def options(args: argparse.Namespace) -> BatchOptions:
     """The run this command line asks for; a PACS or DICOMweb source stays as given, a
     file or folder becomes absolute (a resumed run must find it from any directory)."""
-    from dicom_gateway.retrieve import StudyQuery
+    from dicom_gateway.transfer.retrieve import StudyQuery
     from worker.research.batch import BatchOptions, kind_of
 
     source = args.source

@@ -78,10 +78,10 @@ def wait_for_job(gateway: ServeProcess, study_uid: str, timeout: float) -> Job |
 def run_demo(settings: Settings, data_dir: Path | None, timeout: float = 120.0) -> int:
     from pydicom import dcmread
 
-    from dicom_gateway.destinations import Destination
-    from dicom_gateway.listener import StorageListener
-    from dicom_gateway.sender import send_datasets
+    from dicom_gateway.listen.listener import StorageListener
     from dicom_gateway.spool import DurableFolder
+    from dicom_gateway.transfer.destinations import Destination
+    from dicom_gateway.transfer.sender import send_datasets
     from worker.service import ServeProcess
 
     root = data_dir or Path(tempfile.mkdtemp(prefix="cxr-demo-"))

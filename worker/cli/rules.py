@@ -3,7 +3,7 @@ gateway would do with a file without sending it.
 
 ``check`` reports every problem of the settings file's ``[[rules]]`` and
 ``[destination_sets]`` as ``error: FILE:LINE: ...`` and exits 2 (the TOML parser gives no
-line numbers, so ``dicom_gateway.routing_rules`` finds them in the text).  ``test`` reads
+line numbers, so ``dicom_gateway.routing.rules`` finds them in the text).  ``test`` reads
 the headers of a file or of every file under a folder, routes each study as the assembler
 would (the rules, then the built-in admission) and prints, per instance, each rule tried
 with each condition term's keyword and whether it held (never the value), and what would
@@ -24,8 +24,8 @@ from worker.cli.errors import CommandError
 from worker.settings import CONFIG_FILE_VAR, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from dicom_gateway.routing_rules import RuleSet
-    from dicom_gateway.routing_study import RoutedStudy
+    from dicom_gateway.routing.rules import RuleSet
+    from dicom_gateway.routing.study import RoutedStudy
     from worker.cli.common import Commands
     from worker.settings import Settings
 
@@ -63,8 +63,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from dicom_gateway.routing_fields import check_field
-    from dicom_gateway.routing_rules import check_text
+    from dicom_gateway.routing.fields import check_field
+    from dicom_gateway.routing.rules import check_text
 
     path = _config(args)
     if path is None:
@@ -109,8 +109,8 @@ def test(args: argparse.Namespace) -> int:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    from dicom_gateway.admission import Candidate
-    from dicom_gateway.routing_rules import Facts
+    from dicom_gateway.routing.admission import Candidate
+    from dicom_gateway.routing.rules import Facts
     from worker.ingest.routing import rules_of
 
     settings = _settings(args)
@@ -140,7 +140,7 @@ def test(args: argparse.Namespace) -> int:
 
 def _print_study(settings: Settings, rules: RuleSet, study_uid: str,
                  members: list[tuple[Path, Any, Any]], calling_ae: str) -> None:
-    from dicom_gateway.routing_study import route_study
+    from dicom_gateway.routing.study import route_study
 
     routed: RoutedStudy = route_study(rules, [(c, facts) for _, c, facts in members])
     print(f"\nstudy {study_uid}: {routed.outcome} (decided by rule {routed.rule})")

@@ -14,9 +14,9 @@ from pydicom import dcmread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicom_gateway.admission import Candidate
-from dicom_gateway.routing_rules import Facts, RuleSet
-from dicom_gateway.routing_study import route_study
+from dicom_gateway.routing.admission import Candidate
+from dicom_gateway.routing.rules import Facts, RuleSet
+from dicom_gateway.routing.study import route_study
 from worker.store import jobs
 from worker.store.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
 

@@ -7,14 +7,14 @@ once get about as much CPU as one (pynetdicom issue 917).  With
 use, so a one-core container keeps the in-process listener), ``serve`` starts that many
 child processes instead of an in-process listener.  ``serve`` itself listens on the port
 and hands every new connection to the child with the fewest open
-(:class:`~dicom_gateway.connection_dispatch.ConnectionDispatcher`); each child answers
+(:class:`~dicom_gateway.listen.dispatch.ConnectionDispatcher`); each child answers
 its associations, writes to the same spool and commits to the same database, so the
 promise is unchanged: 0x0000 only after the file is fsynced and its row committed, by
 the process that answers.
 
 What stays one for the port as a whole: the allowlist and every other listener
 setting (all children get the same settings), and the association limit, held in
-``flock`` slot files (``dicom_gateway/association_slots.py``) that the kernel frees
+``flock`` slot files (``dicom_gateway/listen/slots.py``) that the kernel frees
 when a child dies.
 
 Lifetimes: the parent binds the port first (so that port 0 works and a port in use is
@@ -38,8 +38,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from dicom_gateway.association_slots import AssociationSlots
-from dicom_gateway.connection_dispatch import ConnectionDispatcher
+from dicom_gateway.listen.dispatch import ConnectionDispatcher
+from dicom_gateway.listen.slots import AssociationSlots
 from worker.ingest.sink import storage_listener
 from worker.settings import Settings
 

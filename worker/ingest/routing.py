@@ -18,8 +18,8 @@ import os
 import threading
 from pathlib import Path
 
-from dicom_gateway.routing_fields import check_field
-from dicom_gateway.routing_rules import RuleSet, check_text, compile_rules
+from dicom_gateway.routing.fields import check_field
+from dicom_gateway.routing.rules import RuleSet, check_text, compile_rules
 from worker.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

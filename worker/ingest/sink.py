@@ -21,13 +21,13 @@ from typing import Any
 
 from sqlalchemy import text
 
-from dicom_gateway.association_slots import AssociationSlots
-from dicom_gateway.listener import (
+from dicom_gateway.listen.listener import (
     AssociationRecord,
     ReceivedInstance,
     StorageListener,
     StorageUnavailable,
 )
+from dicom_gateway.listen.slots import AssociationSlots
 from worker.runtime import Runtime
 from worker.store.db import AssociationLog, Database, now
 

@@ -2,7 +2,7 @@
 
 Asked for with a question (``--to-pacs``, the HTTP flag, the dashboard button), once it
 is answered: the answered questions of the job up to it become one SR
-(``dicom_gateway.sr_addendum``) referencing the job's first SR and the image, written
+(``dicom_gateway.documents.addendum``) referencing the job's first SR and the image, written
 to the outbox and sent to the same destinations the first SR went to (the job's rule's,
 else the default list; a batch job's only if its run sends SRs), through the same sender
 and the same permanent/transient rule.  A transient failure is tried again within the
@@ -20,10 +20,10 @@ import time
 from pydicom import Dataset, dcmread
 from sqlalchemy import select
 
-from dicom_gateway.destinations import SR_COMPREHENSIVE
-from dicom_gateway.sender import deliver as send_to
-from dicom_gateway.sr import SRBuildError, as_comprehensive_sr
-from dicom_gateway.sr_addendum import AddendumContent, build_addendum, thread_items
+from dicom_gateway.documents.addendum import AddendumContent, build_addendum, thread_items
+from dicom_gateway.documents.sr import SRBuildError, as_comprehensive_sr
+from dicom_gateway.transfer.destinations import SR_COMPREHENSIVE
+from dicom_gateway.transfer.sender import deliver as send_to
 from worker import __version__, logs
 from worker.pipeline import claims, reporting
 from worker.pipeline.delivery import sender_of

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from dicom_gateway.destinations import Destination, parse_destinations
+from dicom_gateway.transfer.destinations import Destination, parse_destinations
 from worker.runtime import Runtime
 from worker.store import jobs
 from worker.store.db import BatchRun, Delivery, Instance, Job, now

@@ -17,11 +17,11 @@ from pathlib import Path
 from pydicom import Dataset, dcmread
 from sqlalchemy import select
 
-from dicom_gateway.destinations import SR_COMPREHENSIVE
-from dicom_gateway.report_page import ENCAPSULATED_PDF
-from dicom_gateway.sender import SendOutcome
-from dicom_gateway.sender import deliver as send_to
-from dicom_gateway.sr import as_comprehensive_sr
+from dicom_gateway.documents.page import ENCAPSULATED_PDF
+from dicom_gateway.documents.sr import as_comprehensive_sr
+from dicom_gateway.transfer.destinations import SR_COMPREHENSIVE
+from dicom_gateway.transfer.sender import SendOutcome
+from dicom_gateway.transfer.sender import deliver as send_to
 from worker.pipeline import claims
 from worker.runtime import Runtime
 from worker.store import jobs

@@ -1,13 +1,13 @@
 """The report stage: the stored result as a DICOM SR in the outbox.
 
-What the SR says is ``dicom_gateway.sr``'s; here the job's stored result (see
+What the SR says is ``dicom_gateway.documents.sr``'s; here the job's stored result (see
 ``worker.pipeline.inference.result_payload``) becomes its ``DraftReport``, and the
 job, its version and the model that made the result become its UIDs (so a repeated
 task writes the same SR).  The claims and writes are ``worker.pipeline.claims``'.
 
 Where any of the job's destinations asks for the rendered draft (``/sr+page``,
 ``/page``), the same draft is also drawn as Secondary Capture pages
-(``dicom_gateway.report_page``): UIDs from the SR's, so the same rules hold (a repeated
+(``dicom_gateway.documents.page``): UIDs from the SR's, so the same rules hold (a repeated
 task rewrites the same files; a new job version writes new pages that say which version
 they supersede).  Their outbox paths are kept on the job for the delivery stage.
 """
@@ -22,9 +22,9 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from sqlalchemy import select, update
 
-from dicom_gateway.destinations import Destination, parse_destinations
-from dicom_gateway.report_page import build_pages, build_pdf
-from dicom_gateway.sr import Algorithm, DraftReport, SRBuildError, SRIdentity, build_sr
+from dicom_gateway.documents.page import build_pages, build_pdf
+from dicom_gateway.documents.sr import Algorithm, DraftReport, SRBuildError, SRIdentity, build_sr
+from dicom_gateway.transfer.destinations import Destination, parse_destinations
 from models.backend import stored_identity
 from worker import __version__, logs
 from worker.pipeline import claims

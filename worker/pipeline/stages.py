@@ -13,7 +13,7 @@ shortest, here.  This module is the one import for callers that run the stages.
 
 from __future__ import annotations
 
-from dicom_gateway.conversion import ConversionError, convert_file
+from dicom_gateway.imaging.conversion import ConversionError, convert_file
 from worker.pipeline import claims
 from worker.pipeline.claims import fail
 from worker.pipeline.delivery import deliver

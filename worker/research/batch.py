@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from dicom_gateway.retrieve import StudyQuery
+from dicom_gateway.transfer.retrieve import StudyQuery
 from models.backend import BackendError, model_key, stored_identity
 from models.prompts import resolve_prompt
 from models.registry import describe

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from dicom_gateway.integrity import pixel_data_problem
-from dicom_gateway.listener import ReceivedInstance, StorageListener
+from dicom_gateway.listen.integrity import pixel_data_problem
+from dicom_gateway.listen.listener import ReceivedInstance, StorageListener
 from worker.ingest.sink import InstanceRecorder
 from worker.runtime import Runtime
 

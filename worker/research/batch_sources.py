@@ -25,7 +25,7 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from sqlalchemy import select, update
 
-from dicom_gateway.retrieve import (
+from dicom_gateway.transfer.retrieve import (
     Node,
     StudyQuery,
     find_studies,
@@ -249,7 +249,7 @@ class ImageTableSource:
         """The study's frontal image, as a PNG, becomes a prepared job; then inference."""
         from PIL import Image
 
-        from dicom_gateway.conversion import to_png
+        from dicom_gateway.imaging.conversion import to_png
 
         files = item_files(self.run.rt.db, item.id)
         if not files:

@@ -96,8 +96,8 @@ def _from_dicom(path: Path, data: bytes, source: str, conversion: str, force: bo
     """Admission as ``serve`` applies it, then the gateway's conversion to a PNG."""
     from pydicom import dcmread
 
-    from dicom_gateway.admission import Candidate, rejection_reason
-    from dicom_gateway.conversion import ConversionError, convert_dataset
+    from dicom_gateway.imaging.conversion import ConversionError, convert_dataset
+    from dicom_gateway.routing.admission import Candidate, rejection_reason
 
     try:
         ds = dcmread(io.BytesIO(data))

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from dicom_gateway.conversion_names import CONVERSIONS
-from dicom_gateway.destinations import Destination, parse_destinations
-from dicom_gateway.listener_config import ListenerLimits, TLSFiles
+from dicom_gateway.imaging.names import CONVERSIONS
+from dicom_gateway.listen.config import ListenerLimits, TLSFiles
+from dicom_gateway.transfer.destinations import Destination, parse_destinations
 from models.labels import CHEXPERT_LABELS
 from models.registry import BACKENDS, BackendConfig, canonical
 
@@ -250,7 +250,7 @@ class Settings(BaseSettings):
         (``worker.ingest.routing.rules_of``), so that reading settings loads no DICOM
         library."""
         if self.rules:
-            from dicom_gateway.routing_rules import any_field, compile_rules
+            from dicom_gateway.routing.rules import any_field, compile_rules
 
             problems = compile_rules(list(self.rules), self.destination_sets,
                                      check=any_field)[1]

@@ -26,7 +26,7 @@ from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from dicom_gateway.destinations import Destination
+from dicom_gateway.transfer.destinations import Destination
 from models.http_status import describe_http_status, is_permanent_http_status
 
 

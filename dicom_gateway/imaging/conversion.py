@@ -36,7 +36,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels import pixel_array as decode_frame
 
-from dicom_gateway.conversion_names import CONVERSION_VERSIONS, CONVERSIONS, MIMIC
+from dicom_gateway.imaging.names import CONVERSION_VERSIONS, CONVERSIONS, MIMIC
 
 PATCH_GRID = 28
 MIN_PIXELS = 128 * 128

@@ -1,7 +1,7 @@
 """The pynetdicom code our adaptations rely on, fingerprinted, and checked at listener start.
 
-``dicom_gateway/pynetdicom_compat.py``, ``dicom_gateway/pynetdicom_encoding.py`` and
-``dicom_gateway/connection_dispatch.py`` stand in for, or lean on, pynetdicom internals
+``dicom_gateway/listen/pynetdicom/compat.py``, ``dicom_gateway/listen/pynetdicom/encoding.py`` and
+``dicom_gateway/listen/dispatch.py`` stand in for, or lean on, pynetdicom internals
 that no public API promises. Each of their adaptations declares (in its module's
 ``RELIES_ON``) the functions and methods whose behaviour it assumes. :data:`SOURCE_SHA256`
 holds the sha256 of the whole source of each (``inspect.getsource``, line endings
@@ -12,7 +12,7 @@ a hash catches both.
 At listener start :func:`checked_at_start` compares them (once per process).  An
 adaptation whose code changed is not installed (pynetdicom's own behaviour stays) and one
 warning names what changed; the others still work.  After an upgrade: review each changed function
-against its adaptation, then paste the table ``python -m dicom_gateway.pynetdicom_canary``
+against its adaptation, then paste the table ``python -m dicom_gateway.listen.pynetdicom.canary``
 prints.
 
 A key ``module:name`` stands for every function and method of ``module`` that reads the
@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from types import ModuleType
 
-from dicom_gateway import connection_dispatch, pynetdicom_compat, pynetdicom_encoding
+from dicom_gateway.listen import dispatch as connection_dispatch
+from dicom_gateway.listen.pynetdicom import compat as pynetdicom_compat
+from dicom_gateway.listen.pynetdicom import encoding as pynetdicom_encoding
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +284,9 @@ def checked_at_start() -> Verdict:
         log.warning(
             "pynetdicom code the listener's adaptations rely on differs from the reviewed "
             "code (%s): %s; using pynetdicom's own behaviour for: %s. Review "
-            "dicom_gateway/pynetdicom_compat.py, pynetdicom_encoding.py and "
+            "dicom_gateway/listen/pynetdicom/compat.py, pynetdicom_encoding.py and "
             "connection_dispatch.py against it, "
-            "then update dicom_gateway/pynetdicom_canary.py",
+            "then update dicom_gateway/listen/pynetdicom/canary.py",
             _installed(RECORDED_FOR),
             "; ".join(f"{k} {why}" for k, why in sorted(found.mismatches.items())),
             ", ".join(sorted(found.off)))

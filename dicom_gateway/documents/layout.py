@@ -9,7 +9,7 @@ footer names the algorithm (name, version with its revision) and the draft's ver
 
 Fonts: Pillow's own scalable font (``ImageFont.load_default(size=...)``, Pillow >= 10.1),
 so nothing outside the Python packages is needed to draw.  No DICOM here:
-``dicom_gateway.report_page`` files the pages as Secondary Capture instances.
+``dicom_gateway.documents.page`` files the pages as Secondary Capture instances.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-from dicom_gateway.sr_draft import DISCLAIMER, DraftReport
+from dicom_gateway.documents.draft import DISCLAIMER, DraftReport
 
 __all__ = ["BANNER", "HEIGHT", "MAX_PAGES", "MOCK_BANNER", "WIDTH", "render_pages"]
 

@@ -4,7 +4,7 @@ A record lives on its Association object.  It is written once: at the first of
 released / aborted / rejected, or at connection close for a connection that never asked
 for an association (pynetdicom may report the close of a rejected association before
 the rejection itself).  A slot of the port's shared association limit
-(:class:`~dicom_gateway.association_slots.AssociationSlots`) is held from the
+(:class:`~dicom_gateway.listen.slots.AssociationSlots`) is held from the
 A-ASSOCIATE-RQ until the association ends.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 from pynetdicom import evt
 
-from dicom_gateway.association_slots import AssociationSlots, Slot
-from dicom_gateway.pynetdicom_compat import OVER_LIMIT
-from dicom_gateway.store_checks import STATUS_SUCCESS, Refusal
+from dicom_gateway.listen.pynetdicom.compat import OVER_LIMIT
+from dicom_gateway.listen.slots import AssociationSlots, Slot
+from dicom_gateway.listen.store_checks import STATUS_SUCCESS, Refusal
 
-log = logging.getLogger("dicom_gateway.listener")  # the listener's log, as before the split
+log = logging.getLogger("dicom_gateway.listen.listener")  # the listener's log, as before the split
 
 MAX_REASONS = 5  # an association log entry keeps the first few distinct refusal reasons
 

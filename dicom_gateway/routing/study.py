@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dicom_gateway.admission import admit
-from dicom_gateway.routing_rules import DEFAULT_RULE, Decision, Facts, RuleSet
+from dicom_gateway.routing.admission import admit
+from dicom_gateway.routing.rules import DEFAULT_RULE, Decision, Facts, RuleSet
 
 
 @dataclass(frozen=True)

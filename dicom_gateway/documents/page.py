@@ -18,7 +18,7 @@ algorithm's identity (name, version with its revision) is drawn on every page.
 UIDs derive from the SR's own (which derive from the installation's identity, the job,
 its version and the model), so a repeated task writes the same pages and a new job
 version writes new ones in the same series, saying which version they supersede.
-The drawing itself (layout, banners, fonts) is ``dicom_gateway.report_layout``'s.
+The drawing itself (layout, banners, fonts) is ``dicom_gateway.documents.layout``'s.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ import numpy as np
 from PIL import Image
 from pydicom import Dataset, FileMetaDataset
 
-from dicom_gateway.report_layout import BANNER, MAX_PAGES, MOCK_BANNER, render_pages
-from dicom_gateway.sr import (
+from dicom_gateway.documents.draft import DISCLAIMER, MOCK_DISCLAIMER, DraftReport, SRIdentity
+from dicom_gateway.documents.layout import BANNER, MAX_PAGES, MOCK_BANNER, render_pages
+from dicom_gateway.documents.sr import (
     COMPLETION_DESCRIPTION,
     SRBuildError,
     processing_equipment,
     source_with_type2,
 )
-from dicom_gateway.sr_draft import DISCLAIMER, MOCK_DISCLAIMER, DraftReport, SRIdentity
 from dicom_gateway.uids import derived_uid
 
 __all__ = ["BANNER", "ENCAPSULATED_PDF", "MAX_PAGES", "MOCK_BANNER", "PAGE_SERIES_NUMBER",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from dicom_gateway.routing_conditions import Values
+from dicom_gateway.routing.conditions import Values
 
 VIRTUAL_FIELDS = ("PatientAgeYears", "CallingAE", "CalledAE")
 

@@ -8,7 +8,7 @@ on several independent attributes so that no single viewer or router that drops 
 of them can make the draft look like a signed clinical report.
 
 The values the document is built from (``DraftReport``, ``SRIdentity``) are defined in
-``dicom_gateway/sr_draft.py`` and importable from here.
+``dicom_gateway/documents/draft.py`` and importable from here.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pydicom import Dataset, config
 from pydicom.sr.codedict import codes
 from pydicom.valuerep import validate_value
 
-from dicom_gateway import sr_codes
-from dicom_gateway.sr_draft import (
+from dicom_gateway.documents import codes as sr_codes
+from dicom_gateway.documents.draft import (
     DISCLAIMER,
     LABELLED_STATUSES,
     MOCK_DISCLAIMER,

@@ -1,7 +1,7 @@
 """The few places where the listener relies on pynetdicom internals, kept in one file.
 
 pynetdicom gives no public hook for them; each is small, and declares in ``RELIES_ON``
-the pynetdicom code it assumes.  ``dicom_gateway/pynetdicom_canary.py`` hashes that code:
+the pynetdicom code it assumes.  ``dicom_gateway/listen/pynetdicom/canary.py`` hashes that code:
 when an upgrade changes any of it, the listener leaves that adaptation out (pynetdicom's
 own behaviour) and says so once, so a silent change cannot slip in.
 
@@ -25,7 +25,7 @@ own behaviour) and says so once, so a silent change cannot slip in.
   association's own thread, ``ACSE._negotiate_as_acceptor`` rejects (transient, local
   limit exceeded) when its acceptors outnumber ``ae.maximum_associations``.  Several
   listener processes on one port need one limit for all of them
-  (``dicom_gateway/association_slots.py``).  ``SlotLimitedAE`` reports a limit of 0 to
+  (``dicom_gateway/listen/slots.py``).  ``SlotLimitedAE`` reports a limit of 0 to
   an association whose connection found no free slot, so that same check, with its
   standard A-ASSOCIATE-RJ, turns it away.  That check also counts connections that have
   sent no A-ASSOCIATE-RQ yet (every acceptor thread alive); ``SlotLimitedAE`` raises the
@@ -44,7 +44,7 @@ own behaviour) and says so once, so a silent change cannot slip in.
   Both are done at EVT_CONN_OPEN, before the association's reactors start.
 
 The two encoders that replace pydicom on the hot path (C-STORE-RSP, file meta) are in
-``dicom_gateway/pynetdicom_encoding.py``.
+``dicom_gateway/listen/pynetdicom/encoding.py``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ from pynetdicom._handlers import (
 log = logging.getLogger(__name__)
 
 # Each adaptation, and the pynetdicom (or pydicom) code whose behaviour it assumes:
-# dicom_gateway/pynetdicom_canary.py keeps a hash of each, and the listener leaves an
+# dicom_gateway/listen/pynetdicom/canary.py keeps a hash of each, and the listener leaves an
 # adaptation out (pynetdicom's own behaviour) when any of its entries changed.
 _PN = "pynetdicom."
 RELIES_ON: dict[str, tuple[str, ...]] = {

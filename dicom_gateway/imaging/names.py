@@ -1,7 +1,7 @@
 """The names of the pixel-to-image conversions, importable without numpy or PIL.
 
 Settings validate ``CXR_CONVERSION`` against these; the conversions themselves live in
-``dicom_gateway/conversion.py`` (which needs numpy, PIL and pydicom's pixel handlers).
+``dicom_gateway/imaging/conversion.py`` (which needs numpy, PIL and pydicom's pixel handlers).
 """
 
 from __future__ import annotations

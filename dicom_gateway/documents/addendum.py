@@ -37,8 +37,9 @@ from highdicom.sr import (
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from dicom_gateway import sr_codes
-from dicom_gateway.sr import (
+from dicom_gateway.documents import codes as sr_codes
+from dicom_gateway.documents.draft import DISCLAIMER, MOCK_DISCLAIMER
+from dicom_gateway.documents.sr import (
     COMPLETION_DESCRIPTION,
     SRBuildError,
     image_library,
@@ -46,7 +47,6 @@ from dicom_gateway.sr import (
     report_context,
     source_with_type2,
 )
-from dicom_gateway.sr_draft import DISCLAIMER, MOCK_DISCLAIMER
 from dicom_gateway.uids import derived_uid
 
 ADDENDUM_SERIES_NUMBER = 9902

@@ -1,5 +1,5 @@
 """The field names a routing condition may use: pydicom's keyword dictionary plus the
-virtual fields of ``dicom_gateway.routing_rules``.
+virtual fields of ``dicom_gateway.routing.rules``.
 
 Apart from the parser so that the parser (and the settings, which check a rule's shape
 when they load) import no pydicom; whoever evaluates rules passes ``check_field`` in.
@@ -12,7 +12,7 @@ from functools import cache
 
 from pydicom.datadict import keyword_dict
 
-from dicom_gateway.routing_rules import VIRTUAL_FIELDS, RuleError
+from dicom_gateway.routing.rules import VIRTUAL_FIELDS, RuleError
 
 
 @cache

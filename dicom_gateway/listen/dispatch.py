@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # HandedConnectionServer stands in for pynetdicom's bound socket and accept() (then
 # wraps TLS as get_request does), reports a failed request through handle_error, and
 # StorageListener starts it the way start_server starts its own.  Hashed and checked by
-# dicom_gateway/pynetdicom_canary.py; with any of it changed, one listener process
+# dicom_gateway/listen/pynetdicom/canary.py; with any of it changed, one listener process
 # serves the port with pynetdicom's own server.
 RELIES_ON: dict[str, tuple[str, ...]] = {
     "handed_connections": tuple("pynetdicom." + name for name in (

@@ -1,9 +1,9 @@
 """Routing-rule conditions: a small tokenizer and recursive-descent parser (never
 Python ``eval``) into a tree evaluated against one instance's values.
 
-The grammar and semantics are in ``dicom_gateway.routing_rules``' docstring, which is
+The grammar and semantics are in ``dicom_gateway.routing.rules``' docstring, which is
 what a site reads; this module is the parser and the tree.  Pure, and no pydicom: the
-field check is passed in (``dicom_gateway.routing_fields``).
+field check is passed in (``dicom_gateway.routing.fields``).
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def any_field(name: str) -> None:
 
 def parse_condition(text: str, check: Callable[[str], None]) -> Node:
     """The condition's tree; RuleError (and nothing else) for any text that is not one.
-    ``check`` refuses a field name (``dicom_gateway.routing_fields.check_field``: pydicom's
+    ``check`` refuses a field name (``dicom_gateway.routing.fields.check_field``: pydicom's
     dictionary and the virtual fields), kept apart so that this module imports no pydicom."""
     if not isinstance(text, str):
         raise RuleError("condition must be a string")

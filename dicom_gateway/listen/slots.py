@@ -1,7 +1,7 @@
 """One association limit shared by several listener processes on one port.
 
 serve hands each new connection to one of several listener processes
-(``dicom_gateway/connection_dispatch.py``); each process's pynetdicom only counts its own
+(``dicom_gateway/listen/dispatch.py``); each process's pynetdicom only counts its own
 associations.  The limit the operator set (``max_associations``) must still hold for the
 port as a whole, so every accepted association holds one *slot*: an exclusive ``flock``
 on one of N files in a shared folder.  No slot free means A-ASSOCIATE-RJ, transient,

@@ -4,7 +4,7 @@
 this line): its status, coded labels, texts and the algorithm that made it, refusing a
 draft that would code findings for a result that is not a reading.  ``SRIdentity``
 derives every UID the SR carries from the installation's seed, so that a repeated task
-writes the same SR and nothing else reuses its UIDs.  ``dicom_gateway/sr.py`` turns the
+writes the same SR and nothing else reuses its UIDs.  ``dicom_gateway/documents/sr.py`` turns the
 two into a DICOM document.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dicom_gateway import sr_codes
+from dicom_gateway.documents import codes as sr_codes
 from dicom_gateway.uids import derived_uid
 
 DISCLAIMER = (

@@ -1,7 +1,7 @@
 """C-STORE-RSP and File Meta Information written from bytes built here, not by pydicom.
 
 Two of the listener's adaptations of pynetdicom internals (declared, like the others, in
-``RELIES_ON``; ``dicom_gateway/pynetdicom_canary.py`` hashes the code they assume):
+``RELIES_ON``; ``dicom_gateway/listen/pynetdicom/canary.py`` hashes the code they assume):
 
 * pynetdicom encodes every response with pydicom, writing the command set twice (once
   to measure its group length): about 0.3 ms for a C-STORE-RSP, a tenth of our CPU per

@@ -36,7 +36,7 @@ by accident:
 An evaluation explains itself per condition term by the field's keyword and whether it
 held, never by the value: a rule on PatientAge does not put ages in logs.  This module is
 pure (no I/O but what the caller passes in) and imports no pydicom: the field check is
-passed in (``dicom_gateway.routing_fields``), so the settings can check a rule's shape
+passed in (``dicom_gateway.routing.fields``), so the settings can check a rule's shape
 without loading a DICOM library.
 """
 
@@ -49,8 +49,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicom_gateway.destinations import parse_destinations
-from dicom_gateway.routing_conditions import (
+from dicom_gateway.routing.conditions import (
     Node,
     RuleError,
     Term,
@@ -60,7 +59,8 @@ from dicom_gateway.routing_conditions import (
     parse_condition,
     tokenize,
 )
-from dicom_gateway.routing_facts import VIRTUAL_FIELDS, Facts, age_years
+from dicom_gateway.routing.facts import VIRTUAL_FIELDS, Facts, age_years
+from dicom_gateway.transfer.destinations import parse_destinations
 
 __all__ = [  # the parser and the facts are re-exported: one import for a rule's user
     "ACTIONS", "DEFAULT_RULE", "PRIORITIES", "VIRTUAL_FIELDS", "Decision", "Evaluation",

@@ -31,7 +31,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
-from dicom_gateway.listener_config import DEFAULT_MAX_INSTANCE_BYTES
+from dicom_gateway.listen.config import DEFAULT_MAX_INSTANCE_BYTES
 
 ITEM = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD

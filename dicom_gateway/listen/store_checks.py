@@ -18,7 +18,7 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.uid import UID
 
-from dicom_gateway.integrity import PixelProblem, pixel_data_problem
+from dicom_gateway.listen.integrity import PixelProblem, pixel_data_problem
 from dicom_gateway.uids import is_valid_uid
 
 STATUS_SUCCESS = 0x0000

@@ -1,7 +1,7 @@
 """The listener's limits and TLS files: plain values, importable without pynetdicom.
 
 ``worker/settings.py`` builds these from ``CXR_*`` settings; keeping them apart from
-``dicom_gateway/listener.py`` lets ``cxr-gateway settings`` (and everything else that only
+``dicom_gateway/listen/listener.py`` lets ``cxr-gateway settings`` (and everything else that only
 reads settings) run without loading the DICOM network stack.
 """
 

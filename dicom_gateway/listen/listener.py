@@ -29,7 +29,7 @@ The checks of a received instance and their statuses are in ``store_checks``; th
 association log and slots in ``association_tracker``.
 
 Several listener processes can serve one port (``channel``: a
-:class:`~dicom_gateway.connection_dispatch.ConnectionDispatcher` accepts and hands each
+:class:`~dicom_gateway.listen.dispatch.ConnectionDispatcher` accepts and hands each
 connection to the least busy of them, so associations use several cores); they then hold
 the operator's association limit as one through :class:`AssociationSlots`.
 """
@@ -51,17 +51,16 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_gateway import pynetdicom_canary
-from dicom_gateway.association_slots import AssociationSlots
-from dicom_gateway.association_tracker import (
+from dicom_gateway.listen.association_log import (
     AssociationRecord,
     AssociationSink,
     AssociationTracker,
 )
-from dicom_gateway.connection_dispatch import DeferredHandshakeServer, HandedConnectionServer
-from dicom_gateway.integrity import InstanceTooLarge, readable
-from dicom_gateway.listener_config import ListenerLimits, TLSFiles
-from dicom_gateway.pynetdicom_compat import (
+from dicom_gateway.listen.config import ListenerLimits, TLSFiles
+from dicom_gateway.listen.dispatch import DeferredHandshakeServer, HandedConnectionServer
+from dicom_gateway.listen.integrity import InstanceTooLarge, readable
+from dicom_gateway.listen.pynetdicom import canary as pynetdicom_canary
+from dicom_gateway.listen.pynetdicom.compat import (
     REQUESTED,
     SlotLimitedAE,
     discard_partial_dataset,
@@ -71,9 +70,12 @@ from dicom_gateway.pynetdicom_compat import (
     remove_wakeups,
     unbind_standard_log_handlers,
 )
-from dicom_gateway.pynetdicom_encoding import install_fast_file_meta, install_fast_store_response
-from dicom_gateway.spool import DurableFolder
-from dicom_gateway.store_checks import (
+from dicom_gateway.listen.pynetdicom.encoding import (
+    install_fast_file_meta,
+    install_fast_store_response,
+)
+from dicom_gateway.listen.slots import AssociationSlots
+from dicom_gateway.listen.store_checks import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     Refusal,
@@ -81,13 +83,14 @@ from dicom_gateway.store_checks import (
     mismatch,
     unparsable,
 )
+from dicom_gateway.spool import DurableFolder
 
 __all__ = ["AssociationRecord", "ListenerLimits", "ReceivedInstance", "Sink",
            "StorageListener", "StorageUnavailable", "TLSFiles"]
 
 log = logging.getLogger(__name__)
 
-# Every syntax we can also decode (dicom_gateway.conversion, pylibjpeg plugins). The order
+# Every syntax we can also decode (dicom_gateway.imaging.conversion, pylibjpeg plugins). The order
 # is pynetdicom's preference when a proposal offers several: explicit VR first.
 TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -268,7 +271,7 @@ class StorageListener:
         if not all(install(assoc) for name, install in per_association
                    if self._pynetdicom.usable(name)):
             log.warning("pynetdicom's own message path is used on this association "
-                        "(objects not as dicom_gateway/pynetdicom_compat.py expects)")
+                        "(objects not as dicom_gateway/listen/pynetdicom/compat.py expects)")
         # Small C-STORE responses must not wait for Nagle's algorithm (each would cost a
         # delayed-ACK round, about 40 ms on Linux).
         sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
