@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from models.backend import Generation, ModelRequest, Turn
 from models.labels import CHEXPERT_LABELS
-from models.parsing import TRUNCATED, is_refusal, parse_output, parse_report
+from models.parsing import REFUSED, TRUNCATED, Outcome, is_refusal, parse_output, parse_report
 from models.prompts import REPORT_MAX_NEW_TOKENS, REPORT_PROMPT
 
 FOLLOWUP_MAX_NEW_TOKENS = 2048
@@ -42,8 +42,7 @@ ROUTES = (REPORT, ANSWER, OFF_TOPIC, EXACT)
 
 # reply statuses (a follow-up's answer is free text, not a label list)
 ANSWERED = "answered"
-REFUSED = "refused"
-CUT_OFF = "truncated"
+CUT_OFF = TRUNCATED
 MOCK = "mock"
 
 _EXACT = re.compile(
@@ -131,7 +130,7 @@ def followup_request(image_png: bytes, stored: Sequence[Turn], prompt: str,
 
 
 @dataclass(frozen=True)
-class FollowupReply:
+class FollowupReply(Outcome):
     """A follow-up reply read like every turn: reasoning, answer, refusal, truncation."""
 
     text: str  # the reply verbatim, reasoning and tags included
@@ -139,14 +138,6 @@ class FollowupReply:
     answer: str  # what the reviewer is shown (``Answer:`` first on the answer route)
     status: str  # answered | refused | truncated | mock
     generated_tokens: int | None = None
-
-    @property
-    def refused(self) -> bool:
-        return self.status == REFUSED
-
-    @property
-    def truncated(self) -> bool:
-        return self.status == CUT_OFF
 
 
 def read_reply(text: str, route_name: str, generated_tokens: int | None = None,

@@ -30,12 +30,11 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
 # The paper's trained fallback (section 2.3) and the refusal seen upstream (issue #2).
-_REFUSAL = re.compile(
-    r"i'?m sorry,? i'?m specialized in medical chest x-?ray analysis|"
-    r"please provide (a|an) (frontal )?chest x-?ray|not a (frontal )?chest x-?ray|"
-    r"cannot (analy[sz]e|interpret) (this|the) image",
-    re.IGNORECASE,
-)
+REFUSAL_PHRASES = (
+    r"i'?m sorry,? i'?m specialized in medical chest x-?ray analysis",
+    r"please provide (a|an) (frontal )?chest x-?ray", r"not a (frontal )?chest x-?ray",
+    r"cannot (analy[sz]e|interpret) (this|the) image")
+_REFUSAL = re.compile("|".join(REFUSAL_PHRASES), re.IGNORECASE)
 _SQUASH = re.compile(r"[\s_\-]+")
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
@@ -68,8 +67,23 @@ def training_labels(answer: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+class Outcome:
+    """``refused`` and ``truncated`` read off a ``status`` field: the one reading of a
+    status shared by a parsed answer and a follow-up reply."""
+
+    status: str
+
+    @property
+    def refused(self) -> bool:
+        return self.status == REFUSED
+
+    @property
+    def truncated(self) -> bool:
+        return self.status == TRUNCATED
+
+
 @dataclass(frozen=True)
-class ParsedOutput:
+class ParsedOutput(Outcome):
     """What one findings reply says, and how much of it can be trusted."""
 
     status: str
@@ -81,14 +95,6 @@ class ParsedOutput:
     format_ok: bool = False
     hit_token_limit: bool = False
     notes: tuple[str, ...] = ()
-
-    @property
-    def refused(self) -> bool:
-        return self.status == REFUSED
-
-    @property
-    def truncated(self) -> bool:
-        return self.status == TRUNCATED
 
 
 def _reasoning(text: str) -> str:

@@ -46,7 +46,7 @@ from worker.pipeline import followups
 from worker.pipeline import stages as pipeline
 from worker.runtime import Runtime, configure
 from worker.settings import load_settings
-from worker.store import conversations
+from worker.store import conversations, questions
 from worker.store.db import ConversationTurn, Job, Question, now
 
 REFUSAL = "I'm sorry, I'm specialized in medical chest X-ray analysis."
@@ -197,14 +197,14 @@ def first_turns(rt: Runtime, job: Job) -> None:
 
 def ask(rt: Runtime, job: Job, text: str, who: str = "dr-a") -> int:
     with rt.db.session() as s:
-        return conversations.ask(s, job.id, text, who).id
+        return followups.ask(s, job.id, text, who).id
 
 
 def question(rt: Runtime, qid: int) -> dict[str, Any]:
     with rt.db.session() as s:
         q = s.get(Question, qid)
         assert q is not None
-        return conversations.question_view(q)
+        return questions.question_view(q)
 
 
 def test_three_follow_ups_are_each_asked_after_every_earlier_turn_verbatim(
@@ -238,7 +238,7 @@ def test_three_follow_ups_are_each_asked_after_every_earlier_turn_verbatim(
     with rt.db.session() as s:
         row = s.get(Job, job.id)
         assert row is not None
-        t = conversations.thread(s, row)
+        t = questions.thread(s, row)
     assert [turn["kind"] for turn in t["turns"]] == ["findings"] * 2 + ["report"] * 2 + \
         ["followup"] * 6
     assert t["turns"][0]["image"].startswith("model_input sha256:")
@@ -281,7 +281,7 @@ def test_a_question_asked_before_the_first_turns_waits_for_them(rt: Runtime,
     with rt.db.session() as s:
         row = s.get(Job, job.id)
         assert row is not None
-        assert conversations.thread(s, row)["questions"][0]["waiting_for"] == \
+        assert questions.thread(s, row)["questions"][0]["waiting_for"] == \
             "the job's first turns"
     first_turns(rt, job)
     assert followups.answer_waiting(rt) == [qid]
@@ -323,7 +323,7 @@ def test_a_question_held_by_a_dead_process_is_answered_again(rt: Runtime,
     first_turns(rt, job)
     qid = ask(rt, job, "Where?")
     with rt.db.session() as s:
-        assert conversations.claim_questions(s, "gone-1@nowhere", 8) == [qid]
+        assert questions.claim_questions(s, "gone-1@nowhere", 8) == [qid]
     assert followups.answer_waiting(rt) == [qid]
     with rt.db.session() as s:
         n = s.scalar(select(func.count()).select_from(ConversationTurn))
@@ -332,10 +332,10 @@ def test_a_question_held_by_a_dead_process_is_answered_again(rt: Runtime,
 
 def test_the_question_refuses_empty_and_unknown_jobs(rt: Runtime, tmp_path: Path) -> None:
     job = new_job(rt, tmp_path)
-    with rt.db.session() as s, pytest.raises(conversations.QuestionRefused, match="empty"):
-        conversations.ask(s, job.id, "  ", "x")
-    with rt.db.session() as s, pytest.raises(conversations.QuestionRefused, match="no job"):
-        conversations.ask(s, 999, "Why?", "x")
+    with rt.db.session() as s, pytest.raises(questions.QuestionRefused, match="empty"):
+        followups.ask(s, job.id, "  ", "x")
+    with rt.db.session() as s, pytest.raises(questions.QuestionRefused, match="no job"):
+        followups.ask(s, 999, "Why?", "x")
 
 
 def test_the_http_api_takes_a_question_and_shows_the_thread(rt: Runtime,
@@ -596,14 +596,15 @@ def test_a_follow_up_is_answered_before_a_batch_backlog_drains(serve_factory: An
 def test_the_addendum_sr_references_the_first_sr_and_the_image_and_is_marked() -> None:
     from pydicom import dcmread
 
+    from dicom_gateway.documents import marks
     from dicom_gateway.documents.addendum import (
-        ADDENDUM_SERIES_DESCRIPTION,
         AddendumContent,
         ThreadItem,
         build_addendum,
         referenced_first_sr,
     )
-    from dicom_gateway.documents.draft import DISCLAIMER, SRIdentity
+    from dicom_gateway.documents.draft import Algorithm, SRIdentity
+    from dicom_gateway.documents.series import Kind
     from dicom_gateway.documents.sr import build_sr
     from tests.peers import sample_file
     from worker.pipeline.reporting import draft_from_result
@@ -617,9 +618,9 @@ def test_the_addendum_sr_references_the_first_sr_and_the_image_and_is_marked() -
     first = build_sr(source, draft_from_result(result, "mimic"), identity)
     content = AddendumContent((ThreadItem("dr-a", "2026-01-01T00:00:00Z", "Where?",
                                           "Answer: left base", "Blunted angle.", "answered"),),
-                              "NV-Reason-CXR-3B", "hf:m@x", is_mock=False)
-    add = build_addendum(source, first, content, "question-1")
-    again = build_addendum(source, first, content, "question-1")
+                              Algorithm("NV-Reason-CXR-3B", "hf:m@x", "NVIDIA"), is_mock=False)
+    add = build_addendum(source, first, content, "question-1", ordinal=1)
+    again = build_addendum(source, first, content, "question-1", ordinal=1)
     assert add.SOPInstanceUID == again.SOPInstanceUID != first.SOPInstanceUID
     assert add.StudyInstanceUID == source.StudyInstanceUID
     assert add.SeriesInstanceUID != first.SeriesInstanceUID
@@ -627,11 +628,11 @@ def test_the_addendum_sr_references_the_first_sr_and_the_image_and_is_marked() -
     assert str(first.SOPInstanceUID) in refs and str(source.SOPInstanceUID) in refs
     assert (add.PreliminaryFlag, add.VerificationFlag, add.CompletionFlag) == \
         ("PRELIMINARY", "UNVERIFIED", "PARTIAL")
-    assert add.SeriesDescription == ADDENDUM_SERIES_DESCRIPTION
+    assert add.SeriesDescription == marks.series_description(Kind.ADDENDUM, is_mock=False)
     assert add.ContentQualification == "RESEARCH"
     texts = [str(getattr(item, "TextValue", "")) for item in
              add.ContentSequence[-1].ContentSequence]
-    assert DISCLAIMER in texts and "Answer: left base" in texts
+    assert marks.DISCLAIMER in texts and "Answer: left base" in texts
     assert any("asked by dr-a" in t and "Where?" in t for t in texts)
     assert not hasattr(add, "PredecessorDocumentsSequence")  # adds to, does not replace
 

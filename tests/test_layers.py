@@ -3,6 +3,7 @@ the tree, and a deliberate violation breaks it by name, so `scripts/test` would 
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ CONTRACTS = {
     "settings": "settings load no DICOM library",
     "rooms": "worker rooms: cli -> service -> ops|research -> pipeline|ingest -> runtime -> "
              "store -> settings -> logs",
+    "gateway rooms": "dicom_gateway rooms: listen|routing|imaging|documents -> transfer -> "
+                     "spool -> uids",
 }
 
 
@@ -46,6 +49,12 @@ VIOLATIONS = [
     ("dicom_gateway/_layer_probe.py", "import sqlalchemy\n", "dicom_gateway"),
     ("worker/store/_layer_probe.py", "from worker.pipeline import tasks\n", "rooms"),
     ("worker/settings/_layer_probe.py", "import pynetdicom\n", "settings"),
+    # a room importing a sibling, and a lower room importing a higher one
+    ("dicom_gateway/routing/_layer_probe.py", "from dicom_gateway.documents import marks\n",
+     "gateway rooms"),
+    ("dicom_gateway/transfer/_layer_probe.py", "from dicom_gateway.listen import listener\n",
+     "gateway rooms"),
+    ("dicom_gateway/uids.py", "from dicom_gateway import spool\n", "gateway rooms"),
 ]
 
 
@@ -70,3 +79,43 @@ def test_a_deliberate_violation_breaks_its_contract(
     assert f"{CONTRACTS[contract]} BROKEN" in report, out.stdout
     probe = where.removesuffix(".py").replace("/", ".")
     assert probe in report, out.stdout
+
+
+# -- the rooms' shape (docs/architecture.md: the same bounds for every room) -------------
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def _product_modules() -> list[Path]:
+    return sorted(p for package in PRODUCT for p in (ROOT / package).rglob("*.py")
+                  if "migrations" not in p.parts)
+
+
+def test_no_module_or_function_is_over_its_bound() -> None:
+    over = []
+    for path in _product_modules():
+        source = path.read_text()
+        name = path.relative_to(ROOT)
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            over.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    over.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not over, over
+
+
+def test_the_gateway_rooms_init_files_import_nothing() -> None:
+    """So that settings can import a room's plain-value module (the listener's limits, the
+    conversions' names) without loading pydicom, numpy or PIL; and each says what lives
+    there and what it may import."""
+    inits = sorted((ROOT / "dicom_gateway").rglob("__init__.py"))
+    assert len(inits) >= 7, inits
+    for path in inits:
+        tree = ast.parse(path.read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
+                   and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+        assert not imports, f"{path.relative_to(ROOT)} imports {ast.dump(imports[0])}"
+        doc = ast.get_docstring(tree) or ""
+        assert doc and (path.parent.name == "dicom_gateway" or "import" in doc), path

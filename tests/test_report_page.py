@@ -22,16 +22,12 @@ from PIL import Image
 from pydicom import Dataset, dcmread
 
 from dicom_gateway.documents import codes as sr_codes
-from dicom_gateway.documents.page import (
-    BANNER,
-    ENCAPSULATED_PDF,
-    MOCK_BANNER,
-    PAGE_SERIES_NUMBER,
-    build_pages,
-    build_pdf,
-    render_pages,
-)
-from dicom_gateway.documents.sr import SR_SERIES_NUMBER, SRIdentity, build_sr
+from dicom_gateway.documents.layout import MAX_PAGES, render_pages
+from dicom_gateway.documents.marks import BANNER, MOCK_BANNER
+from dicom_gateway.documents.page import build_pages
+from dicom_gateway.documents.pdf import ENCAPSULATED_PDF, build_pdf
+from dicom_gateway.documents.series import Kind, series_number
+from dicom_gateway.documents.sr import SRIdentity, build_sr
 from dicom_gateway.transfer.destinations import parse_destinations
 from models.parsing import TEMPLATE_REGIONS, parse_output, parse_report
 from tests.peers import Orthanc, backend_env, dciodvfy_errors, require_tool
@@ -227,7 +223,7 @@ def test_pages_are_their_own_series_in_the_study_with_the_srs_marks(rg1: Path) -
         assert page.SOPClassUID == SC_IMAGE
         assert page.StudyInstanceUID == source.StudyInstanceUID == sr.StudyInstanceUID
         assert page.SeriesInstanceUID not in (sr.SeriesInstanceUID, source.SeriesInstanceUID)
-        assert page.SeriesNumber == PAGE_SERIES_NUMBER != SR_SERIES_NUMBER
+        assert page.SeriesNumber == series_number(Kind.PAGE) != series_number(Kind.SR)
         assert "RESEARCH ONLY" in page.SeriesDescription
         assert "RESEARCH ONLY" in page.ImageComments and f"Page {n} of" in page.ImageComments
         assert page.ClinicalTrialSeriesID == sr.ClinicalTrialSeriesID
@@ -406,11 +402,63 @@ def test_page_only_over_stow_for_the_mock_says_mock(serve_factory: Any, rg1: Pat
 
 
 def test_a_runaway_trace_stops_at_the_page_limit_and_says_where_the_rest_is() -> None:
-    from dicom_gateway.documents import page as report_page
-
     result = result_for(THINK + "<answer> Edema </answer>", reasoning="word " * 60000)
     pages = render_pages(draft_from_result(result, "c"), None, version=1, sr_uid="2.25.1")
-    assert len(pages) == report_page.MAX_PAGES
+    assert len(pages) == MAX_PAGES
     short = render_pages(draft_from_result(result_for(THINK + "<answer> Edema </answer>"),
                                            "c"), None, version=1, sr_uid="2.25.1")
     assert len(short) == 1
+
+
+def test_every_kind_of_object_has_its_own_series_and_marks() -> None:
+    """The SR, pages, PDF and addenda are never filed in one series (issue 30: addenda and
+    pages were both 9902), and each kind's description says research only (and MOCK)."""
+    from dicom_gateway.documents import marks
+    from dicom_gateway.documents.series import addendum_instance_number
+
+    numbers = [series_number(k) for k in Kind]
+    assert len(set(numbers)) == len(numbers) == 4, numbers
+    for kind in Kind:
+        for mock in (False, True):
+            text = marks.series_description(kind, mock)
+            assert "RESEARCH ONLY" in text and len(text) <= 64, text
+            assert text.startswith("MOCK") == mock, text
+    assert [addendum_instance_number(n) for n in (1, 2, 3)] == [1, 2, 3]
+    with pytest.raises(ValueError):
+        addendum_instance_number(0)
+
+
+
+@pytest.mark.parametrize(("source_says", "page_says"),
+                         [(None, "YES"), ("YES", "YES"), ("NO", "NO"), ("no ", "NO"), ("", "YES")])
+def test_a_page_says_burned_in_text_unless_its_source_says_none(
+        rg1: Path, source_says: str | None, page_says: str) -> None:
+    """The page carries the source image, which may have text burned in (issue 31)."""
+    source = dcmread(rg1)
+    if source_says is None:
+        if "BurnedInAnnotation" in source:
+            del source.BurnedInAnnotation
+    else:
+        source.BurnedInAnnotation = source_says
+    result = result_for(THINK + "<answer> Edema </answer>")
+    (page, *_) = build_pages(source, draft_from_result(result, "c"), IDENTITY, None)
+    assert page.BurnedInAnnotation == page_says
+
+
+def test_an_unspaced_run_wraps_without_losing_a_character_and_the_pages_stay_capped() -> None:
+    """A model that degenerates into one long run with no space (issue 31): the wrap cuts
+    it where it must, every line fits, nothing is lost, and the set stops at MAX_PAGES."""
+    from dicom_gateway.documents import layout
+
+    run = "".join("abcdefghijklmnopqrstuvwxyzWM.,1-"[(i * 7) % 32] for i in range(50_000))
+    width = layout.WIDTH - 2 * layout.MARGIN - 12
+    lines = layout._wrap(f"before {run} after", 20, width)
+    assert "".join(lines).replace(" ", "") == f"before{run}after"  # each character, once
+    assert lines[0] == "before" and lines[-1].endswith("after")
+    font = layout._font(20)
+    assert all(font.getlength(line) <= width for line in lines)
+    assert len(lines) > 300  # really cut, line by line
+    result = result_for(THINK + "<answer> Edema </answer>", report="FINDINGS: " + run,
+                        reasoning=run)
+    pages = render_pages(draft_from_result(result, "c"), None, version=1, sr_uid="2.25.1")
+    assert len(pages) == MAX_PAGES

@@ -27,15 +27,17 @@ from tests.peers import BIN, ROOT, fresh_database
 
 pytestmark = pytest.mark.integration  # runs serve, psql and the CLI as subprocesses
 
-RELEASE = "afe337e"  # the release before worker/ was split into rooms
-FIXTURES = ROOT / "tests" / "upgrade" / RELEASE
+# afe337e: the release before worker/ was split into rooms; bf37dd6: the release before
+# dicom_gateway/ was, and before addenda were delivered through ``deliveries`` (0011)
+RELEASES = ("afe337e", "bf37dd6")
+UPGRADES = ROOT / "tests" / "upgrade"
 PLACEHOLDER = "@DATA_DIR@"
 JOB_COLUMNS = "id, study_instance_uid, sop_instance_uid, version, state, reason, " \
               "sr_sop_instance_uid"
 
 
-def restore_data_folder(flavour: str, data_dir: Path) -> None:
-    shutil.copytree(FIXTURES / flavour / "data", data_dir)
+def restore_data_folder(release: str, flavour: str, data_dir: Path) -> None:
+    shutil.copytree(UPGRADES / release / flavour / "data", data_dir)
     for path in data_dir.rglob("*"):
         if path.is_file() and path.suffix != ".dcm" and path.suffix != ".png":
             content = path.read_bytes()
@@ -43,20 +45,23 @@ def restore_data_folder(flavour: str, data_dir: Path) -> None:
                 path.write_bytes(content.replace(PLACEHOLDER.encode(), str(data_dir).encode()))
 
 
-def dump_for(flavour: str, data_dir: Path) -> str:
-    return (FIXTURES / flavour / "database.sql").read_text().replace(PLACEHOLDER, str(data_dir))
+def dump_for(release: str, flavour: str, data_dir: Path) -> str:
+    return (UPGRADES / release / flavour / "database.sql").read_text().replace(
+        PLACEHOLDER, str(data_dir))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=[(r, f) for r in RELEASES for f in ("sqlite", "postgres")],
+                ids=lambda p: "-".join(p))
 def installation(request: pytest.FixtureRequest, tmp_path: Path
                  ) -> Iterator[tuple[Path, dict[str, str], str]]:
     """(data folder, serve's environment, database URL) of the release's installation."""
+    release, flavour = request.param
     data_dir = tmp_path / "gateway"
-    restore_data_folder(request.param, data_dir)
-    if request.param == "sqlite":
+    restore_data_folder(release, flavour, data_dir)
+    if flavour == "sqlite":
         conn = sqlite3.connect(data_dir / "gateway.db")
         try:  # closed before serve starts: it switches the file to WAL
-            conn.executescript(dump_for("sqlite", data_dir))
+            conn.executescript(dump_for(release, "sqlite", data_dir))
         finally:
             conn.close()
         yield data_dir, {}, f"sqlite:///{data_dir / 'gateway.db'}"
@@ -65,7 +70,7 @@ def installation(request: pytest.FixtureRequest, tmp_path: Path
     try:
         plain = url.replace("postgresql+psycopg://", "postgresql://")
         subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain, "-f", "-"],
-                       input=dump_for("postgres", data_dir), text=True, check=True,
+                       input=dump_for(release, "postgres", data_dir), text=True, check=True,
                        capture_output=True, timeout=120)
         yield data_dir, {"CXR_DATABASE_URL": url}, url
     finally:
@@ -134,6 +139,14 @@ def test_the_release_installation_keeps_working(serve_factory, installation) -> 
     assert after["revision"] == head
     if before["revision"] == head:
         assert after["rows"]["alembic_version"] == 1
+    # 0011: the release's deliveries are its jobs' first SRs', still to the same places
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            documents = {r[0] for r in conn.execute(text("SELECT document FROM deliveries"))}
+    finally:
+        engine.dispose()
+    assert documents <= {""}, documents
 
     cli_env = {**os.environ, "CXR_DATA_DIR": str(data_dir), **env}
     for job in (by_state["done"], waited):

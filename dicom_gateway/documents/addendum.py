@@ -2,16 +2,15 @@
 
 When a reviewer asks for it (``cxr-gateway ask --to-pacs``, the HTTP flag, the dashboard
 button), the questions asked about a study and the model's answers become one more
-Comprehensive 3D SR in the source study, in its own series (9902), that
+Comprehensive 3D SR in the source study, in the addendum series
+(``dicom_gateway.documents.series``; numbered in the order they were asked for), that
 
 * references the first SR: a COMPOSITE content item naming it (so it is also listed in
   the Current Requested Procedure Evidence), and a sentence saying so -- not as a
   predecessor, because it adds to that document rather than replacing it;
 * references the source image (the image library, as the first SR does);
-* carries the same research-only marking on the same independent attributes
-  (SeriesDescription, PreliminaryFlag, VerificationFlag, CompletionFlag and its
-  description, ContentQualification RESEARCH, the clinical-trial attributes, the
-  disclaimer), and says MOCK wherever the mock answered;
+* carries the same research-only marks as the first SR (``dicom_gateway.documents.marks``),
+  and says MOCK wherever the mock answered;
 * holds each question with who asked and when (a reviewer name or token identity,
   never patient data), the model's answer and its reasoning, verbatim.
 
@@ -25,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
-from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import (
     CodedConcept,
     CompositeContentItem,
@@ -38,20 +36,19 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_gateway.documents import codes as sr_codes
-from dicom_gateway.documents.draft import DISCLAIMER, MOCK_DISCLAIMER
+from dicom_gateway.documents import marks
+from dicom_gateway.documents.draft import Algorithm
+from dicom_gateway.documents.series import Kind, addendum_instance_number, series_number
 from dicom_gateway.documents.sr import (
-    COMPLETION_DESCRIPTION,
     SRBuildError,
     image_library,
     lo_values,
+    private_scheme,
     report_context,
     source_with_type2,
 )
 from dicom_gateway.uids import derived_uid
 
-ADDENDUM_SERIES_NUMBER = 9902
-ADDENDUM_SERIES_DESCRIPTION = "AI DRAFT ADDENDUM - RESEARCH ONLY - NOT CLINICAL"
-MOCK_ADDENDUM_SERIES_DESCRIPTION = "MOCK AI ADDENDUM - RESEARCH ONLY - NOT CLINICAL"
 FIRST_SR = CodedConcept("FIRST_SR", sr_codes.PRIVATE_SCHEME,
                         "AI draft SR this addendum adds to")
 QUESTION = CodedConcept("FOLLOWUP_QUESTION", sr_codes.PRIVATE_SCHEME,
@@ -79,10 +76,8 @@ class AddendumContent:
     """What the addendum says, and the algorithm that answered."""
 
     items: tuple[ThreadItem, ...]
-    algorithm_name: str
-    algorithm_version: str
+    algorithm: Algorithm  # the model that answered (name, version with its revision)
     is_mock: bool
-    manufacturer: str = "CXR Reason Gateway"
     software_version: str = ""
     site_name: str = ""
 
@@ -100,9 +95,8 @@ def addendum_uids(first_sr: Dataset, key: str) -> tuple[str, str]:
 
 
 def _thread_container(content: AddendumContent, first_sr: Dataset) -> ContainerContentItem:
-    items: list[TextContentItem | CompositeContentItem] = [_text(sr_codes.COMMENT, DISCLAIMER)]
-    if content.is_mock:
-        items.append(_text(sr_codes.COMMENT, MOCK_DISCLAIMER))
+    items: list[TextContentItem | CompositeContentItem] = [
+        _text(sr_codes.COMMENT, d) for d in marks.disclaimers(content.is_mock)]
     items.append(_text(sr_codes.COMMENT, (
         "Addendum to the AI research draft SR " f"{first_sr.SOPInstanceUID}: follow-up "
         "questions a reviewer asked about this study and the model's answers. The answers "
@@ -120,8 +114,8 @@ def _thread_container(content: AddendumContent, first_sr: Dataset) -> ContainerC
         items.append(_text(ANSWER, answer))
         if item.reasoning.strip():
             items.append(_text(ANSWER_REASONING, item.reasoning))
-    items.append(_text(codes.DCM.AlgorithmName, content.algorithm_name))
-    items.append(_text(codes.DCM.AlgorithmVersion, content.algorithm_version))
+    items.append(_text(codes.DCM.AlgorithmName, content.algorithm.name))
+    items.append(_text(codes.DCM.AlgorithmVersion, content.algorithm.version))
     container = ContainerContentItem(name=sr_codes.QUALITATIVE_EVALUATIONS,
                                      relationship_type=RelationshipTypeValues.CONTAINS,
                                      is_content_continuous=False)
@@ -132,7 +126,7 @@ def _thread_container(content: AddendumContent, first_sr: Dataset) -> ContainerC
 def _root(content: AddendumContent, source: Dataset, first_sr: Dataset,
           observer_uid: str) -> ContainerContentItem:
     root = ContainerContentItem(name=codes.cid7021.ImagingMeasurementReport, template_id="1500")
-    seq = report_context(observer_uid, content.manufacturer, content.algorithm_name)
+    seq = report_context(observer_uid, marks.PRODUCT, content.algorithm.name)
     seq.append(image_library(source))
     seq.append(_thread_container(content, first_sr))
     root.ContentSequence = seq
@@ -140,42 +134,34 @@ def _root(content: AddendumContent, source: Dataset, first_sr: Dataset,
 
 
 def build_addendum(source: Dataset, first_sr: Dataset, content: AddendumContent,
-                   key: str) -> Dataset:
-    """The addendum SR in the source study, referencing the first SR and the image."""
+                   key: str, ordinal: int) -> Dataset:
+    """The addendum SR in the source study, referencing the first SR and the image;
+    ``ordinal``: which addendum of the job this is (1 for the first asked for)."""
     if not content.items:
         raise SRBuildError("an addendum needs at least one answered question")
     source = source_with_type2(source)
     series_uid, sop_uid = addendum_uids(first_sr, key)
     observer_uid = derived_uid(str(first_sr.SeriesInstanceUID), "addendum-device-observer")
     equipment = hd.ContributingEquipment(
-        manufacturer="NVIDIA", purpose_of_reference=codes.DCM.ProcessingEquipment,
-        manufacturer_model_name=content.algorithm_name[:64],
+        manufacturer=content.algorithm.manufacturer,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=content.algorithm.name[:64],
         software_versions=[content.software_version or "cxr-reason-gateway",
-                           *lo_values(content.algorithm_version)])
+                           *lo_values(content.algorithm.version)])
     try:
         sr = hd.sr.Comprehensive3DSR(
             evidence=[source, first_sr],
             content=_root(content, source, first_sr, observer_uid),
-            series_instance_uid=series_uid, series_number=ADDENDUM_SERIES_NUMBER,
-            sop_instance_uid=sop_uid, instance_number=1,
-            manufacturer=content.manufacturer, is_complete=False, is_final=False,
-            is_verified=False, contributing_equipment=[equipment],
-            series_description=MOCK_ADDENDUM_SERIES_DESCRIPTION if content.is_mock
-            else ADDENDUM_SERIES_DESCRIPTION,
-            specific_character_set="ISO_IR 192", content_qualification="RESEARCH")
+            series_instance_uid=series_uid, series_number=series_number(Kind.ADDENDUM),
+            sop_instance_uid=sop_uid, instance_number=addendum_instance_number(ordinal),
+            manufacturer=marks.PRODUCT, contributing_equipment=[equipment],
+            specific_character_set="ISO_IR 192", **marks.sr_flags(Kind.ADDENDUM, content.is_mock))
     except (ValueError, TypeError) as exc:
         raise SRBuildError(f"cannot build the addendum SR from this source header: {exc}") \
             from exc
-    sr.CompletionFlagDescription = COMPLETION_DESCRIPTION
-    sr.ManufacturerModelName = "CXR Reason Gateway"
-    if content.software_version:
-        sr.SoftwareVersions = content.software_version
-    sr.ClinicalTrialCoordinatingCenterName = (content.site_name or "research site")[:64]
-    sr.ClinicalTrialSeriesID = "CXR-REASON-AI"
-    sr.ClinicalTrialSeriesDescription = "AI-generated research output - not for clinical use"
-    sr.CodingSchemeIdentificationSequence = [CodingSchemeIdentificationItem(
-        designator=sr_codes.PRIVATE_SCHEME, name=sr_codes.PRIVATE_SCHEME_NAME,
-        responsible_organization="CXR Reason Gateway")]
+    marks.mark_header(sr, site_name=content.site_name,
+                      software_version=content.software_version)
+    sr.CodingSchemeIdentificationSequence = [private_scheme()]
     return sr
 
 

@@ -15,15 +15,6 @@ from dataclasses import dataclass, field
 from dicom_gateway.documents import codes as sr_codes
 from dicom_gateway.uids import derived_uid
 
-DISCLAIMER = (
-    "RESEARCH USE ONLY. Unverified AI-generated draft, not for clinical use. "
-    "It has not been reviewed by a radiologist and must not be used for diagnosis or "
-    "treatment. The model can miss findings, hallucinate, or be overconfident."
-)
-MOCK_DISCLAIMER = (
-    "MOCK BACKEND: this SR was produced by the gateway's mock model backend for wiring "
-    "tests. It contains no reading of the image."
-)
 STATUS_SENTENCES = {
     "ok": "The model's answer names {n} of the 14 CheXpert labels; each is coded below as "
           "an unverified AI finding.",

@@ -3,9 +3,9 @@
 Page 1 holds the model-input image and the labels found, then the impression, the
 findings by the template's sub-headings, the other sections and the reasoning flow on,
 continued on further pages (``MAX_PAGES`` at most, then a pointer to the SR).  What a page
-must never do is look like a signed report: every page carries ``BANNER`` at its top and
-bottom, a mock result says ``MOCK_BANNER`` in a red band under it on every page, and the
-footer names the algorithm (name, version with its revision) and the draft's version.
+must never do is look like a signed report: every page carries ``marks.BANNER`` at its
+top and bottom, a mock result says ``marks.MOCK_BANNER`` in a red band under it on every
+page, and the footer names the algorithm (name, version with its revision) and the draft's version.
 
 Fonts: Pillow's own scalable font (``ImageFont.load_default(size=...)``, Pillow >= 10.1),
 so nothing outside the Python packages is needed to draw.  No DICOM here:
@@ -15,18 +15,20 @@ so nothing outside the Python packages is needed to draw.  No DICOM here:
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw, ImageFont
 
-from dicom_gateway.documents.draft import DISCLAIMER, DraftReport
+from dicom_gateway.documents.draft import DraftReport
+from dicom_gateway.documents.marks import BANNER, DISCLAIMER, MOCK_BANNER
 
-__all__ = ["BANNER", "HEIGHT", "MAX_PAGES", "MOCK_BANNER", "WIDTH", "render_pages"]
-
-BANNER = "AI DRAFT - RESEARCH ONLY - NOT FOR CLINICAL USE"
-MOCK_BANNER = "MOCK - NO MODEL READ THIS IMAGE - NOTHING HERE IS A FINDING"
+__all__ = ["HEIGHT", "MAX_PAGES", "WIDTH", "render_pages"]
 MAX_PAGES = 10  # 5.8 MB each (uncompressed RGB, what every receiver takes): a runaway
 # reasoning trace ends with a pointer to the SR, not 100 pages
+MAX_LINE_CHARS = 600  # no line is wider than 2 px a glyph over the text width
+# what the whole set lays out, at most: far more than MAX_PAGES hold (about 3,500
+# characters a page at the smallest size), so what is cut off never reaches a page anyway
+MAX_LAYOUT_CHARS = MAX_PAGES * 8000
 
 # US letter at 144 dpi: large enough for OCR and for a viewer's "fit to window".
 WIDTH, HEIGHT = 1224, 1584
@@ -58,19 +60,47 @@ class _Line:
     gap_before: int = 0
 
 
+_ADVANCES: dict[int, dict[str, float]] = {}  # font size -> character -> width, px
+
+
+def _fitting_prefix(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, size: int, word: str,
+                    width: int) -> int:
+    """How many leading characters of ``word`` fit in ``width`` pixels (at least one; all
+    of it when it fits).
+
+    Widths of single characters are summed (each measured once per size), then the cut is
+    checked with the font itself and moved by the character or two kerning shifts it;
+    only the first ``MAX_LINE_CHARS`` characters are ever looked at (no line holds more,
+    at 2 px a glyph), so one cut costs the same for a run of 50,000 characters as for a
+    run of 200, and an unbroken run wraps in linear time."""
+    advances = _ADVANCES.setdefault(size, {})
+    head = word[:MAX_LINE_CHARS]
+    total, cut = 0.0, 0
+    for ch in head:
+        w = advances.get(ch)
+        if w is None:
+            w = advances[ch] = font.getlength(ch)
+        if total + w > width:
+            break
+        total, cut = total + w, cut + 1
+    cut = max(1, cut)
+    while cut > 1 and font.getlength(head[:cut]) > width:
+        cut -= 1
+    while cut < len(head) and font.getlength(head[:cut + 1]) <= width:
+        cut += 1
+    return cut
+
+
 def _wrap(text: str, size: int, width: int) -> list[str]:
-    """Words to lines no wider than ``width`` pixels; a word longer than a line (a UID)
-    is cut where it must be, never dropped."""
+    """Words to lines no wider than ``width`` pixels; a word longer than a line (a UID, a
+    model's unspaced run) is cut where it must be, never dropped."""
     font = _font(size)
     out: list[str] = []
     for para in text.splitlines() or [""]:
         line = ""
         for word in para.split():
-            while font.getlength(word) > width:  # an unbreakable run: cut it
-                cut = len(word)
-                while cut > 1 and font.getlength(word[:cut]) > width:
-                    cut -= 1
-                if line:
+            while len(word) > 1 and (cut := _fitting_prefix(font, size, word, width)) < len(word):
+                if line:  # an unbreakable run: cut it
                     out.append(line)
                     line = ""
                 out.append(word[:cut])
@@ -156,7 +186,7 @@ def _flow(draft: DraftReport) -> list[_Line]:
         if text.strip():
             out += _heading(title)
             # more than MAX_PAGES can hold is never drawn: not laid out either
-            out += _block(text.strip()[:MAX_PAGES * 5000], 20, indent=12)
+            out += _block(text.strip(), 20, indent=12)
     out += _heading("ALGORITHM")
     out += _block(f"{draft.algorithm.name} (by {draft.algorithm.manufacturer}), version "
                   f"{draft.algorithm.version}", 20, indent=12)
@@ -258,6 +288,24 @@ def _first_page(page: _Page, draft: DraftReport, model_input: bytes | None,
     page.y = max(y, top + IMAGE_BOX + 30) + 10
 
 
+def _within_budget(draft: DraftReport) -> DraftReport:
+    """The draft with its texts cut, in reading order, to ``MAX_LAYOUT_CHARS`` in all:
+    laying out costs what the text is long, and no page would show the rest."""
+    left = MAX_LAYOUT_CHARS
+
+    def take(text: str) -> str:
+        nonlocal left
+        kept = text[:max(0, left)]
+        left -= len(kept)
+        return kept
+
+    sections = tuple((h, tuple(t for t in (take(i) for i in items) if t))
+                     for h, items in draft.report_sections)
+    return replace(draft, report_sections=sections, notes=tuple(take(n) for n in draft.notes),
+                   answer_text=take(draft.answer_text), reasoning=take(draft.reasoning),
+                   report_reasoning=take(draft.report_reasoning))
+
+
 def render_pages(draft: DraftReport, model_input: bytes | None, *, version: int,
                  sr_uid: str, supersedes: int | None = None) -> list[Image.Image]:
     """The draft drawn as pages (page 1: image and labels; the rest flows on)."""
@@ -265,7 +313,7 @@ def render_pages(draft: DraftReport, model_input: bytes | None, *, version: int,
     if draft.is_mock:
         title = "MOCK chest X-ray draft: wiring test, no reading"
     footer = f"{draft.algorithm.name}  {draft.algorithm.version}  |  draft v{version}"
-    flow = _flow(draft)
+    flow = _flow(_within_budget(draft))
     if supersedes:
         flow = _block(f"This is version {version} of the draft; it supersedes version "
                       f"{supersedes}.", 20, GREY, gap_before=4) + flow

@@ -23,34 +23,21 @@ The drawing itself (layout, banners, fonts) is ``dicom_gateway.documents.layout`
 
 from __future__ import annotations
 
-import io
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
-from PIL import Image
-from pydicom import Dataset, FileMetaDataset
+from pydicom import Dataset
 
-from dicom_gateway.documents.draft import DISCLAIMER, MOCK_DISCLAIMER, DraftReport, SRIdentity
-from dicom_gateway.documents.layout import BANNER, MAX_PAGES, MOCK_BANNER, render_pages
-from dicom_gateway.documents.sr import (
-    COMPLETION_DESCRIPTION,
-    SRBuildError,
-    processing_equipment,
-    source_with_type2,
-)
+from dicom_gateway.documents import marks
+from dicom_gateway.documents.draft import DraftReport, SRIdentity
+from dicom_gateway.documents.layout import render_pages
+from dicom_gateway.documents.series import Kind, series_number
+from dicom_gateway.documents.sr import SRBuildError, processing_equipment, source_with_type2
 from dicom_gateway.uids import derived_uid
 
-__all__ = ["BANNER", "ENCAPSULATED_PDF", "MAX_PAGES", "MOCK_BANNER", "PAGE_SERIES_NUMBER",
-           "build_pages", "build_pdf", "page_identity", "render_pages"]
-
-PAGE_SERIES_DESCRIPTION = "AI DRAFT PAGE - RESEARCH ONLY - NOT FOR CLINICAL USE"
-MOCK_PAGE_SERIES_DESCRIPTION = "MOCK AI DRAFT PAGE - RESEARCH ONLY - NOT CLINICAL"
-PAGE_SERIES_NUMBER = 9902
-PDF_SERIES_NUMBER = 9903
-ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+__all__ = ["PageIdentity", "build_pages", "burned_in_annotation", "page_identity"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +58,13 @@ class PageIdentity:
 def page_identity(identity: SRIdentity) -> PageIdentity:
     return PageIdentity(derived_uid(identity.series_instance_uid, "report-page-series"),
                         identity.sop_instance_uid, identity.instance_number)
+
+
+def burned_in_annotation(source: Dataset) -> str:
+    """What a page says of burned-in text: it carries the source image, which may have
+    identifying text burned in, so YES unless the source itself says NO.  (The text the
+    gateway draws names no patient; an unknown source is not assumed clean.)"""
+    return "NO" if str(source.get("BurnedInAnnotation", "")).strip().upper() == "NO" else "YES"
 
 
 def build_pages(source: Dataset, draft: DraftReport, identity: SRIdentity,
@@ -95,7 +89,7 @@ def build_pages(source: Dataset, draft: DraftReport, identity: SRIdentity,
                     coordinate_system="PATIENT", patient_orientation=("L", "F"),
                     study_instance_uid=ref.StudyInstanceUID,
                     series_instance_uid=ids.series_instance_uid,
-                    series_number=PAGE_SERIES_NUMBER,
+                    series_number=series_number(Kind.PAGE),
                     sop_instance_uid=ids.sop_instance_uid(n),
                     instance_number=ids.instance_number(n),
                     manufacturer=identity.manufacturer,
@@ -105,8 +99,7 @@ def build_pages(source: Dataset, draft: DraftReport, identity: SRIdentity,
                     study_date=ref.StudyDate or None, study_time=ref.StudyTime or None,
                     referring_physician_name=ref.ReferringPhysicianName,
                     contributing_equipment=[equipment],
-                    series_description=MOCK_PAGE_SERIES_DESCRIPTION if draft.is_mock
-                    else PAGE_SERIES_DESCRIPTION,
+                    series_description=marks.series_description(Kind.PAGE, draft.is_mock),
                 )
         except (ValueError, TypeError) as exc:
             raise SRBuildError(f"cannot build the report page from this source header: "
@@ -124,68 +117,18 @@ def _mark(sc: Dataset, source: Dataset, draft: DraftReport, identity: SRIdentity
     sc.Laterality = ""  # Type 2C: a page of text has none
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.ConversionType = "SYN"
-    sc.BurnedInAnnotation = "NO"  # text is drawn, but no identifier of the patient
+    sc.BurnedInAnnotation = burned_in_annotation(source)
     sc.RecognizableVisualFeatures = "NO"
-    sc.ManufacturerModelName = "CXR Reason Gateway"
-    sc.SoftwareVersions = identity.software_version
-    comments = f"{BANNER}. {COMPLETION_DESCRIPTION}. Page {page} of {total}. {DISCLAIMER}"
+    marks.mark_header(sc, site_name=identity.site_name,
+                      software_version=identity.software_version)
+    comments = (f"{marks.BANNER}. {marks.COMPLETION_DESCRIPTION}. Page {page} of {total}. "
+                f"{marks.DISCLAIMER}")
     if draft.is_mock:
-        comments = f"{MOCK_DISCLAIMER} {comments}"
+        comments = f"{marks.MOCK_DISCLAIMER} {comments}"
     sc.ImageComments = comments
     sc.DerivationDescription = (f"Rendered research draft of AI SR {identity.sop_instance_uid}"
                                 f" by {draft.algorithm.name}; not for clinical use")[:1024]
-    sc.ClinicalTrialCoordinatingCenterName = identity.site_name[:64]
-    sc.ClinicalTrialSeriesID = "CXR-REASON-AI"
-    sc.ClinicalTrialSeriesDescription = "AI-generated research output - not for clinical use"
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [ref]
-
-
-def build_pdf(source: Dataset, draft: DraftReport, identity: SRIdentity,
-              pages: Sequence[Dataset]) -> Dataset:
-    """The same pages as one Encapsulated PDF (for archives and reporting systems that
-    take documents rather than images): its own series, UIDs from the SR's, the same
-    identifiers and research-only marks as the pages."""
-    images = [Image.fromarray(p.pixel_array) for p in pages]
-    buf = io.BytesIO()
-    images[0].save(buf, "PDF", save_all=True, append_images=images[1:], resolution=144.0,
-                   title=BANNER, author="CXR Reason Gateway", creator="CXR Reason Gateway",
-                   subject=f"{draft.algorithm.name} {draft.algorithm.version}")
-    pdf = buf.getvalue()
-    first = pages[0]
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = ENCAPSULATED_PDF
-    ds.SOPInstanceUID = derived_uid(identity.sop_instance_uid, "report-pdf")
-    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "PatientBirthDate",
-                    "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
-                    "StudyID", "AccessionNumber", "Manufacturer", "ManufacturerModelName",
-                    "SoftwareVersions", "ContributingEquipmentSequence",
-                    "ClinicalTrialCoordinatingCenterName", "ClinicalTrialSeriesID",
-                    "ClinicalTrialSeriesDescription", "BurnedInAnnotation",
-                    "RecognizableVisualFeatures", "ConversionType"):
-        if keyword in first:
-            ds[keyword] = first[keyword]
-    ds.Modality = "DOC"
-    ds.SeriesInstanceUID = derived_uid(identity.series_instance_uid, "report-pdf-series")
-    ds.SeriesNumber = PDF_SERIES_NUMBER
-    ds.SeriesDescription = (MOCK_PAGE_SERIES_DESCRIPTION if draft.is_mock
-                            else PAGE_SERIES_DESCRIPTION).replace("PAGE", "PDF")
-    ds.InstanceNumber = identity.instance_number
-    ds.ContentDate, ds.ContentTime = first.ContentDate, first.ContentTime
-    ds.AcquisitionDateTime = f"{first.ContentDate}{first.ContentTime}"
-    ds.DocumentTitle = ("MOCK " if draft.is_mock else "") + "AI research draft - not for " \
-        "clinical use"
-    ds.ConceptNameCodeSequence = []
-    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
-    ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
-    ds.EncapsulatedDocumentLength = len(pdf)
-    ds.SourceInstanceSequence = first.SourceImageSequence  # the source radiograph
-    meta = Dataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
-    ds.file_meta = FileMetaDataset(meta)
-    return ds

@@ -31,26 +31,22 @@ from pydicom.sr.codedict import codes
 from pydicom.valuerep import validate_value
 
 from dicom_gateway.documents import codes as sr_codes
+from dicom_gateway.documents import marks
 from dicom_gateway.documents.draft import (
-    DISCLAIMER,
     LABELLED_STATUSES,
-    MOCK_DISCLAIMER,
     NO_REPORT,
     REPORT_TRUNCATED,
     Algorithm,
     DraftReport,
     SRIdentity,
 )
+from dicom_gateway.documents.series import Kind, series_number
 from dicom_gateway.uids import derived_uid
 
 __all__ = ["Algorithm", "DraftReport", "SRBuildError", "SRIdentity", "as_comprehensive_sr",
-           "build_sr", "image_library", "lo_values", "processing_equipment", "report_context",
-           "source_with_type2"]
+           "build_sr", "image_library", "lo_values", "private_scheme", "processing_equipment",
+           "report_context", "source_with_type2"]
 
-SERIES_DESCRIPTION = "AI DRAFT - RESEARCH ONLY - NOT FOR CLINICAL USE"
-MOCK_SERIES_DESCRIPTION = "MOCK AI DRAFT - RESEARCH ONLY - NOT CLINICAL"
-COMPLETION_DESCRIPTION = "AI draft pending radiologist review; research only"
-SR_SERIES_NUMBER = 9901
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
@@ -83,9 +79,7 @@ def _report_items(draft: DraftReport) -> list[TextContentItem]:
 
 
 def _qualitative_container(draft: DraftReport) -> ContainerContentItem:
-    items: list[TextContentItem] = [_text(sr_codes.COMMENT, DISCLAIMER)]
-    if draft.is_mock:
-        items.append(_text(sr_codes.COMMENT, MOCK_DISCLAIMER))
+    items = [_text(sr_codes.COMMENT, d) for d in marks.disclaimers(draft.is_mock)]
     items.append(_text(sr_codes.RESULT_STATUS, draft.status_sentence))
     for note in draft.notes:
         items.append(_text(sr_codes.COMMENT, note))
@@ -260,18 +254,14 @@ def _comprehensive_3d(source: Dataset, draft: DraftReport, identity: SRIdentity,
         evidence=[source, *previous_versions],
         content=_root(draft, source, identity),
         series_instance_uid=identity.series_instance_uid,
-        series_number=SR_SERIES_NUMBER,
+        series_number=series_number(Kind.SR),
         sop_instance_uid=identity.sop_instance_uid,
         instance_number=identity.instance_number,
         manufacturer=identity.manufacturer,
-        is_complete=False,
-        is_final=False,
-        is_verified=False,
         previous_versions=list(previous_versions) or None,
         contributing_equipment=[equipment],
-        series_description=MOCK_SERIES_DESCRIPTION if draft.is_mock else SERIES_DESCRIPTION,
         specific_character_set="ISO_IR 192",
-        content_qualification="RESEARCH",
+        **marks.sr_flags(Kind.SR, draft.is_mock),
     )
 
 
@@ -295,18 +285,17 @@ def build_sr(source: Dataset, draft: DraftReport, identity: SRIdentity,
         sr = _comprehensive_3d(source, draft, identity, previous_versions, equipment)
     except (ValueError, TypeError) as exc:
         raise SRBuildError(f"cannot build the SR from this source header: {exc}") from exc
-    sr.CompletionFlagDescription = COMPLETION_DESCRIPTION
-    sr.ManufacturerModelName = "CXR Reason Gateway"
-    sr.SoftwareVersions = identity.software_version
-    sr.ClinicalTrialCoordinatingCenterName = identity.site_name[:64]
-    sr.ClinicalTrialSeriesID = "CXR-REASON-AI"
-    sr.ClinicalTrialSeriesDescription = "AI-generated research output - not for clinical use"
-    scheme = CodingSchemeIdentificationItem(
-        designator=sr_codes.PRIVATE_SCHEME, name=sr_codes.PRIVATE_SCHEME_NAME,
-        responsible_organization="CXR Reason Gateway",
-    )
-    sr.CodingSchemeIdentificationSequence = [scheme]
+    marks.mark_header(sr, site_name=identity.site_name,
+                      software_version=identity.software_version)
+    sr.CodingSchemeIdentificationSequence = [private_scheme()]
     return sr
+
+
+def private_scheme() -> CodingSchemeIdentificationItem:
+    """Our private coding scheme's identification, which every SR using its codes carries."""
+    return CodingSchemeIdentificationItem(
+        designator=sr_codes.PRIVATE_SCHEME, name=sr_codes.PRIVATE_SCHEME_NAME,
+        responsible_organization=marks.PRODUCT)
 
 
 def as_comprehensive_sr(sr: Dataset) -> Dataset:

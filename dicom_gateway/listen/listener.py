@@ -26,7 +26,7 @@ pynetdicom's defaults.  (Only if pynetdicom's code differs from the reviewed cod
 listener fall back to setting ``STORE_RECV_CHUNKED_DATASET`` for the whole process.)
 
 The checks of a received instance and their statuses are in ``store_checks``; the
-association log and slots in ``association_tracker``.
+association log and slots in ``association_log``.
 
 Several listener processes can serve one port (``channel``: a
 :class:`~dicom_gateway.listen.dispatch.ConnectionDispatcher` accepts and hands each
@@ -286,7 +286,7 @@ class StorageListener:
         if not self._pynetdicom.usable("association_config"):
             return  # chunked mode was set for the process; pynetdicom's own log handlers
         if not receive_chunked(assoc):
-            log.warning("pynetdicom's association is not as dicom_gateway/pynetdicom_compat"
+            log.warning("pynetdicom's association is not as dicom_gateway/listen/pynetdicom/compat"
                         ".py expects: chunked mode set for the whole process")
             _config.STORE_RECV_CHUNKED_DATASET = True
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):

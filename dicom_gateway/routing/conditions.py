@@ -1,9 +1,34 @@
 """Routing-rule conditions: a small tokenizer and recursive-descent parser (never
-Python ``eval``) into a tree evaluated against one instance's values.
+Python ``eval``) into a tree evaluated against one instance's values.  This docstring is
+the grammar and its semantics, what a site reads::
 
-The grammar and semantics are in ``dicom_gateway.routing.rules``' docstring, which is
-what a site reads; this module is the parser and the tree.  Pure, and no pydicom: the
-field check is passed in (``dicom_gateway.routing.fields``).
+    condition := or
+    or        := and ("or" and)*
+    and       := unary ("and" unary)*
+    unary     := "not" unary | "(" or ")" | "always" | term
+    term      := FIELD ("==" | "!=" | "<" | "<=" | ">" | ">=") literal
+               | FIELD ["not"] "in" "[" literal ("," literal)* "]"
+               | FIELD "matches" STRING        (re.search: anchor with ^ and $)
+               | FIELD ("exists" | "missing")
+
+FIELD is a DICOM keyword from pydicom's dictionary (a typo is refused with the closest
+keyword) or a virtual field: ``PatientAgeYears`` (from PatientAge, else PatientBirthDate
+and StudyDate), ``CallingAE``, ``CalledAE``.  Semantics, chosen so a rule never matches
+by accident:
+
+* a tag that is absent or empty is *missing*: every comparison with it is false (``!=``
+  and ``not in`` too) and nothing raises; ``missing`` / ``exists`` test for it;
+* a multi-valued tag (ImageType) compares by membership: ``==`` / ``in`` / ``matches``
+  hold when any value does, ``!=`` / ``not in`` when no value does;
+* strings compare ignoring case and surrounding spaces; ``matches`` uses the regular
+  expression as written (``(?i)`` for case-insensitive);
+* ``<``, ``<=``, ``>``, ``>=`` are numeric (the literal must be a number; a value that is
+  not a number compares false); ``==`` with a number literal compares numerically.
+
+Pure, and no pydicom: the field check is a parameter of ``parse_condition``
+(``dicom_gateway.routing.fields.check_field`` where rules are used, ``any_field`` for the
+settings' shape check), so that the settings can parse a condition without loading a
+DICOM library.
 """
 
 from __future__ import annotations
@@ -16,6 +41,8 @@ MAX_CONDITION_CHARS = 4000
 MAX_DEPTH = 40
 _COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
 _WORDS = {"and", "or", "not", "in", "matches", "exists", "missing", "always"}
+
+FieldCheck = Callable[[str], None]  # raises RuleError for a field name no condition may use
 
 class RuleError(ValueError):
     """A condition or rule that cannot be used; the message says what and where."""
@@ -180,7 +207,7 @@ def _shown(tok: Token) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, known: Callable[[str], None]) -> None:
+    def __init__(self, text: str, known: FieldCheck) -> None:
         self.tokens = tokenize(text)
         self.pos = 0
         self.depth = 0
@@ -308,10 +335,11 @@ class _Parser:
 
 def any_field(name: str) -> None:
     """A field check that accepts every identifier: for a structural check only (the
-    settings, which load no DICOM library); ``routing_fields.check_field`` is the real one."""
+    settings, which load no DICOM library); ``dicom_gateway.routing.fields.check_field`` is
+    the real one."""
 
 
-def parse_condition(text: str, check: Callable[[str], None]) -> Node:
+def parse_condition(text: str, check: FieldCheck) -> Node:
     """The condition's tree; RuleError (and nothing else) for any text that is not one.
     ``check`` refuses a field name (``dicom_gateway.routing.fields.check_field``: pydicom's
     dictionary and the virtual fields), kept apart so that this module imports no pydicom."""

@@ -1,8 +1,10 @@
 """The field names a routing condition may use: pydicom's keyword dictionary plus the
-virtual fields of ``dicom_gateway.routing.rules``.
+virtual fields of ``dicom_gateway.routing.facts``.
 
-Apart from the parser so that the parser (and the settings, which check a rule's shape
-when they load) import no pydicom; whoever evaluates rules passes ``check_field`` in.
+Apart from the parser and the rule-set builder so that they (and the settings, which
+check a rule's shape when they load) import no pydicom: ``check_field`` is the field check
+where rules are used (``worker.ingest.routing.rules_of``,
+``dicom_gateway.routing.rules_file.check_text``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from functools import cache
 
 from pydicom.datadict import keyword_dict
 
-from dicom_gateway.routing.rules import VIRTUAL_FIELDS, RuleError
+from dicom_gateway.routing.conditions import RuleError
+from dicom_gateway.routing.facts import VIRTUAL_FIELDS
 
 
 @cache

@@ -62,15 +62,15 @@ def who(args: argparse.Namespace) -> str:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from worker.cli.jobs import publish
-    from worker.pipeline import tasks
+    from worker.pipeline import followups, tasks
     from worker.pipeline.celery_app import configure_celery
-    from worker.store import conversations
+    from worker.store import questions
 
     rt = read_runtime(args)
     with rt.db.session() as s:
         try:
-            q = conversations.ask(s, args.job_id, args.question, who(args), args.to_pacs)
-        except conversations.QuestionRefused as exc:
+            q = followups.ask(s, args.job_id, args.question, who(args), args.to_pacs)
+        except questions.QuestionRefused as exc:
             raise CommandError(str(exc)) from None
         qid = q.id
     configure_celery(rt.settings)
@@ -95,7 +95,7 @@ def wait_for(rt: Runtime, question_id: int, timeout: float,
              addendum: bool = False) -> dict[str, Any]:
     """The question once answered or failed (``addendum``: once its addendum SR is
     written or failed); a CommandError after ``timeout`` seconds."""
-    from worker.store import conversations
+    from worker.store import questions
     from worker.store.db import Question
 
     deadline = time.monotonic() + timeout
@@ -103,7 +103,7 @@ def wait_for(rt: Runtime, question_id: int, timeout: float,
         with rt.db.session() as s:
             q = s.get(Question, question_id)
             assert q is not None
-            view = conversations.question_view(q)
+            view = questions.question_view(q)
         if addendum and (view["addendum"] or {}).get("state") in ("written", "failed"):
             return view
         if not addendum and view["state"] in DONE_STATES:
@@ -133,7 +133,7 @@ def render_answer(view: dict[str, Any]) -> str:
 
 
 def cmd_thread(args: argparse.Namespace) -> int:
-    from worker.store import conversations
+    from worker.store import questions
     from worker.store.db import Job
 
     rt = read_runtime(args)
@@ -141,7 +141,7 @@ def cmd_thread(args: argparse.Namespace) -> int:
         job = s.get(Job, args.job_id)
         if job is None:
             raise CommandError(f"no job {args.job_id}")
-        t = conversations.thread(s, job)
+        t = questions.thread(s, job)
     if args.json:
         print(json.dumps(t, indent=2))
         return 0

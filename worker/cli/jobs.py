@@ -86,7 +86,8 @@ def render_job(j: dict[str, Any]) -> str:
         lines.append(f"  SR        {j['sr_sop_instance_uid']}  ({j['sr_path']})")
     for d in j["deliveries"]:
         nxt = f", next attempt {d['next_attempt_at']}" if d["next_attempt_at"] else ""
-        lines.append(f"  delivery  {d['destination']}: {d['state']} after {d['attempts']} "
+        what = f" ({d['document']})" if d["document"] else ""
+        lines.append(f"  delivery{what}  {d['destination']}: {d['state']} after {d['attempts']} "
                      f"attempt(s){nxt} ({d['detail'] or 'not tried yet'})")
     lines.append("  timeline")
     for t in j["timeline"]:

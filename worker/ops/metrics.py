@@ -304,14 +304,14 @@ def review_families(db: Database) -> Iterator[CounterMetricFamily | GaugeMetricF
 def question_families(db: Database) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
     """Follow-up questions: asked and answered (counters, from the table, so every API
     node agrees), and how many are in each state now (waiting, answering, failed)."""
-    from worker.store import conversations
+    from worker.store import questions
 
     with db.session() as session:
-        counted = conversations.counts(session)
+        counted = questions.counts(session)
     yield CounterMetricFamily("cxr_questions_asked", "Follow-up questions asked",
                               value=float(sum(counted.values())))
     yield CounterMetricFamily("cxr_questions_answered", "Follow-up questions answered",
-                              value=float(counted[conversations.ANSWERED]))
+                              value=float(counted[questions.ANSWERED]))
     now_in = GaugeMetricFamily("cxr_questions", "Follow-up questions in each state",
                                labels=["state"])
     for state, n in counted.items():

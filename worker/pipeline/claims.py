@@ -16,12 +16,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dicom_gateway.transfer.destinations import Destination, parse_destinations
 from worker.runtime import Runtime
-from worker.store import jobs
+from worker.store import deliveries, jobs
 from worker.store.db import BatchRun, Delivery, Instance, Job, now
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,8 @@ def record_sr(rt: Runtime, job: Job, sop_instance_uid: str, path: Path) -> bool:
         assert row is not None
         row.sr_sop_instance_uid = sop_instance_uid
         row.sr_path = str(path)
-        for dest in routed_destinations(rt, row) if send else ():
-            if s.scalar(select(Delivery).where(Delivery.job_id == job.id,
-                                               Delivery.destination == str(dest))) is None:
-                s.add(Delivery(job_id=job.id, destination=str(dest), updated_at=now()))
+        deliveries.plan(s, job.id, deliveries.FIRST_SR,
+                        [str(d) for d in routed_destinations(rt, row)] if send else [])
         s.commit()
         return jobs.advance(s, job.id, job.version, rt.worker_name, (jobs.REPORTING,),
                             jobs.DELIVERING, f"SR {sop_instance_uid}")
@@ -217,25 +215,22 @@ def held_for_delivery(rt: Runtime, job_id: int, version: int) -> Job | None:
 
 
 def pending_deliveries(rt: Runtime, job_id: int) -> list[Delivery]:
-    """The job's deliveries not yet done (due now or scheduled later)."""
+    """The first SR's deliveries not yet done (due now or scheduled later)."""
     with rt.db.session() as s:
-        return list(s.scalars(select(Delivery).where(Delivery.job_id == job_id,
-                                                     Delivery.state != "done")).all())
+        return deliveries.not_done(s, job_id, deliveries.FIRST_SR)
 
 
 def finish_delivery(rt: Runtime, job_id: int, version: int) -> bool:
     """Done when every delivery is; otherwise release the job until the next is due."""
     with rt.db.session() as s:
-        waiting = s.scalars(select(Delivery).where(Delivery.job_id == job_id,
-                                                   Delivery.state != "done")).all()
+        waiting = deliveries.not_done(s, job_id, deliveries.FIRST_SR)
         if waiting:
             next_at = min(d.next_attempt_at for d in waiting)
             errors = "; ".join(f"{d.destination}: {d.detail}" for d in waiting if d.detail)
             jobs.release(s, job_id, version, rt.worker_name,
                          next_attempt_at=max(next_at, now()), last_error=errors)
             return False
-        sent = s.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.job_id == job_id)) or 0
+        sent = len(deliveries.rows(s, job_id, deliveries.FIRST_SR))
         return jobs.advance(s, job_id, version, rt.worker_name, (jobs.DELIVERING,), jobs.DONE,
                             f"{sent} destination(s)" if sent else "no destination: SR kept "
                             "in the outbox", release=True)

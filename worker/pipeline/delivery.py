@@ -2,11 +2,11 @@
 report pages) to every destination whose attempt is due.
 
 A transient failure (no association, timeout, 0xA7xx, HTTP 5xx) schedules that
-destination's next attempt in the database (``retry_backoff_seconds``, doubling) and
-releases the job; the reconciler's due-attempt sweep sends it again on any broker.
-A permanent rejection, or too many attempts, fails the job with the reason.  The job's
-claims and transitions are ``worker.pipeline.claims``'; each attempt's bookkeeping on
-its ``deliveries`` row is here, next to the send it records.
+destination's next attempt in the database and releases the job; the reconciler's
+due-attempt sweep sends it again on any broker.  A permanent rejection, or too many
+attempts, fails the job with the reason.  The job's claims and transitions are
+``worker.pipeline.claims``'; each row's bookkeeping and the retry rule are
+``worker.store.deliveries``' (which addenda share, ``worker.pipeline.addenda``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 from pydicom import Dataset, dcmread
 from sqlalchemy import select
 
-from dicom_gateway.documents.page import ENCAPSULATED_PDF
+from dicom_gateway.documents.pdf import ENCAPSULATED_PDF
 from dicom_gateway.documents.sr import as_comprehensive_sr
 from dicom_gateway.transfer.destinations import SR_COMPREHENSIVE
 from dicom_gateway.transfer.sender import SendOutcome
 from dicom_gateway.transfer.sender import deliver as send_to
 from worker.pipeline import claims
 from worker.runtime import Runtime
-from worker.store import jobs
+from worker.store import deliveries
 from worker.store.db import Delivery, Instance, Job, now
 
 log = logging.getLogger(__name__)
@@ -69,41 +69,18 @@ def send_due(rt: Runtime, job: Job, due: list[Delivery]) -> list[str]:
             datasets = ([variants.get(dest.sr_class, sr)] if dest.wants_sr else []) + \
                 (pages if dest.wants_page else []) + (pdfs if dest.wants_pdf else [])
             outcome = send_to(datasets, dest, rt.settings.ae_title)
-        why = record_attempt(rt, job, row.id, outcome)
+        why = record_attempt(rt, row.id, outcome)
         if why is not None:
             refused.append(why)
     return refused
 
 
-def record_attempt(rt: Runtime, job: Job, delivery_id: int,
-                   outcome: SendOutcome) -> str | None:
-    """Note one attempt on its delivery row: done, failed for good (the reason, returned),
-    or retrying at a later time."""
-    settings = rt.settings
-    refused = None
-    with rt.db.session() as s:
-        d = s.get(Delivery, delivery_id)
-        assert d is not None
-        d.attempts += 1
-        d.updated_at = now()
-        d.detail = outcome.detail
-        if outcome.ok:
-            d.state, d.next_attempt_at = "done", 0.0
-            log.info("job %d v%d: SR %s delivered to %s", job.id, job.version,
-                     job.sr_sop_instance_uid, d.destination)
-        elif outcome.permanent or d.attempts >= settings.delivery_max_attempts:
-            d.state, d.next_attempt_at = "failed", 0.0
-            refused = f"{d.destination}: {outcome.detail}" + (
-                "" if outcome.permanent else f" ({d.attempts} attempts)")
-        else:
-            d.state = "retrying"
-            d.next_attempt_at = now() + jobs.backoff(
-                d.attempts, settings.retry_backoff_seconds, settings.retry_max_backoff_seconds)
-            log.warning("job %d v%d: delivery to %s failed (%s); attempt %d at %s",
-                        job.id, job.version, d.destination, outcome.detail,
-                        d.attempts + 1, jobs.iso(d.next_attempt_at))
-        s.commit()
-    return refused
+def record_attempt(rt: Runtime, delivery_id: int, outcome: SendOutcome,
+                   holder: str = "") -> str | None:
+    """Note one attempt on its row (``worker.store.deliveries``: the retry rule's owner);
+    ``holder``: the claim it was sent under, for a row claimed on its own (an addendum's)."""
+    return deliveries.record(rt.db, delivery_id, deliveries.Attempt(
+        outcome.ok, outcome.permanent, outcome.detail), rt.settings, holder=holder)
 
 
 def sender_of(rt: Runtime, job: Job) -> tuple[str, str]:

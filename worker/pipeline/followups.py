@@ -16,8 +16,11 @@ the stored report turn (nothing is generated).  One question per job at a time.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from models.backend import BackendError, ModelRequest
 from models.followup import (
@@ -30,6 +33,7 @@ from models.followup import (
 )
 from worker.runtime import Runtime
 from worker.store import conversations as conv
+from worker.store import questions as qs
 from worker.store.db import Job, Question, now
 from worker.store.liveness import live_names
 
@@ -49,13 +53,24 @@ class Prepared:
     reused: tuple[int, str, int | None] | None = None  # (seq, text, tokens) of the report
 
 
+def ask(session: Session, job_id: int, text: str, asked_by: str,
+        to_pacs: bool = False) -> Question:
+    """Record a question on a job, with the route the model's policy gives it (a report
+    request, a question about the image, an exact prompt: ``models.followup.route``);
+    raises ``QuestionRefused`` with the reason."""
+    text = qs.checked_text(text)
+    job = qs.job_to_ask(session, job_id)
+    has_report = bool(job.result and json.loads(job.result).get("report_text"))
+    return qs.record(session, job, text, asked_by, route(text, has_report).route, to_pacs)
+
+
 def answer_waiting(rt: Runtime) -> list[int]:
     """Answer every question that can be answered now, a batch at a time; their ids."""
     answered: list[int] = []
     with rt.db.session() as s:
-        waiting, answering = conv.open_questions(s)
+        waiting, answering = qs.open_questions(s)
         if answering:  # held by a process that died meanwhile: back to waiting
-            waiting += conv.release_stale(
+            waiting += qs.release_stale(
                 s, live_names(rt.db, rt.settings.liveness_timeout_seconds) | {rt.worker_name})
     if not waiting:
         return answered  # one read: what every GPU message costs when nobody asks
@@ -63,7 +78,7 @@ def answer_waiting(rt: Runtime) -> list[int]:
         if rt.stopping.is_set():
             break
         with rt.db.session() as s:
-            claimed = conv.claim_questions(s, rt.worker_name, rt.settings.gpu_batch_size)
+            claimed = qs.claim_questions(s, rt.worker_name, rt.settings.gpu_batch_size)
         if not claimed:
             break
         done = answer(rt, claimed)
@@ -94,7 +109,7 @@ def prepare(rt: Runtime, question_ids: list[int]) -> list[Prepared]:
                 request = followup_request(job.model_input, conv.as_model_turns(rows),
                                            chosen.prompt, chosen.max_new_tokens)
             except ValueError as exc:
-                conv.put_back(s, qid, rt.worker_name, f"cannot ask: {exc}", permanent=True)
+                qs.put_back(s, qid, rt.worker_name, f"cannot ask: {exc}", permanent=True)
                 continue
             out.append(Prepared(qid, job.id, job.version, chosen, request))
     return out
@@ -113,7 +128,7 @@ def answer(rt: Runtime, question_ids: list[int]) -> list[int]:
         except BackendError as exc:
             with rt.db.session() as s:
                 for p in asking:
-                    conv.put_back(s, p.question_id, rt.worker_name, f"follow-up: {exc}",
+                    qs.put_back(s, p.question_id, rt.worker_name, f"follow-up: {exc}",
                                   exc.permanent)
             log.warning("%d follow-up question(s) not answered: %s", len(asking), exc)
             asking = []
@@ -128,7 +143,7 @@ def answer(rt: Runtime, question_ids: list[int]) -> list[int]:
     done = store(rt, prepared, replies)
     with rt.db.session() as s:  # taken but not answered (the job changed meanwhile): again
         for qid in set(question_ids) - set(done):
-            conv.put_back(s, qid, rt.worker_name, "not answered this time; asked again",
+            qs.put_back(s, qid, rt.worker_name, "not answered this time; asked again",
                           permanent=False)
     if done:
         log.info("%s: %d follow-up question(s) answered", rt.worker_name, len(done))
@@ -145,7 +160,7 @@ def store(rt: Runtime, prepared: list[Prepared], replies: dict[int, FollowupRepl
             q = s.get(Question, p.question_id)
             job = s.get(Job, p.job_id)
             if reply is None or q is None or job is None or q.holder != rt.worker_name \
-                    or q.state != conv.ANSWERING or job.version != p.job_version:
+                    or q.state != qs.ANSWERING or job.version != p.job_version:
                 continue
             if p.reused is not None:
                 q.reused_turn = p.reused[0]
@@ -153,7 +168,7 @@ def store(rt: Runtime, prepared: list[Prepared], replies: dict[int, FollowupRepl
                 assert p.request is not None
                 conv.append_reply(s, job, q, p.chosen.prompt, reply.text,
                                   reply.generated_tokens)
-            q.state, q.holder, q.held_since = conv.ANSWERED, "", 0.0
+            q.state, q.holder, q.held_since = qs.ANSWERED, "", 0.0
             q.route, q.job_version, q.answered_at = p.chosen.route, job.version, now()
             q.reply_text, q.reasoning, q.answer = reply.text, reply.reasoning, reply.answer
             q.status, q.generated_tokens = reply.status, reply.generated_tokens
@@ -172,5 +187,5 @@ def addenda_wanted(rt: Runtime, question_ids: list[int]) -> list[int]:
     with rt.db.session() as s:
         return list(s.scalars(select(Question.id).where(
             Question.id.in_(question_ids), Question.addendum == "wanted",
-            Question.state == conv.ANSWERED)))
+            Question.state == qs.ANSWERED)))
 

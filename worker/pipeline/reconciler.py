@@ -13,6 +13,9 @@ Three sweeps, each from the database alone, each idempotent:
   again.  Waiting never counts an attempt, however long.  A reviewer's follow-up
   question open that long while the ``gpu`` queue is empty gets one wake-up, so an
   acknowledged question is answered even on an idle cluster whose message was lost.
+* addenda: an addendum's delivery row that is due, was held by a process that stopped
+  beating, or waited past ``requeue_seconds`` with its message lost gets its
+  ``cxr.addendum`` message again (``worker.store.deliveries.addenda_to_send``).
 
 Redelivered or duplicate messages are harmless: every stage claims its job first.
 """
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import or_, select, update
 
 from worker.settings import Settings
-from worker.store import conversations, jobs
+from worker.store import deliveries, jobs, questions
 from worker.store.db import Database, Job, Question, now
 from worker.store.liveness import live_names
 
@@ -47,6 +50,7 @@ class Publishers:
     infer: Publish
     report: Publish
     question: Callable[[int], None] | None = None  # wakes a GPU worker for open questions
+    addendum: Callable[[int], None] | None = None  # sends a question's addendum SR
 
     def of(self, stage: str) -> Publish:
         return {PREPARE: self.prepare, INFER: self.infer, REPORT: self.report}[stage]
@@ -59,6 +63,7 @@ class Sweep:
     due: list[int] = field(default_factory=list)
     republished: list[int] = field(default_factory=list)
     questions_woken: bool = False
+    addenda: list[int] = field(default_factory=list)  # question ids published
 
 
 def waiting_stage(job: Job) -> str | None:
@@ -88,6 +93,7 @@ class Reconciler:
         sweep = Sweep()
         self._takeovers(sweep)
         self._due(sweep)
+        self._addenda(sweep)
         interval = min(5.0, self.settings.requeue_seconds / 4)
         if force or time.monotonic() - self._last_lost_check >= interval:
             self._last_lost_check = time.monotonic()
@@ -154,6 +160,14 @@ class Reconciler:
                 self._send(job, stage)
             sweep.due.append(job.id)
 
+    def _addenda(self, sweep: Sweep) -> None:
+        if self.publish.addendum is None:
+            return
+        alive = live_names(self.db, self.settings.liveness_timeout_seconds)
+        for pending in deliveries.addenda_to_send(self.db, alive, self.settings.requeue_seconds):
+            self.publish.addendum(pending.question_id)
+            sweep.addenda.append(pending.question_id)
+
     def _lost(self, sweep: Sweep, force: bool) -> None:
         cutoff = now() - self.settings.requeue_seconds
         with self.db.session() as s:
@@ -190,7 +204,7 @@ class Reconciler:
         cutoff = now() - self.settings.requeue_seconds
         with self.db.session() as s:
             query = select(Question.id).where(
-                Question.state.in_((conversations.WAITING, conversations.ANSWERING)))
+                Question.state.in_((questions.WAITING, questions.ANSWERING)))
             if not force:
                 query = query.where(Question.asked_at < cutoff)
             stale = s.scalar(query.limit(1))

@@ -22,7 +22,8 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from sqlalchemy import select, update
 
-from dicom_gateway.documents.page import build_pages, build_pdf
+from dicom_gateway.documents.page import build_pages
+from dicom_gateway.documents.pdf import build_pdf
 from dicom_gateway.documents.sr import Algorithm, DraftReport, SRBuildError, SRIdentity, build_sr
 from dicom_gateway.transfer.destinations import Destination, parse_destinations
 from models.backend import stored_identity

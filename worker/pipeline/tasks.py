@@ -181,12 +181,12 @@ def _wake_for_waiting_questions(**_kw: Any) -> None:
     """A worker starting (serve after a restart, which empties the embedded queue; a GPU
     worker after a Redis restart): questions still waiting get a wake-up, so none waits
     for the next study to arrive.  A duplicate wake-up answers nothing twice."""
-    from worker.store import conversations
+    from worker.store import questions
 
     try:
         rt = runtime()
         with rt.db.session() as s:
-            waiting, answering = conversations.open_questions(s)
+            waiting, answering = questions.open_questions(s)
         if waiting or answering:
             enqueue_question(0)
     except RuntimeError:  # not configured: nothing runs here

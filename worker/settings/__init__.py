@@ -13,7 +13,7 @@ an AE title over 16 characters are refused with one message naming the variable)
 What lives here: ``fields`` (the model: every setting, its bounds and meaning, and the
 values derived from them) and ``loading`` (gathering, one-line errors, the README table).
 What it may import: ``pydantic``, ``models`` (the backend registry and labels), the light
-modules of ``dicom_gateway`` (``listener_config``, ``conversion_names``, ``destinations``)
+modules of ``dicom_gateway`` (``listen.config``, ``imaging.names``, ``transfer.destinations``)
 and ``worker.logs``; never the DICOM network stack, numpy or PIL (``cxr-gateway
 settings`` and ``evaluate`` must not load them), and nothing else of ``worker``.
 """

@@ -49,12 +49,12 @@ class Study(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
-    first_received_at: Mapped[float] = mapped_column(Float)
-    last_received_at: Mapped[float] = mapped_column(Float, index=True)
-    assembled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     outcome: Mapped[str] = mapped_column(String(255), default="")
     # the routing rule that decided it ("default" = the built-in admission; "" = not yet)
     rule: Mapped[str] = mapped_column(String(255), default="")
+    first_received_at: Mapped[float] = mapped_column(Float)
+    last_received_at: Mapped[float] = mapped_column(Float, index=True)
+    assembled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Instance(Base):
@@ -132,17 +132,23 @@ class JobEvent(Base):
 
 
 class Delivery(Base):
+    """One document of a job (``worker.store.deliveries``) to one destination."""
+
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("job_id", "destination"),)
+    __table_args__ = (UniqueConstraint("job_id", "document", "destination",
+                                       name="uq_deliveries_job_document_destination"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    document: Mapped[str] = mapped_column(String(80), default="", index=True)
     destination: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[float] = mapped_column(Float)
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    holder: Mapped[str] = mapped_column(String(128), default="")
+    held_since: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class BatchRun(Base):
@@ -289,7 +295,8 @@ class Question(Base):
     reused_turn: Mapped[int | None] = mapped_column(Integer, nullable=True)  # turn seq
     worker: Mapped[str] = mapped_column(String(128), default="")
     error: Mapped[str] = mapped_column(Text, default="")
-    # the addendum SR, when asked for (--to-pacs): "" | wanted | written | failed
+    # the addendum SR, when asked for (--to-pacs): "" | wanted | sending | written | failed
+    # (its deliveries are rows of ``deliveries``, document ``addendum:<id>``)
     addendum: Mapped[str] = mapped_column(String(16), default="")
     addendum_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     addendum_path: Mapped[str] = mapped_column(Text, default="")

@@ -195,7 +195,8 @@ def iso(t: float | None) -> str | None:
 def job_summary(session: Session, job: Job) -> dict[str, object]:
     """A JSON-friendly view of one job, for the CLI, the API and the demo."""
     result = json.loads(job.result) if job.result else {}
-    deliveries = session.scalars(select(Delivery).where(Delivery.job_id == job.id)).all()
+    deliveries = session.scalars(select(Delivery).where(Delivery.job_id == job.id)
+                                 .order_by(Delivery.id)).all()
     return {
         "job_id": job.id,
         "study_instance_uid": job.study_instance_uid,
@@ -219,8 +220,10 @@ def job_summary(session: Session, job: Job) -> dict[str, object]:
         "labels": result.get("labels", []),
         "sr_sop_instance_uid": job.sr_sop_instance_uid,
         "sr_path": job.sr_path,
+        # every document's (the first SR's: document ""; an addendum's: "addendum:<id>")
         "deliveries": [
-            {"destination": d.destination, "state": d.state, "attempts": d.attempts,
+            {"document": d.document, "destination": d.destination, "state": d.state,
+             "attempts": d.attempts,
              "detail": d.detail, "next_attempt_at": iso(d.next_attempt_at),
              "updated_at": iso(d.updated_at)} for d in deliveries
         ],

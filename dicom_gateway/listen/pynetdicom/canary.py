@@ -284,8 +284,8 @@ def checked_at_start() -> Verdict:
         log.warning(
             "pynetdicom code the listener's adaptations rely on differs from the reviewed "
             "code (%s): %s; using pynetdicom's own behaviour for: %s. Review "
-            "dicom_gateway/listen/pynetdicom/compat.py, pynetdicom_encoding.py and "
-            "connection_dispatch.py against it, "
+            "dicom_gateway/listen/pynetdicom/compat.py, encoding.py and "
+            "dicom_gateway/listen/dispatch.py against it, "
             "then update dicom_gateway/listen/pynetdicom/canary.py",
             _installed(RECORDED_FOR),
             "; ".join(f"{k} {why}" for k, why in sorted(found.mismatches.items())),

@@ -28,7 +28,8 @@ from fastapi.responses import JSONResponse, Response
 
 from worker.ops.api.auth import caller, require_token
 from worker.ops.api.state import ApiState, State
-from worker.store import conversations
+from worker.pipeline import followups
+from worker.store import questions
 from worker.store.db import Job, Question
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,11 @@ def ask(request: Request, state: State, job_id: int,
     who = caller(request, state) or "unknown"
     with state.db.session() as session:
         try:
-            q = conversations.ask(session, job_id, question, who, to_pacs)
-        except conversations.QuestionRefused as exc:
+            q = followups.ask(session, job_id, question, who, to_pacs)
+        except questions.QuestionRefused as exc:
             raise HTTPException(404 if str(exc).startswith("no job") else 422,
                                 str(exc)) from None
-        view = conversations.question_view(q)
+        view = questions.question_view(q)
     publish_question(state, view["question_id"])
     return JSONResponse(view, status_code=202,
                         headers={"Location": f"/api/questions/{view['question_id']}"})
@@ -90,7 +91,7 @@ def get_thread(state: State, job_id: int) -> dict[str, Any]:
         job = session.get(Job, job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
-        return conversations.thread(session, job)
+        return questions.thread(session, job)
 
 
 @router.get("/api/questions/{question_id}", tags=["questions"])
@@ -100,7 +101,7 @@ def get_question(state: State, question_id: int) -> dict[str, Any]:
         q = session.get(Question, question_id)
         if q is None:
             raise HTTPException(404, f"no question {question_id}")
-        return conversations.question_view(q)
+        return questions.question_view(q)
 
 
 @router.post("/api/questions/{question_id}/addendum", tags=["questions"], status_code=202)
@@ -108,11 +109,11 @@ def post_addendum(state: State, question_id: int) -> dict[str, Any]:
     """Write the thread up to this question as an addendum SR and deliver it like the
     first SR (done once the question is answered)."""
     with state.db.session() as session:
-        q = conversations.want_addendum(session, question_id)
+        q = questions.want_addendum(session, question_id)
         if q is None:
             raise HTTPException(404, f"no question {question_id}")
-        view = conversations.question_view(q)
-    if view["state"] == conversations.ANSWERED:
+        view = questions.question_view(q)
+    if view["state"] == questions.ANSWERED:
         publish_addendum(state, question_id)
     return view
 
