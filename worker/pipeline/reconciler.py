@@ -87,6 +87,7 @@ class Reconciler:
         self.db, self.settings, self.publish = db, settings, publish
         self.queue_depth = queue_depth
         self._last_lost_check = 0.0
+        self._addendum_sent: dict[int, float] = {}  # question id -> last "wanted" message
 
     def run(self, force: bool = False) -> Sweep:
         """One pass; ``force`` republishes every waiting job (the queue was emptied)."""
@@ -167,6 +168,18 @@ class Reconciler:
         for pending in deliveries.addenda_to_send(self.db, alive, self.settings.requeue_seconds):
             self.publish.addendum(pending.question_id)
             sweep.addenda.append(pending.question_id)
+        # wanted but never filed (its message lost, or filing met a transient error): one
+        # message per requeue interval until it is filed
+        cutoff = now() - self.settings.requeue_seconds
+        with self.db.session() as s:
+            wanted = s.scalars(select(Question.id).where(
+                Question.addendum == "wanted", Question.state == questions.ANSWERED,
+                Question.answered_at < cutoff).limit(100)).all()
+        for qid in wanted:
+            if self._addendum_sent.get(qid, 0.0) < cutoff:
+                self._addendum_sent[qid] = now()
+                self.publish.addendum(qid)
+                sweep.addenda.append(qid)
 
     def _lost(self, sweep: Sweep, force: bool) -> None:
         cutoff = now() - self.settings.requeue_seconds

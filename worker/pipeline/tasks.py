@@ -163,7 +163,8 @@ def addendum(question_id: int) -> None:
     try:
         addenda.write_and_send(runtime(), question_id)
     except TRANSIENT as exc:
-        log.warning("question %d: addendum SR waits (%s); ask again to retry", question_id,
+        log.warning("question %d: addendum SR waits (%s); the reconciler sends it again",
+                    question_id,
                     type(exc).__name__)
 
 
@@ -262,4 +263,4 @@ def enqueue_report(job_id: int, version: int) -> None:
 
 
 PUBLISHERS = Publishers(prepare=enqueue_prepare, infer=enqueue_infer, report=enqueue_report,
-                        question=enqueue_question)
+                        question=enqueue_question, addendum=enqueue_addendum)
