@@ -226,3 +226,83 @@ def test_addenda_of_one_job_are_numbered_in_order_in_their_own_series(
     assert {int(a.SeriesNumber) for a in filed} == {series_number(Kind.ADDENDUM)}
     assert int(first_sr.SeriesNumber) == series_number(Kind.SR) != series_number(Kind.ADDENDUM)
     assert filed[0].SeriesInstanceUID == filed[1].SeriesInstanceUID != first_sr.SeriesInstanceUID
+
+
+# -- on a real serve, with dcmtk's storescp as the two PACS ---------------------------------
+
+def second_study(rg1: Path, out: Path) -> Path:
+    """RG1 as another study: new Study, Series and SOP Instance UIDs."""
+    from pydicom.uid import generate_uid
+
+    ds = dcmread(rg1)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["mock", "openai"])
+def test_an_addendum_to_a_pacs_that_is_down_delays_no_other_study_and_lands_once(
+        backend: str, request: pytest.FixtureRequest, serve_factory: Any, rg1: Path,
+        tmp_path: Path) -> None:
+    """Issues 30 and 31: a destination that is down holds no worker.  RG1's SR goes to PACS
+    A and B; B stops; the addendum asked for then reaches A and waits for B with its next
+    attempt scheduled; a new study sent meanwhile gets its SR at A while the addendum's
+    delivery to B is still waiting (the old task slept three attempts and failed it); B
+    comes back on its port and receives the addendum once."""
+    from tests.peers import StoreSCP, backend_env
+    from tests.test_followups import done_job, http, wait_until
+
+    if backend == "openai":
+        env = backend_env("openai", standin_url=request.getfixturevalue("vllm_standin").url)
+    else:
+        env = {**backend_env("mock"), "CXR_MOCK_LABELS": "Edema"}
+    a, b = StoreSCP(tmp_path / "a", "PACSA"), StoreSCP(tmp_path / "b", "PACSB")
+    try:
+        srv = serve_factory.new({**env, "CXR_DESTINATIONS": f"{a.destination},{b.destination}",
+                                 "CXR_RETRY_BACKOFF_SECONDS": "15",
+                                 "CXR_RETRY_MAX_BACKOFF_SECONDS": "15",
+                                 "CXR_DELIVERY_MAX_ATTEMPTS": "100"}).start()
+        job = done_job(srv, rg1)
+        first_uids = a.delivered_uids()
+        assert len(first_uids) == 1 and b.delivered_uids() == first_uids
+        b.stop()
+
+        code, q = http(srv, "POST", f"/api/jobs/{job['job_id']}/questions",
+                       {"question": "Where is the edema?", "to_pacs": True})
+        assert code == 202, q
+        qid = q["question_id"]
+        document = f"addendum:{qid}"
+
+        def addendum_row_to_b() -> dict[str, Any] | None:
+            code, shown = http(srv, "GET", f"/api/jobs/{job['job_id']}")
+            rows = [d for d in shown.get("deliveries", []) if d["document"] == document
+                    and d["destination"] == b.destination] if code == 200 else []
+            return rows[0] if rows and rows[0]["attempts"] >= 1 else None
+
+        assert wait_until(addendum_row_to_b, "the addendum tried at B")["state"] == "retrying"
+        a.wait_files(2)
+        (addendum_uid,) = set(a.delivered_uids()) - set(first_uids)
+
+        srv.storescu(second_study(rg1, tmp_path / "second.dcm"))
+        a.wait_files(3)  # the new study's SR, at the PACS that is up
+        row = addendum_row_to_b()
+        assert row is not None and row["state"] == "retrying", row  # still waiting, not given up
+        code, view = http(srv, "GET", f"/api/questions/{qid}")
+        assert view["addendum"]["state"] == "sending", view
+
+        b2 = StoreSCP(tmp_path / "b", "PACSB", port=b.port)  # B is back, same port and folder
+        try:
+            def written() -> dict[str, Any] | None:
+                code, v = http(srv, "GET", f"/api/questions/{qid}")
+                return v if code == 200 and v["addendum"]["state"] == "written" else None
+
+            wait_until(written, "the addendum delivered to B", timeout=300)
+            assert b2.delivered_uids().count(addendum_uid) == 1
+            assert a.delivered_uids().count(addendum_uid) == 1
+        finally:
+            b2.stop()
+    finally:
+        a.stop()
+        b.stop()
