@@ -458,6 +458,9 @@ def test_follow_ups_on_a_real_serve(backend: str, request: pytest.FixtureRequest
     views = [answered(srv, qid) for qid in ids]
     assert [v["state"] for v in views] == ["answered"] * 3, views
     assert [v["asked_by"] for v in views] == ["operator"] * 3
+    refused = cli(srv, "ask", str(jid), "Is there a pleural effusion?", "--as", "dr-b")
+    assert refused.returncode != 0 and "no live token has that name" in refused.stderr
+    assert cli(srv, "tokens", "add", "dr-b").returncode == 0
     out = cli(srv, "ask", str(jid), "Is there a pleural effusion?", "--json", "--as", "dr-b")
     assert out.returncode == 0, out.stderr
     last = json.loads(out.stdout)

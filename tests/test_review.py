@@ -220,6 +220,12 @@ def test_the_review_command_records_and_shows_verdicts(
     data = ["--data-dir", str(rt.settings.data_dir)]
     assert main(["review", str(job), *data]) == 0
     assert "no verdict yet" in capsys.readouterr().out
+    # a name only a live token has (worker.store.callers): refused until dr-lee has one
+    assert main(["review", str(job), "--agree", "--reviewer", "dr-lee", *data]) == 2
+    assert "error: --reviewer 'dr-lee': no live token has that name" in \
+        capsys.readouterr().err
+    assert main(["tokens", "add", "dr-lee", *data]) == 0
+    capsys.readouterr()
     assert main(["review", str(job), "--agree", "--add", "Edema", "--remove", "Pneumothorax",
                  "--not-assessable", "Fracture", "--note", "tube tip ok",
                  "--reviewer", "dr-lee", *data]) == 0
@@ -267,6 +273,7 @@ def test_reviews_export_is_read_by_evaluate_and_its_figures_check_by_hand(
                             state="done", reason="", job_id=job_id))
         s.commit()
     data = ["--data-dir", str(rt.settings.data_dir)]
+    assert main(["tokens", "add", "dr-lee", *data]) == 0
     for job, options in zip([*jobs, live], [["--agree"], ["--remove", "Edema"],
                                             ["--add", "Edema", "Cardiomegaly"],
                                             ["--not-assessable", "Edema"], ["--agree"]],

@@ -20,17 +20,14 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_gateway.routing import rules as routing_rules
+from dicom_gateway.routing import conditions, rules_file
 from dicom_gateway.routing.admission import Candidate, admit
+from dicom_gateway.routing.building import build_rule_set
+from dicom_gateway.routing.conditions import Node, RuleError
+from dicom_gateway.routing.facts import Facts, age_years
 from dicom_gateway.routing.fields import check_field
-from dicom_gateway.routing.rules import (
-    Facts,
-    Node,
-    Problem,
-    RuleError,
-    RuleSet,
-    age_years,
-)
+from dicom_gateway.routing.rule_checks import Problem
+from dicom_gateway.routing.rules import RuleSet
 from dicom_gateway.routing.study import route_study
 from tests import peers
 from tests.dicom_factory import make_cr, save
@@ -45,16 +42,17 @@ from worker.store.db import Database, Instance, Job, Study, now
 
 
 def parse_condition(text: str) -> Node:
-    return routing_rules.parse_condition(text, check_field)
+    return conditions.parse_condition(text, check_field)
 
 
 def compile_rules(entries: object, sets: tuple[str, ...] | list[str] = ()
                   ) -> tuple[RuleSet, list[Problem]]:
-    return routing_rules.compile_rules(entries, sets, check=check_field)
+    return build_rule_set(entries, dict.fromkeys(sets, "SET@127.0.0.1:104"),
+                          check=check_field)
 
 
 def check_text(text: str) -> tuple[RuleSet, list[Problem]]:
-    return routing_rules.check_text(text, check_field)
+    return rules_file.check_text(text)
 
 
 def header(**tags: object) -> Dataset:

@@ -126,12 +126,12 @@ class ServeProcess:
             self.listener.start()
 
     def _start_api(self, rt: Runtime) -> None:
-        from worker.ops.api import APIServer, create_app
+        from worker.ops.api import APIServer, Broker, create_app
         from worker.pipeline import tasks
 
         s = self.settings
-        self.api = APIServer(create_app(s, rt.db, queue_depth, tasks.enqueue_prepare),
-                             s.api_host, s.api_port)
+        broker = Broker(tasks.enqueue_prepare, tasks.enqueue_question, tasks.enqueue_addendum)
+        self.api = APIServer(create_app(s, rt.db, queue_depth, broker), s.api_host, s.api_port)
         self.api.start()
 
     def _log_summary(self) -> None:

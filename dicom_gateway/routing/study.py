@@ -3,8 +3,8 @@ admission over the instances no ``skip`` rule took.
 
 Shared by the assembler (which records the result) and ``cxr-gateway rules test``
 (which only prints it), so that what the tester says is what the gateway does.  Apart
-from ``routing_rules`` because the built-in admission reads files with pydicom, and the
-settings import ``routing_rules`` to check a rule's shape.
+from ``dicom_gateway.routing.rules`` because the built-in admission reads files with
+pydicom, and the settings import the rules (through ``building``) to check a rule's shape.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dicom_gateway.routing.admission import admit
-from dicom_gateway.routing.rules import DEFAULT_RULE, Decision, Facts, RuleSet
+from dicom_gateway.routing.facts import Facts
+from dicom_gateway.routing.rules import DEFAULT_RULE, Decision, RuleSet
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from worker.cli import (
     settings,
     status,
     studies,
+    tokens,
 )
 from worker.cli import worker as worker_command
 from worker.cli.errors import CommandError
@@ -50,7 +51,7 @@ from worker.settings import SettingsError
 __all__ = ["build_parser", "main"]
 
 COMMAND_MODULES = (serve, worker_command, api, demo, run, status, jobs, studies, rules,
-                   batch, evaluate, review, ask, settings)
+                   batch, evaluate, review, tokens, ask, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

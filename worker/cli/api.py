@@ -37,10 +37,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def build_app(settings: Settings) -> Any:
     """The service on an existing gateway's database (it never creates one)."""
-    from worker.ops.api import create_app
+    from worker.ops.api import Broker, create_app
     from worker.pipeline import tasks
     from worker.pipeline.celery_app import configure_celery, queue_depth
 
     rt = existing_runtime(settings)
     configure_celery(settings)
-    return create_app(settings, rt.db, queue_depth, tasks.enqueue_prepare)
+    broker = Broker(tasks.enqueue_prepare, tasks.enqueue_question, tasks.enqueue_addendum)
+    return create_app(settings, rt.db, queue_depth, broker)

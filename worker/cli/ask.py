@@ -1,8 +1,9 @@
 """``cxr-gateway ask JOB "question"`` and ``cxr-gateway thread JOB``: follow-up questions
 on a processed study from a terminal (issue 25).
 
-``ask`` records the question in the gateway's database (who asked: ``--as NAME``, else
-the login name; never patient data), wakes a GPU worker through the gateway's broker,
+``ask`` records the question in the gateway's database (who asked: ``operator``, or with
+``--as NAME`` a name a live token has, checked by ``worker.store.callers``; never patient
+data), wakes a GPU worker through the gateway's broker,
 and waits for the answer (``--no-wait``: print the question id and leave), then prints
 the reasoning and the answer (``--json``: the question as the API gives it).
 ``--to-pacs`` also writes the thread as an addendum SR, delivered like the first SR.
@@ -12,13 +13,12 @@ the reasoning and the answer (``--json``: the question as the API gives it).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from worker.cli.common import add_data_dir, read_runtime
+from worker.cli.common import add_data_dir, add_reader, read_runtime
 from worker.cli.errors import CommandError
 
 if TYPE_CHECKING:
@@ -38,39 +38,30 @@ def register(commands: Commands) -> None:
     ask.add_argument("--json", action="store_true", help="the question and answer as JSON")
     ask.add_argument("--to-pacs", action="store_true", help="also send the thread as an "
                      "addendum SR to the job's destinations")
-    ask.add_argument("--as", dest="asked_by", help="who asks (default: the login name)")
+    ask.add_argument("--as", dest="asked_by", default="operator",
+                     help="who asks: operator (the default: the CLI has the database) or "
+                          "the name of a live token ('cxr-gateway tokens add NAME')")
     ask.add_argument("--timeout", type=float, default=3600.0,
                      help="seconds to wait for the answer (default 3600)")
     add_data_dir(ask)
     ask.set_defaults(func=cmd_ask, quiet=True)
-    thread = commands.add_parser("thread", help="print a job's conversation with the model "
-                                 "and its follow-up questions")
+    thread = add_reader(commands, "thread", "print a job's conversation with the model and "
+                        "its follow-up questions", cmd_thread, json_option=True)
     thread.add_argument("job_id", type=int, metavar="JOB", help="the job")
-    thread.add_argument("--json", action="store_true", help="as JSON")
-    add_data_dir(thread)
-    thread.set_defaults(func=cmd_thread, quiet=True)
-
-
-def who(args: argparse.Namespace) -> str:
-    if args.asked_by:
-        return str(args.asked_by)
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from worker.cli.jobs import publish
     from worker.pipeline import followups, tasks
     from worker.pipeline.celery_app import configure_celery
-    from worker.store import questions
+    from worker.store import callers, questions
 
     rt = read_runtime(args)
     with rt.db.session() as s:
         try:
-            q = followups.ask(s, args.job_id, args.question, who(args), args.to_pacs)
-        except questions.QuestionRefused as exc:
+            asked_by = callers.claimed(s, args.asked_by, "--as")
+            q = followups.ask(s, args.job_id, args.question, asked_by, args.to_pacs)
+        except (questions.QuestionRefused, callers.UnknownCaller) as exc:
             raise CommandError(str(exc)) from None
         qid = q.id
     configure_celery(rt.settings)

@@ -34,12 +34,23 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def add_reader(commands: Commands, name: str, help: str,
-               func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-    """A command that reads an existing data folder and prints (no log lines of its own)."""
+               func: Callable[[argparse.Namespace], int],
+               json_option: bool = False) -> argparse.ArgumentParser:
+    """A command that reads an existing data folder and prints (no log lines of its own);
+    ``json_option``: it can print JSON instead (``--json``)."""
     parser = commands.add_parser(name, help=help)
+    if json_option:
+        parser.add_argument("--json", action="store_true", help="as JSON")
     add_data_dir(parser)
     parser.set_defaults(func=func, quiet=True)
     return parser
+
+
+def add_group(commands: Commands, name: str, help: str, actions: str) -> Commands:
+    """A command of several actions (``tokens add|list|revoke``): their sub-parsers."""
+    group = commands.add_parser(name, help=help)
+    return group.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION",
+                                help=actions)
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

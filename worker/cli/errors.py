@@ -29,16 +29,25 @@ class StartupError(CommandError):
     """A setting or the environment keeps a command from starting."""
 
 
-class DataFolderError(StartupError):
-    def __init__(self, folder: Path, reason: str) -> None:
-        super().__init__(f"cannot write to the data folder {folder}: {reason}; set "
-                         "CXR_DATA_DIR (or --data-dir) to a folder this user can write")
+class Unusable(StartupError):
+    """A folder, database or broker the command cannot use: what, why, the setting to change
+    (``TEMPLATE``; a URL is shown masked, never with its password)."""
+
+    TEMPLATE = "cannot use {target}: {reason}"
+
+    def __init__(self, target: object, reason: str) -> None:
+        shown = mask_url(target) if isinstance(target, str) else str(target)
+        super().__init__(self.TEMPLATE.format(target=shown, reason=reason))
 
 
-class DatabaseError(StartupError):
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot use the database {mask_url(url)}: {reason}; check "
-                         "CXR_DATABASE_URL (and that the server runs)")
+class DataFolderError(Unusable):
+    TEMPLATE = ("cannot write to the data folder {target}: {reason}; set CXR_DATA_DIR (or "
+                "--data-dir) to a folder this user can write")
+
+
+class DatabaseError(Unusable):
+    TEMPLATE = ("cannot use the database {target}: {reason}; check CXR_DATABASE_URL (and "
+                "that the server runs)")
 
 
 class NoSchemaError(StartupError):
@@ -54,10 +63,8 @@ class NoGatewayDatabase(StartupError):
     """A read command found no gateway database where it was pointed (it never makes one)."""
 
 
-class BrokerError(StartupError):
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach the broker {mask_url(url)}: {reason}; check "
-                         "CXR_BROKER_URL")
+class BrokerError(Unusable):
+    TEMPLATE = "cannot reach the broker {target}: {reason}; check CXR_BROKER_URL"
 
 
 class PortInUseError(StartupError):

@@ -1,5 +1,5 @@
-"""``cxr-gateway review``, ``reviews export|agreement`` and ``tokens add|list|revoke``:
-the radiologist's side of issue 25, from a terminal.
+"""``cxr-gateway review`` and ``reviews export|agreement``: the radiologist's side of
+issue 25, from a terminal (the tokens reviewers log in with: ``worker.cli.tokens``).
 
 ``review JOB`` records a verdict on one job's 14 labels (a label not named is agreed
 with: ``--add Edema --remove Pneumothorax`` is a whole verdict), or with no verdict
@@ -7,8 +7,8 @@ option shows the verdicts recorded so far.  ``reviews export`` writes the review
 label sets as a CheXpert-style labels CSV that ``cxr-gateway evaluate`` reads as it is
 (with ``--batch NAME``, keyed by the batch's study ids, so its predictions file matches;
 ``--predictions FILE`` writes the model's predictions of the same studies for studies
-that came in live).  ``tokens`` manages the named API tokens reviewers log in with.
-The rules live in ``worker/store/reviews.py`` and ``worker/store/tokens.py``.
+that came in live).  The rules live in ``worker/store/reviews.py``; who may be named as
+the reviewer, in ``worker/store/callers.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.cli.common import add_data_dir, read_runtime
+from worker.cli.common import add_data_dir, add_group, add_reader, read_runtime
 from worker.cli.errors import CommandError
 
 if TYPE_CHECKING:
@@ -29,10 +29,9 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    """``review JOB``, ``reviews export|agreement`` and ``tokens add|list|revoke``."""
+    """``review JOB`` and ``reviews export|agreement``."""
     _register_review(commands)
     _register_reviews(commands)
-    _register_tokens(commands)
 
 
 def _register_review(commands: Commands) -> None:
@@ -52,20 +51,18 @@ def _register_review(commands: Commands) -> None:
                         metavar="LABEL", help="labels that cannot be judged on this image")
     review.add_argument("--note", help="free text (no patient data)")
     review.add_argument("--reviewer", default="operator",
-                        help="the name recorded with the verdict (default: operator, as the "
-                             "operator's token is recorded)")
+                        help="the name recorded with the verdict: operator (the default, as "
+                             "the operator's token is recorded) or a live token's name")
     review.add_argument("--json", action="store_true", help="as JSON")
     add_data_dir(review)
     review.set_defaults(func=cmd_review, quiet=True)
 
 
 def _register_reviews(commands: Commands) -> None:
-    reviews = commands.add_parser("reviews", help="the reviewers' verdicts: export a "
-                                  "labels CSV for 'evaluate', agreement per label")
-    actions = reviews.add_subparsers(dest="reviews_action", required=True, metavar="ACTION",
-                                     help="export or agreement")
-    export = actions.add_parser("export", help="a CheXpert-style labels CSV from the "
-                                "reviewers' label sets (1, 0, -1 = not assessable)")
+    actions = add_group(commands, "reviews", "the reviewers' verdicts: export a labels CSV "
+                        "for 'evaluate', agreement per label", "export or agreement")
+    export = add_reader(actions, "export", "a CheXpert-style labels CSV from the reviewers' "
+                        "label sets (1, 0, -1 = not assessable)", cmd_export)
     export.add_argument("--batch", help="only this batch run's studies, keyed by its study "
                         "ids (as its predictions file is)")
     export.add_argument("--reviewer", help="only this reviewer's verdicts (default: the "
@@ -74,41 +71,14 @@ def _register_reviews(commands: Commands) -> None:
                         "or labels-BATCH.csv; '-' for stdout)")
     export.add_argument("--predictions", help="also write the model's predictions of the "
                         "same studies here (for live studies, which have no batch file)")
-    add_data_dir(export)
-    export.set_defaults(func=cmd_export, quiet=True)
-    agreement = actions.add_parser("agreement", help="how often reviewers agreed with the "
-                                   "model, per label, so far")
+    agreement = add_reader(actions, "agreement", "how often reviewers agreed with the model, "
+                           "per label, so far", cmd_agreement, json_option=True)
     agreement.add_argument("--batch", help="only this batch run's studies")
-    agreement.add_argument("--json", action="store_true", help="as JSON")
-    add_data_dir(agreement)
-    agreement.set_defaults(func=cmd_agreement, quiet=True)
-
-
-def _register_tokens(commands: Commands) -> None:
-    tokens = commands.add_parser("tokens", help="named API tokens for reviewers: add "
-                                 "(printed once), list, revoke")
-    token_actions = tokens.add_subparsers(dest="tokens_action", required=True,
-                                          metavar="ACTION", help="add, list or revoke")
-    add = token_actions.add_parser("add", help="a new token for NAME, printed once")
-    add.add_argument("name", help="the reviewer's name, recorded with their questions and "
-                     "verdicts")
-    add_data_dir(add)
-    add.set_defaults(func=cmd_tokens_add, quiet=True)
-    listed = token_actions.add_parser("list", help="every token's name and state (never "
-                                      "the token)")
-    listed.add_argument("--json", action="store_true", help="as JSON")
-    add_data_dir(listed)
-    listed.set_defaults(func=cmd_tokens_list, quiet=True)
-    revoke = token_actions.add_parser("revoke", help="revoke NAME's token at once")
-    revoke.add_argument("name", help="whose token")
-    add_data_dir(revoke)
-    revoke.set_defaults(func=cmd_tokens_revoke, quiet=True)
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from worker.store import reviews
+    from worker.store import callers, reviews
     from worker.store.db import Job
-    from worker.store.tokens import OPERATOR, TokenError, check_name
 
     rt = read_runtime(args)
     asked = args.agree is not None or any((args.disagree, args.add, args.remove,
@@ -123,13 +93,12 @@ def cmd_review(args: argparse.Namespace) -> int:
                 map(render_review, shown)) or f"job {job.id}: no verdict yet")
             return 0
         try:
-            if args.reviewer != OPERATOR:
-                check_name(args.reviewer)
+            reviewer = callers.claimed(s, args.reviewer, "--reviewer")
             decided = reviews.decide(reviews.model_labels(job), None, args.add, args.remove,
                                      args.disagree, args.not_assessable, args.agree or ())
-        except (reviews.ReviewError, TokenError) as exc:
+        except (reviews.ReviewError, callers.UnknownCaller) as exc:
             raise CommandError(str(exc)) from None
-        recorded = reviews.record(s, job, args.reviewer, decided, args.note or "")
+        recorded = reviews.record(s, job, reviewer, decided, args.note or "")
     print(json.dumps(recorded, indent=2) if args.json else render_review(recorded))
     return 0
 
@@ -217,49 +186,4 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         share = "-" if row["agreement"] is None else f"{100 * row['agreement']:.1f} %"
         print(f"{row['label']:<28} {row['agree']:>6} {row['disagree']:>9} "
               f"{row['not_assessable']:>5} {share:>10}")
-    return 0
-
-
-def cmd_tokens_add(args: argparse.Namespace) -> int:
-    from worker.store import tokens
-
-    rt = read_runtime(args)
-    with rt.db.session() as s:
-        try:
-            token = tokens.add(s, args.name)
-        except tokens.TokenError as exc:
-            raise CommandError(str(exc)) from None
-    print(token)
-    print(f"the token for {args.name}: shown this once, kept only hashed; log in with it "
-          "at the dashboard or send it as 'Authorization: Bearer ...'", file=sys.stderr)
-    return 0
-
-
-def cmd_tokens_list(args: argparse.Namespace) -> int:
-    from worker.store import tokens
-
-    rt = read_runtime(args)
-    with rt.db.session() as s:
-        rows = tokens.listing(s)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        print(f"{r['name']:<24} {r['state']:<8} created {r['created_at']}"
-              + (f"  revoked {r['revoked_at']}" if r["revoked_at"] else "")
-              + (f"  last used {r['last_used_at']}" if r["last_used_at"] else ""))
-    if not rows:
-        print("no named tokens (the operator token is always accepted)")
-    return 0
-
-
-def cmd_tokens_revoke(args: argparse.Namespace) -> int:
-    from worker.store import tokens
-
-    rt = read_runtime(args)
-    with rt.db.session() as s:
-        revoked = tokens.revoke(s, args.name)
-    if not revoked:
-        raise CommandError(f"{args.name!r} has no live token")
-    print(f"revoked the token of {args.name}")
     return 0

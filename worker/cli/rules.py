@@ -3,9 +3,10 @@ gateway would do with a file without sending it.
 
 ``check`` reports every problem of the settings file's ``[[rules]]`` and
 ``[destination_sets]`` as ``error: FILE:LINE: ...`` and exits 2 (the TOML parser gives no
-line numbers, so ``dicom_gateway.routing.rules`` finds them in the text).  ``test`` reads
-the headers of a file or of every file under a folder, routes each study as the assembler
-would (the rules, then the built-in admission) and prints, per instance, each rule tried
+line numbers, so ``dicom_gateway.routing.toml_lines`` finds them in the text).  ``test``
+reads the headers of a file or of every file under a folder, routes each study as the
+assembler would (the rules, then the built-in admission) and prints, per instance, each
+rule tried
 with each condition term's keyword and whether it held (never the value), and what would
 happen.  It opens no database and writes no file: nothing is stored.
 """
@@ -63,8 +64,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from dicom_gateway.routing.fields import check_field
-    from dicom_gateway.routing.rules import check_text
+    from dicom_gateway.routing.rules_file import check_text
 
     path = _config(args)
     if path is None:
@@ -74,7 +74,7 @@ def check(args: argparse.Namespace) -> int:
         text = path.read_text()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc}") from None
-    rules, problems = check_text(text, check_field)
+    rules, problems = check_text(text)
     for p in problems:
         print(p.render(str(path)), file=sys.stderr)
     if problems:
@@ -110,7 +110,7 @@ def test(args: argparse.Namespace) -> int:
     from pydicom.errors import InvalidDicomError
 
     from dicom_gateway.routing.admission import Candidate
-    from dicom_gateway.routing.rules import Facts
+    from dicom_gateway.routing.facts import Facts
     from worker.ingest.routing import rules_of
 
     settings = _settings(args)

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_gateway.routing.admission import Candidate
-from dicom_gateway.routing.rules import Facts, RuleSet
+from dicom_gateway.routing.facts import Facts
+from dicom_gateway.routing.rules import RuleSet
 from dicom_gateway.routing.study import route_study
 from worker.store import jobs
 from worker.store.db import BatchItem, Database, Instance, Job, JobEvent, Study, now

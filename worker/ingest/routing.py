@@ -18,8 +18,10 @@ import os
 import threading
 from pathlib import Path
 
+from dicom_gateway.routing.building import build_rule_set, refusal
 from dicom_gateway.routing.fields import check_field
-from dicom_gateway.routing.rules import RuleSet, check_text, compile_rules
+from dicom_gateway.routing.rules import RuleSet
+from dicom_gateway.routing.rules_file import check_text
 from worker.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,11 @@ def rules_of(settings: Settings) -> RuleSet:
     """The settings' routing rules, every tag keyword checked against pydicom's
     dictionary; SettingsError lists every problem (an empty set: the built-in admission
     decides alone)."""
-    rules, problems = compile_rules(list(settings.rules), settings.destination_sets,
-                                    check=check_field)
+    rules, problems = build_rule_set(list(settings.rules), settings.destination_sets,
+                                     check=check_field)
     if problems:
-        raise SettingsError("routing rules: " + "; ".join(p.message for p in problems)
-                            + " ('cxr-gateway rules check' gives each its line)")
-    sets = {k: ",".join(str(d) for d in v) for k, v in settings.destination_sets.items()}
-    return RuleSet(rules.rules, sets)
+        raise SettingsError(refusal(problems))
+    return rules
 
 
 class LiveRules:
@@ -95,7 +95,7 @@ class LiveRules:
             log.error("routing rules reload refused: %s: %s; the previous %d rule(s) stay "
                       "in force", self.path, exc, len(self._rules.rules))
             return False
-        rules, problems = check_text(text, check_field)
+        rules, problems = check_text(text)
         if problems:
             for p in problems:
                 log.error("routing rules reload refused: %s", p.render(str(self.path))

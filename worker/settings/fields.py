@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -42,6 +42,22 @@ class SettingsError(ValueError):
 CommaList = Annotated[tuple[str, ...], NoDecode]
 Seconds = Annotated[float, Field(ge=0)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class DataFolder(property):
+    """A folder under ``data_dir`` by name, read-only: ``spool_dir = DataFolder("spool")``
+    (a property, which pydantic leaves alone)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(lambda settings: settings.data_dir / name,
+                         doc=f"The data folder's {name}/.")
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None, /) -> DataFolder: ...
+    @overload
+    def __get__(self, instance: Any, owner: type | None = None, /) -> Path: ...
+    def __get__(self, instance: Any, owner: type | None = None, /) -> Any:
+        return super().__get__(instance, owner)
 
 
 class Settings(BaseSettings):
@@ -250,13 +266,13 @@ class Settings(BaseSettings):
         (``worker.ingest.routing.rules_of``), so that reading settings loads no DICOM
         library."""
         if self.rules:
-            from dicom_gateway.routing.rules import any_field, compile_rules
+            from dicom_gateway.routing.building import build_rule_set, refusal
+            from dicom_gateway.routing.conditions import any_field
 
-            problems = compile_rules(list(self.rules), self.destination_sets,
-                                     check=any_field)[1]
+            problems = build_rule_set(list(self.rules), self.destination_sets,
+                                      check=any_field)[1]
             if problems:
-                raise ValueError("routing rules: " + "; ".join(p.message for p in problems)
-                                 + " ('cxr-gateway rules check' gives each its line)")
+                raise ValueError(refusal(problems))
         return self
 
     @field_validator("model_backend")
@@ -317,21 +333,10 @@ class Settings(BaseSettings):
             association_request_seconds=self.association_request_seconds,
         )
 
-    @property
-    def previews_dir(self) -> Path:
-        return self.data_dir / "previews"
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.data_dir / "spool"
-
-    @property
-    def outbox_dir(self) -> Path:
-        return self.data_dir / "outbox"
-
-    @property
-    def broker_dir(self) -> Path:
-        return self.data_dir / "broker"
+    previews_dir = DataFolder("previews")
+    spool_dir = DataFolder("spool")
+    outbox_dir = DataFolder("outbox")
+    broker_dir = DataFolder("broker")
 
     @property
     def database_file(self) -> Path | None:

@@ -7,12 +7,14 @@ One router per audience, each guarded where it is declared:
 | --- | --- | --- |
 | ``health`` | ``/healthz``, ``/readyz``, ``/metrics`` | none (probes, Prometheus) |
 | ``records`` | ``/api/...``, ``/openapi.json`` | ``require_token``: 401 |
-| ``dashboard`` | ``/``, ``/login`` | ``require_login``: redirect to the form |
-| ``reviews`` | verdicts, agreement, ``/api/batches``, ``/api/me`` | ``require_token``: 401 |
+| ``dashboard`` | ``/``, ``/login``, its script | ``require_login``: redirect to the form |
+| ``reviews`` | verdicts, agreement | ``require_token``: 401 |
+| ``batches`` | ``/api/batches`` | ``require_token``: 401 |
+| ``auth`` | ``/api/me`` (who the token names, ``worker.store.callers``) | ``require_token``: 401 |
 | ``questions`` | ``/api/jobs/{id}/questions``, ``/api/questions/...`` | ``require_token``: 401 |
 
 ``create_app`` only assembles them; what they share (settings, database, token,
-metrics registry, the broker's queue depth, the retry publisher) is one ``ApiState`` on
+metrics registry, the broker's queue depth, its publishers) is one ``ApiState`` on
 ``app.state``, handed to routes by the ``State`` dependency.  ``state`` and ``auth``
 hold that plumbing; ``server`` runs the app in ``serve``'s process.  The package imports
 ``worker.store``, ``worker.settings`` and ``worker.ops`` only: the broker is reached
@@ -23,22 +25,22 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from worker.ops.api import dashboard, health, records
+from worker.ops.api import auth, batches, dashboard, health, records
 from worker.ops.api import questions as question_routes
 from worker.ops.api import reviews as review_routes
 from worker.ops.api.auth import COOKIE, TOKEN_FILE, LoginNeeded, api_token
 from worker.ops.api.server import APIServer
-from worker.ops.api.state import ApiState, QueueDepth, Retry
+from worker.ops.api.state import ApiState, Broker, QueueDepth
 from worker.ops.metrics import GatewayCollector, registry
 from worker.settings import Settings
 from worker.store.db import Database
 
-__all__ = ["COOKIE", "TOKEN_FILE", "APIServer", "api_token", "create_app"]
+__all__ = ["COOKIE", "TOKEN_FILE", "APIServer", "Broker", "api_token", "create_app"]
 
 
 def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None = None,
-               retry: Retry | None = None) -> FastAPI:
-    """The app; ``retry(job_id, version)`` publishes a retried job's first message."""
+               broker: Broker | None = None) -> FastAPI:
+    """The app; ``broker``: how it publishes (a retried job, a question, an addendum)."""
     collector = GatewayCollector(db, settings.spool_dir, queue_depth,
                                  settings.liveness_timeout_seconds)
     app = FastAPI(title="CXR Reason Gateway", version="1", openapi_url=None, docs_url=None,
@@ -47,12 +49,13 @@ def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None 
                               "gateway. Research use only; no patient data is served.")
     app.state.api = ApiState(settings=settings, db=db, token=api_token(settings),
                              metrics=registry(collector), queue_depth=queue_depth,
-                             retry=retry)
+                             broker=broker)
     app.include_router(health.router)
     app.include_router(records.router)
     app.include_router(dashboard.router)
     app.include_router(question_routes.router)  # issue 25: follow-up questions
-    app.include_router(review_routes.router)  # issue 25: verdicts, batches, /api/me
-    app.include_router(review_routes.assets)
+    app.include_router(review_routes.router)  # issue 25: verdicts
+    app.include_router(batches.router)
+    app.include_router(auth.router)  # /api/me
     app.add_exception_handler(LoginNeeded, dashboard.to_login)
     return app

@@ -14,15 +14,14 @@ sends the browser to the login form instead.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.ops.api.state import State
 from worker.settings import Settings
-from worker.store import tokens
+from worker.store import callers
 
 COOKIE = "cxr_token"
 TOKEN_FILE = "api-token"
@@ -40,11 +39,6 @@ def api_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def matches(given: str, token: str) -> bool:
-    """Compared in constant time, as bytes (a non-ASCII guess is wrong, not an error)."""
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
-
-
 def presented(request: Request) -> str:
     """The token the request carries: the Bearer header, else the session cookie."""
     header = request.headers.get("authorization", "")
@@ -58,26 +52,19 @@ class LoginNeeded(Exception):
     to the login form (see ``dashboard.to_login``)."""
 
 
-def identify(request: Request, state: State) -> str | None:
-    """Whose token the request carries: ``operator`` for the single operator token, the
-    name of a live named token (``cxr-gateway tokens add NAME``), else None."""
-    given = presented(request)
-    if not given:
-        return None
-    if matches(given, state.token):
-        return tokens.OPERATOR
-    return token_name(state, given)
-
-
-def token_name(state: State, given: str) -> str | None:
-    """The name of a live named token (one indexed lookup of its SHA-256), else None."""
-    if not given.startswith(tokens.PREFIX):
-        return None
+def token_caller(state: State, given: str) -> str | None:
+    """The caller a token names (``worker.store.callers``), or None; a database without
+    the named tokens' table yet has none."""
     try:
-        with state.db.session() as session:
-            return tokens.name_of(session, given)
-    except SQLAlchemyError:  # a database without the table yet: no named tokens
+        return callers.of_token(state.db.session, given, state.token)
+    except SQLAlchemyError:
         return None
+
+
+def identify(request: Request, state: State) -> str | None:
+    """Whose token the request carries (``worker.store.callers``, the one owner of who is
+    calling): ``operator``, a live named token's name, else None."""
+    return token_caller(state, presented(request))
 
 
 async def require_token(request: Request, state: State) -> None:
@@ -98,3 +85,12 @@ def caller(request: Request, state: State) -> str:
     data): the single operator token is ``operator``, a named token its name; "" when
     the request carries no valid token (the guards refuse those first)."""
     return identify(request, state) or ""
+
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+@router.get("/api/me", tags=["review"])
+def me(request: Request, state: State) -> dict[str, str]:
+    """The name this token records questions and verdicts under."""
+    return {"name": caller(request, state)}

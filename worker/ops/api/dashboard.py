@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from worker.ops.api.auth import COOKIE, matches, require_login, token_name
+from worker.ops.api.auth import COOKIE, require_login, token_caller
 from worker.ops.api.state import State
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -47,10 +47,16 @@ def login(state: State, token: Annotated[str, Form()] = "") -> Response:
     """The right token sets the session cookie and opens the dashboard; a wrong one
     shows the form again with an error."""
     given = token.strip()
-    if not matches(given, state.token) and token_name(state, given) is None:
+    if token_caller(state, given) is None:
         return HTMLResponse(_page("login.html").replace(
             "<!--error-->", "<p class=error>That is not the token.</p>"), status_code=401)
     response = RedirectResponse("/", status_code=303)
     # the token given (the operator's or a named one), so the dashboard acts as its name
     response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
     return response
+
+
+@router.get("/static/review.js")
+def review_js() -> Response:
+    """The dashboard's review panel, batch table and agreement table (code, no data)."""
+    return Response((STATIC / "review.js").read_text(), media_type="text/javascript")

@@ -8,13 +8,10 @@ verbatim and every question with its state, answer and reasoning.
 ``GET /api/questions/{qid}`` is one question (what ``cxr-gateway ask`` polls), and
 ``POST /api/questions/{qid}/addendum`` asks for its thread as an addendum SR.
 
-All behind the token, like the rest of ``/api``.  The broker is reached only when this
-service runs in a gateway that has one (``serve``, ``cxr-gateway api``: the ones that hand
-``create_app`` a retry publisher, and so have ``worker.pipeline.tasks`` loaded and Celery
-configured already); the publisher is then ``tasks.enqueue_question``, imported where it
-is used -- the one exception to "the service is given its callables", until
-``create_app`` takes it as an argument.  Without a broker the question waits in the
-database for the next GPU message (or worker start), which answers waiting questions first.
+All behind the token, like the rest of ``/api``.  The broker is reached through the
+publishers ``create_app`` was given (``state.broker``); without them the question waits in
+the database for the next GPU message (or worker start), which answers waiting questions
+first, and an addendum for the reconciler.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from worker.ops.api.auth import caller, require_token
-from worker.ops.api.state import ApiState, State
+from worker.ops.api.state import ApiState, State, found
 from worker.pipeline import followups
 from worker.store import questions
 from worker.store.db import Job, Question
@@ -38,30 +35,16 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
-def publish_question(state: ApiState, question_id: int) -> None:
-    """Wake a GPU worker; best effort (a question in the database is never lost: the
-    next GPU message answers it)."""
-    if state.retry is None:
+def publish(state: ApiState, what: str, question_id: int) -> None:
+    """Publish a question's wake-up or addendum (``what``); best effort: the row is in the
+    database, and the next GPU message or the reconciler finds it."""
+    if state.broker is None:
         return
     try:
-        from worker.pipeline.tasks import enqueue_question
-
-        enqueue_question(question_id)
+        getattr(state.broker, what)(question_id)
     except Exception as exc:  # noqa: BLE001 - the broker may be down; the row is kept
-        log.warning("question %d: wake-up not published (%s); the next GPU message "
-                    "answers it", question_id, type(exc).__name__)
-
-
-def publish_addendum(state: ApiState, question_id: int) -> None:
-    if state.retry is None:
-        return
-    try:
-        from worker.pipeline.tasks import enqueue_addendum
-
-        enqueue_addendum(question_id)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("question %d: addendum not published (%s)", question_id,
-                    type(exc).__name__)
+        log.warning("question %d: %s message not published (%s); it waits in the database",
+                    question_id, what, type(exc).__name__)
 
 
 @router.post("/api/jobs/{job_id}/questions", tags=["questions"], status_code=202)
@@ -79,7 +62,7 @@ def ask(request: Request, state: State, job_id: int,
             raise HTTPException(404 if str(exc).startswith("no job") else 422,
                                 str(exc)) from None
         view = questions.question_view(q)
-    publish_question(state, view["question_id"])
+    publish(state, "question", view["question_id"])
     return JSONResponse(view, status_code=202,
                         headers={"Location": f"/api/questions/{view['question_id']}"})
 
@@ -88,20 +71,15 @@ def ask(request: Request, state: State, job_id: int,
 def get_thread(state: State, job_id: int) -> dict[str, Any]:
     """The job's conversation (turns verbatim) and its questions, oldest first."""
     with state.db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise HTTPException(404, f"no job {job_id}")
-        return questions.thread(session, job)
+        return questions.thread(session, found(session.get(Job, job_id), f"job {job_id}"))
 
 
 @router.get("/api/questions/{question_id}", tags=["questions"])
 def get_question(state: State, question_id: int) -> dict[str, Any]:
     """One question: its state and, once answered, the answer and reasoning."""
     with state.db.session() as session:
-        q = session.get(Question, question_id)
-        if q is None:
-            raise HTTPException(404, f"no question {question_id}")
-        return questions.question_view(q)
+        return questions.question_view(
+            found(session.get(Question, question_id), f"question {question_id}"))
 
 
 @router.post("/api/questions/{question_id}/addendum", tags=["questions"], status_code=202)
@@ -109,12 +87,10 @@ def post_addendum(state: State, question_id: int) -> dict[str, Any]:
     """Write the thread up to this question as an addendum SR and deliver it like the
     first SR (done once the question is answered)."""
     with state.db.session() as session:
-        q = questions.want_addendum(session, question_id)
-        if q is None:
-            raise HTTPException(404, f"no question {question_id}")
+        q = found(questions.want_addendum(session, question_id), f"question {question_id}")
         view = questions.question_view(q)
     if view["state"] == questions.ANSWERED:
-        publish_addendum(state, question_id)
+        publish(state, "addendum", question_id)
     return view
 
 

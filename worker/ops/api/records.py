@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from worker.ops import overview
 from worker.ops.api.auth import require_token
-from worker.ops.api.state import State
+from worker.ops.api.state import State, found
 from worker.store import jobs
 from worker.store.db import Job
 
@@ -39,9 +39,7 @@ def _time(value: str | None) -> float | None:
 
 def _job(session: Session, job_id: int) -> Job:
     """The job, or the 404 that names it."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id}")
+    job: Job = found(session.get(Job, job_id), f"job {job_id}")
     return job
 
 
@@ -107,8 +105,8 @@ def retry_job(state: State, job_id: int) -> dict[str, Any]:
         job = jobs.retry_failed(session, job_id)
     if job is None:
         raise HTTPException(409, f"job {job_id} is not failed")
-    if state.retry is not None:
-        state.retry(job.id, job.version)
+    if state.broker is not None:
+        state.broker.retry(job.id, job.version)
     return {"job_id": job_id, "state": job.state}
 
 
@@ -126,10 +124,7 @@ def get_studies(state: State,
 def get_study(state: State, study_uid: str) -> dict[str, Any]:
     """A study: every instance and why it was or was not admitted, and its jobs."""
     with state.db.session() as session:
-        detail = overview.study_detail(session, study_uid)
-    if detail is None:
-        raise HTTPException(404, f"no study {study_uid}")
-    return detail
+        return found(overview.study_detail(session, study_uid), f"study {study_uid}")
 
 
 @router.get("/api/associations", tags=["associations"])

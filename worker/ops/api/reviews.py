@@ -1,5 +1,5 @@
-"""Reviewer verdicts, agreement so far, batch runs' progress, and who the caller is: the
-routes of the radiologist review (issue 25), behind the token like the rest of ``/api``.
+"""Reviewer verdicts and agreement so far: the routes of the radiologist review (issue 25),
+behind the token like the rest of ``/api``.
 
 A verdict is recorded under the caller's name (``auth.caller``: ``operator`` or a named
 token's name), never a name the request body claims, so the record says who judged.
@@ -12,19 +12,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from models.labels import CHEXPERT_LABELS
 from worker.ops.api.auth import caller, require_token
-from worker.ops.api.dashboard import STATIC
-from worker.ops.api.state import State
-from worker.store import progress, reviews
+from worker.ops.api.state import State, found
+from worker.store import reviews
 from worker.store.db import BatchRun, Job
 
 router = APIRouter(dependencies=[Depends(require_token)])
-assets = APIRouter(include_in_schema=False)  # the dashboard's script: code, no data
 
 
 class VerdictIn(BaseModel):
@@ -40,9 +37,7 @@ class VerdictIn(BaseModel):
 
 def _job(state: State, job_id: int) -> Job:
     with state.db.session() as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id}")
+        job: Job = found(session.get(Job, job_id), f"job {job_id}")
     return job
 
 
@@ -50,16 +45,9 @@ def _run_id(state: State, name: str | None) -> int | None:
     if not name:
         return None
     with state.db.session() as session:
-        run = session.scalar(select(BatchRun).where(BatchRun.name == name))
-    if run is None:
-        raise HTTPException(404, f"no batch named {name!r}")
+        run = found(session.scalar(select(BatchRun).where(BatchRun.name == name)),
+                    f"batch named {name!r}")
     return run.id
-
-
-@router.get("/api/me", tags=["review"])
-def me(request: Request, state: State) -> dict[str, str]:
-    """The name this token records questions and verdicts under."""
-    return {"name": caller(request, state)}
 
 
 @router.get("/api/jobs/{job_id}/reviews", tags=["review"])
@@ -99,17 +87,3 @@ def get_agreement(state: State, batch: Annotated[str | None, Query(
     run_id = _run_id(state, batch)
     with state.db.session() as session:
         return reviews.agreement(session, run_id)
-
-
-@router.get("/api/batches", tags=["batches"])
-def get_batches(state: State, limit: Annotated[int, Query(ge=1, le=200)] = 20
-                ) -> list[dict[str, Any]]:
-    """The newest batch runs: progress, rate over their processing time, ETA."""
-    with state.db.session() as session:
-        return progress.runs(session, limit)
-
-
-@assets.get("/static/review.js")
-def review_js() -> Response:
-    """The dashboard's review panel, batch table and agreement table."""
-    return Response((STATIC / "review.js").read_text(), media_type="text/javascript")

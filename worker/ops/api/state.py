@@ -7,16 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from prometheus_client.registry import CollectorRegistry
 
 from worker.settings import Settings
 from worker.store.db import Database
 
+T = TypeVar("T")
 QueueDepth = Callable[[str], int | None]
-Retry = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Broker:
+    """How the service puts a message on the gateway's broker, given by whoever builds the
+    app (``serve``, ``cxr-gateway api``: ``worker.pipeline.tasks``' publishers); the
+    service itself loads no Celery.  Each is best effort: what it announces is in the
+    database already, and the reconciler or the next GPU message finds it."""
+
+    retry: Callable[[int, int], None]  # a retried job's first message (job id, version)
+    question: Callable[[int], None]  # wakes a GPU worker for a question
+    addendum: Callable[[int], None]  # files and sends a question's addendum SR
 
 
 @dataclass(frozen=True)
@@ -24,8 +36,8 @@ class ApiState:
     """The service's inputs: set once by ``create_app``, read by every request.
 
     ``queue_depth(queue)`` is ``None`` where the broker cannot be asked (the API then
-    reports the broker as not ready); ``retry(job_id, version)`` publishes a retried
-    job's first message (``None``: the reconciler will find it).
+    reports the broker as not ready); ``broker`` is ``None`` where there is none to
+    publish to (a test's app: rows wait in the database).
     """
 
     settings: Settings
@@ -33,7 +45,7 @@ class ApiState:
     token: str
     metrics: CollectorRegistry
     queue_depth: QueueDepth | None = None
-    retry: Retry | None = None
+    broker: Broker | None = None
 
 
 async def api_state(request: Request) -> ApiState:
@@ -43,3 +55,10 @@ async def api_state(request: Request) -> ApiState:
 
 
 State = Annotated[ApiState, Depends(api_state)]
+
+
+def found(value: T | None, what: str) -> T:
+    """The value a route looked up, or the 404 that names what is missing ("job 3")."""
+    if value is None:
+        raise HTTPException(404, f"no {what}")
+    return value
