@@ -159,8 +159,8 @@ class Settings(BaseSettings):
     max_source_pixels: int = Field(
         64 * 1024 * 1024, ge=1,
         description="Refuse images with more pixels than this (decompression guard).")
-    gpu_batch_size: int = Field(
-        8, ge=1, description="GPU worker: most studies in one batched generation.")
+    gpu_batch_size: int = Field(8, ge=1, description="GPU worker: most studies in one "
+                                                     "batched generation.")
     gpu_batch_wait_seconds: Seconds = Field(
         0.0, description="GPU worker: wait this long for a batch to fill (0: take what is "
                          "ready, so batches grow with the backlog).")
