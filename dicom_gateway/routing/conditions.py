@@ -8,7 +8,7 @@ the grammar and its semantics, what a site reads::
     unary     := "not" unary | "(" or ")" | "always" | term
     term      := FIELD ("==" | "!=" | "<" | "<=" | ">" | ">=") literal
                | FIELD ["not"] "in" "[" literal ("," literal)* "]"
-               | FIELD "matches" STRING        (re.search: anchor with ^ and $)
+               | FIELD "matches" STRING        (a search: anchor with ^ and $)
                | FIELD ("exists" | "missing")
 
 FIELD is a DICOM keyword from pydicom's dictionary (a typo is refused with the closest
@@ -21,7 +21,11 @@ by accident:
 * a multi-valued tag (ImageType) compares by membership: ``==`` / ``in`` / ``matches``
   hold when any value does, ``!=`` / ``not in`` when no value does;
 * strings compare ignoring case and surrounding spaces; ``matches`` uses the regular
-  expression as written (``(?i)`` for case-insensitive);
+  expression as written (``re``'s syntax; ``(?i)`` for case-insensitive), bounded in time
+  and in the length of value it reads (``dicom_gateway.routing.patterns``): a search that
+  runs out of time is false, and the evaluation says the term timed out;
+* every term is evaluated once per instance, in the order written (no short-circuit, so
+  the explanation is complete);
 * ``<``, ``<=``, ``>``, ``>=`` are numeric (the literal must be a number; a value that is
   not a number compares false); ``==`` with a number literal compares numerically.
 
@@ -36,6 +40,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from dicom_gateway.routing.patterns import Pattern, PatternError, SearchTimedOut, compile_pattern
 
 MAX_CONDITION_CHARS = 4000
 MAX_DEPTH = 40
@@ -127,7 +133,7 @@ class Term:
     field: str
     op: str  # == != < <= > >= in "not in" matches exists missing
     literals: tuple[str | float, ...] = ()
-    pattern: re.Pattern[str] | None = None
+    pattern: Pattern | None = None
 
     @property
     def label(self) -> str:
@@ -144,7 +150,7 @@ class Term:
             return False  # every comparison with a missing field is false, never raises
         if self.op == "exists":
             return True
-        if self.op == "matches":
+        if self.op == "matches":  # may raise SearchTimedOut (see ``outcome``)
             assert self.pattern is not None
             return any(self.pattern.search(v) for v in values)
         if self.op in ("!=", "not in"):
@@ -155,6 +161,23 @@ class Term:
         assert isinstance(limit, float)
         return any(_ordered(self.op, num, limit)
                    for num in (_number(v) for v in values) if num is not None)
+
+
+    def outcome(self, values: Values) -> Outcome:
+        try:
+            return Outcome(self, self.holds(values), values is None)
+        except SearchTimedOut:
+            return Outcome(self, False, values is None, timed_out=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One term's result for one instance: held, the field missing, the search timed out."""
+
+    term: Term
+    held: bool
+    missing: bool
+    timed_out: bool = False
 
 
 def _number(value: str) -> float | None:
@@ -189,14 +212,19 @@ class Node:
             return [self.term]
         return [t for c in self.children for t in c.terms()]
 
-    def evaluate(self, lookup: Callable[[str], Values]) -> bool:
-        """Every term is evaluated (no short-circuit), so the explanation is complete."""
+    def evaluate(self, lookup: Callable[[str], Values],
+                 outcomes: list[Outcome] | None = None) -> bool:
+        """Every term is evaluated once (no short-circuit), so the explanation is complete;
+        each term's outcome is appended to ``outcomes``, in the order of ``terms()``."""
         if self.kind == "always":
             return True
         if self.kind == "term":
             assert self.term is not None
-            return self.term.holds(lookup(self.term.field))
-        results = [c.evaluate(lookup) for c in self.children]
+            found = self.term.outcome(lookup(self.term.field))
+            if outcomes is not None:
+                outcomes.append(found)
+            return found.held
+        results = [c.evaluate(lookup, outcomes) for c in self.children]
         if self.kind == "not":
             return not results[0]
         return all(results) if self.kind == "and" else any(results)
@@ -299,8 +327,8 @@ class _Parser:
         if nxt.kind == "word" and nxt.text == "matches":
             pat = self.expect("string", "a quoted regular expression")
             try:
-                compiled = re.compile(str(pat.value))
-            except (re.error, OverflowError, RecursionError, ValueError) as exc:
+                compiled = compile_pattern(str(pat.value))
+            except PatternError as exc:
                 raise RuleError(f"{name} matches: bad regular expression at column "
                                 f"{pat.col}: {exc}") from None
             return Term(name, "matches", pattern=compiled)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dicom_gateway.routing.conditions import Node, Values
+from dicom_gateway.routing.conditions import Node, Outcome, Values
 from dicom_gateway.routing.facts import Facts
 
 ACTIONS = ("process", "skip")
@@ -51,10 +51,12 @@ class TermResult:
     label: str  # the field's keyword and operator: never its value
     held: bool
     missing: bool = False  # the instance has no such value (saying so reveals none)
+    timed_out: bool = False  # a ``matches`` search ran out of time: false
 
     def render(self) -> str:
         return f"{self.label}: {'true' if self.held else 'false'}" + (
-            " (missing)" if self.missing and self.label.split()[1:] != ["missing"] else "")
+            " (missing)" if self.missing and self.label.split()[1:] != ["missing"] else "") \
+            + (" (timed out)" if self.timed_out else "")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Evaluation:
     rule: str
     matched: bool
     terms: tuple[TermResult, ...]
+
+    @property
+    def timed_out(self) -> tuple[str, ...]:
+        """The labels of the terms whose search ran out of time."""
+        return tuple(t.label for t in self.terms if t.timed_out)
 
     def explain(self) -> str:
         parts = ", ".join(t.render() for t in self.terms)
@@ -94,9 +101,9 @@ def evaluate(rule: Rule, facts: Facts) -> Evaluation:
             seen[name] = facts.values(name)
         return seen[name]
 
-    matched = rule.tree.evaluate(lookup)
-    terms = tuple(TermResult(t.label, t.holds(lookup(t.field)), lookup(t.field) is None)
-                  for t in rule.tree.terms())
+    outcomes: list[Outcome] = []
+    matched = rule.tree.evaluate(lookup, outcomes)  # each term once
+    terms = tuple(TermResult(o.term.label, o.held, o.missing, o.timed_out) for o in outcomes)
     return Evaluation(rule.name, matched, terms)
 
 

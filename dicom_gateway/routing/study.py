@@ -30,6 +30,16 @@ class RoutedStudy:
     destinations: str = ""  # destination set; "" = the default set
     outcome: str = ""  # the study's recorded outcome ("admitted ..." or why not)
 
+    @property
+    def timed_out(self) -> dict[str, tuple[str, ...]]:
+        """rule name -> the terms whose search ran out of time (false), over all instances."""
+        out: dict[str, tuple[str, ...]] = {}
+        for d in self.decisions.values():
+            for ev in d.evaluations:
+                if ev.timed_out:
+                    out[ev.rule] = tuple(dict.fromkeys((*out.get(ev.rule, ()), *ev.timed_out)))
+        return out
+
 
 def route_study(rules: RuleSet, instances: Sequence[tuple[Any, Facts]],
                 unreadable: Mapping[str, str] | None = None) -> RoutedStudy:

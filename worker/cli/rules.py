@@ -84,10 +84,28 @@ def check(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
+    for warning in pattern_warnings(rules):
+        print(f"warning: {path}:{warning}", file=sys.stderr)
     names = ", ".join(r.name for r in rules.rules) or "none: the built-in admission only"
     print(f"ok: {path}: {len(rules.rules)} rule(s) ({names}), "
           f"{len(rules.destination_sets)} destination set(s)")
     return 0
+
+
+def pattern_warnings(rules: RuleSet) -> list[str]:
+    """"LINE: ..." for each ``matches`` pattern with nested quantifiers, the shape that can
+    backtrack for minutes on one crafted value (it is cut off, and counted false)."""
+    from dicom_gateway.routing.patterns import SEARCH_SECONDS, nested_quantifiers
+
+    out = []
+    for rule in rules.rules:
+        for term in rule.tree.terms():
+            if term.pattern is not None and nested_quantifiers(term.pattern.text):
+                out.append(f"{rule.line}: rule {rule.name!r}: {term.field} matches "
+                           f"{term.pattern.text!r}: nested quantifiers can backtrack "
+                           f"exponentially on some values; each search stops after "
+                           f"{SEARCH_SECONDS * 1000:.0f} ms and counts as false")
+    return out
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -140,10 +158,14 @@ def test(args: argparse.Namespace) -> int:
 
 def _print_study(settings: Settings, rules: RuleSet, study_uid: str,
                  members: list[tuple[Path, Any, Any]], calling_ae: str) -> None:
+    from dicom_gateway.routing.patterns import SEARCH_SECONDS
     from dicom_gateway.routing.study import route_study
 
     routed: RoutedStudy = route_study(rules, [(c, facts) for _, c, facts in members])
     print(f"\nstudy {study_uid}: {routed.outcome} (decided by rule {routed.rule})")
+    for rule, terms in routed.timed_out.items():
+        print(f"  time-out: rule {rule!r}: {', '.join(terms)} ran past "
+              f"{SEARCH_SECONDS * 1000:.0f} ms and counted as false")
     for path, cand, _ in members:
         uid = cand.sop_instance_uid
         decision = routed.decisions[uid]

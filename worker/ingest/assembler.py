@@ -18,6 +18,7 @@ from dicom_gateway.routing.admission import Candidate
 from dicom_gateway.routing.facts import Facts
 from dicom_gateway.routing.rules import RuleSet
 from dicom_gateway.routing.study import route_study
+from worker.ingest.routing import note_timeouts
 from worker.store import jobs
 from worker.store.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
 
@@ -119,6 +120,8 @@ def assemble_study(db: Database, study_uid: str,
         ).all())
         cands, unreadable = _candidates(instances, called_ae)
         decision = route_study(rules or RuleSet(), cands, unreadable)
+        if decision.timed_out:
+            note_timeouts(study_uid, decision.timed_out)
         _record_admission(instances, decision.admitted, decision.skipped)
         t = now()
         study.assembled_at = t

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 
 from dicom_gateway.routing.building import build_rule_set, refusal
 from dicom_gateway.routing.fields import check_field
+from dicom_gateway.routing.patterns import SEARCH_SECONDS
 from dicom_gateway.routing.rules import RuleSet
 from dicom_gateway.routing.rules_file import check_text
 from worker.settings import Settings, SettingsError
@@ -109,3 +111,22 @@ class LiveRules:
                  self.path, len(rules.rules), ", ".join(r.name for r in rules.rules) or
                  "built-in admission only", len(rules.destination_sets))
         return True
+
+
+# rule name -> searches that ran out of time in this process (``cxr_rule_timeouts_total``)
+RULE_TIMEOUTS: Counter[str] = Counter()
+_told: set[str] = set()
+
+
+def note_timeouts(study_uid: str, timed_out: dict[str, tuple[str, ...]]) -> None:
+    """Count each rule whose ``matches`` search ran out of time on this study (the term
+    was false), and say so once per rule and process: a pattern that backtracks on some
+    sender's values is the site's to fix, and one line names it."""
+    for rule, terms in timed_out.items():
+        RULE_TIMEOUTS[rule] += 1
+        if rule not in _told:
+            _told.add(rule)
+            log.warning("routing rule %r: %s timed out (%.0f ms limit) on study %s and "
+                        "counted as false; further time-outs of this rule are counted in "
+                        "cxr_rule_timeouts_total, not logged", rule, ", ".join(terms),
+                        SEARCH_SECONDS * 1000, study_uid)

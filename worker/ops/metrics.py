@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from worker.ingest.routing import RULE_TIMEOUTS
 from worker.store import jobs
 from worker.store.db import (
     AssociationLog,
@@ -129,6 +130,7 @@ class GatewayCollector(Collector):
             for turn, value in self._tokens.items():
                 tokens.add_metric([turn], value)
             yield tokens
+            yield rule_timeout_family()
 
     def _from_database(self) -> Iterator[Any]:
         """Counts and gauges, queried afresh on every scrape."""
@@ -226,6 +228,17 @@ def association_family(associations: Iterable[Any]) -> CounterMetricFamily:
                                  labels=["calling_ae", "outcome"])
     for ae, outcome, n, _failed in associations:
         family.add_metric([ae, outcome], float(n))
+    return family
+
+
+def rule_timeout_family() -> CounterMetricFamily:
+    """Routing rules' ``matches`` searches that ran out of time (and so were false), in
+    this process: the assembler's, which runs in the gateway that serves /metrics."""
+    family = CounterMetricFamily("cxr_rule_timeouts", "Routing-rule regular-expression "
+                                 "searches that ran out of time (counted false)",
+                                 labels=["rule"])
+    for rule, n in sorted(RULE_TIMEOUTS.items()):
+        family.add_metric([rule], float(n))
     return family
 
 

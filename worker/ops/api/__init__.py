@@ -17,8 +17,9 @@ One router per audience, each guarded where it is declared:
 metrics registry, the broker's queue depth, its publishers) is one ``ApiState`` on
 ``app.state``, handed to routes by the ``State`` dependency.  ``state`` and ``auth``
 hold that plumbing; ``server`` runs the app in ``serve``'s process.  The package imports
-``worker.store``, ``worker.settings`` and ``worker.ops`` only: the broker is reached
-through the callables it is given, so the service loads no Celery of its own.
+``worker.store``, ``worker.settings``, ``worker.ops`` and ``worker.pipeline.followups``
+(where a question is asked) only: the broker is reached through the ``Broker`` it is
+given (``None``: no broker), so the service loads no Celery of its own.
 """
 
 from __future__ import annotations
