@@ -127,11 +127,13 @@ class ServeProcess:
 
     def _start_api(self, rt: Runtime) -> None:
         from worker.ops.api import APIServer, Broker, create_app
+        from worker.ops.api.limits import HttpLimits
         from worker.pipeline import tasks
 
         s = self.settings
         broker = Broker(tasks.enqueue_prepare, tasks.enqueue_question, tasks.enqueue_addendum)
-        self.api = APIServer(create_app(s, rt.db, queue_depth, broker), s.api_host, s.api_port)
+        self.api = APIServer(create_app(s, rt.db, queue_depth, broker), s.api_host, s.api_port,
+                             HttpLimits.of(s))
         self.api.start()
 
     def _log_summary(self) -> None:

@@ -26,12 +26,14 @@ def register(commands: Commands) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from worker.ops.api.limits import HttpLimits
+
     settings = load(args)
     warn_unknown()
     app = start_step(settings, lambda: build_app(settings))
     print(f"cxr-gateway api on http://{settings.api_host}:{settings.api_port}/", flush=True)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False)
+                access_log=False, **HttpLimits.of(settings).uvicorn_options())
     return 0
 
 

@@ -125,6 +125,20 @@ class Settings(BaseSettings):
     api_token: str = Field(
         "", description="Token for the API and dashboard (health and metrics are open); "
                         "empty = one generated into the data dir.")
+    api_max_body_kb: int = Field(
+        64, ge=1, description="Largest HTTP request body read, KiB (413 past it, refused "
+                              "while it arrives, before the token is checked).")
+    api_max_header_kb: int = Field(
+        16, ge=1, description="Largest HTTP request head (request line and headers), KiB.")
+    api_header_seconds: PositiveSeconds = Field(
+        10.0, description="A request's head must have arrived this long after its "
+                          "connection opened (or its previous response); else it is closed.")
+    api_body_seconds: PositiveSeconds = Field(
+        30.0, description="A request's body must have arrived this long after its head "
+                          "(408 past it).")
+    api_connections_per_client: int = Field(
+        32, ge=1, description="Open HTTP connections one client address may hold; one "
+                              "more is answered 429.")
     model_backend: str = Field(
         "mock", description="mock (wiring only, labelled as mock), local, openai or hf-space.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Model repository id.")

@@ -13,7 +13,9 @@ One router per audience, each guarded where it is declared:
 | ``auth`` | ``/api/me`` (who the token names, ``worker.store.callers``) | ``require_token``: 401 |
 | ``questions`` | ``/api/jobs/{id}/questions``, ``/api/questions/...`` | ``require_token``: 401 |
 
-``create_app`` only assembles them; what they share (settings, database, token,
+``limits`` bounds what a stranger costs before any of them runs (body size and arrival
+time in a middleware; head size and time and connections per address in the server's
+protocol).  ``create_app`` only assembles them; what they share (settings, database, token,
 metrics registry, the broker's queue depth, its publishers) is one ``ApiState`` on
 ``app.state``, handed to routes by the ``State`` dependency.  ``state`` and ``auth``
 hold that plumbing; ``server`` runs the app in ``serve``'s process.  The package imports
@@ -30,6 +32,7 @@ from worker.ops.api import auth, batches, dashboard, health, records
 from worker.ops.api import questions as question_routes
 from worker.ops.api import reviews as review_routes
 from worker.ops.api.auth import COOKIE, TOKEN_FILE, LoginNeeded, api_token
+from worker.ops.api.limits import BodyLimit, HttpLimits
 from worker.ops.api.server import APIServer
 from worker.ops.api.state import ApiState, Broker, QueueDepth
 from worker.ops.metrics import GatewayCollector, registry
@@ -59,4 +62,6 @@ def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None 
     app.include_router(batches.router)
     app.include_router(auth.router)  # /api/me
     app.add_exception_handler(LoginNeeded, dashboard.to_login)
+    # under every route: a body's size and arrival time, before FastAPI reads it (issue 31)
+    app.add_middleware(BodyLimit, limits=HttpLimits.of(settings))
     return app

@@ -10,15 +10,19 @@ import time
 
 from fastapi import FastAPI
 
+from worker.ops.api.limits import HttpLimits
+
 
 class APIServer:
     """uvicorn in a thread, for ``serve``; stops with it."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int,
+                 limits: HttpLimits | None = None) -> None:
         import uvicorn
 
         self.config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                     access_log=False, lifespan="off")
+                                     access_log=False, lifespan="off",
+                                     **(limits or HttpLimits()).uvicorn_options())
         self.server = uvicorn.Server(self.config)  # in a thread it leaves signals alone
         self._thread: threading.Thread | None = None
 
