@@ -81,11 +81,27 @@ def answer_waiting(rt: Runtime) -> list[int]:
             claimed = qs.claim_questions(s, rt.worker_name, rt.settings.gpu_batch_size)
         if not claimed:
             break
-        done = answer(rt, claimed)
+        try:
+            done = answer(rt, claimed)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the claims are released
+            release(rt, claimed, exc)
+            break
         answered += done
         if not done:  # the backend failed: the questions wait for the next message
             break
     return answered
+
+
+def release(rt: Runtime, question_ids: list[int], exc: BaseException) -> None:
+    """After a failure that is not the backend's answer (out of memory, a database error,
+    a bug): every question this process still holds waits again, counted, and fails with
+    the reason once ``MAX_ATTEMPTS`` tries have failed.  Never left ``answering``."""
+    why = f"follow-up failed: {type(exc).__name__}"
+    log.warning("%d follow-up question(s) not answered (%s); released", len(question_ids),
+                type(exc).__name__)
+    with rt.db.session() as s:
+        for qid in question_ids:
+            qs.put_back(s, qid, rt.worker_name, why, permanent=False, counted=True)
 
 
 def prepare(rt: Runtime, question_ids: list[int]) -> list[Prepared]:

@@ -19,11 +19,13 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -34,6 +36,7 @@ from worker.store.schema import migrate as migrate
 from worker.store.schema import schema_revisions as schema_revisions
 
 UID = String(64)
+ONE_ANSWERING = text("state = 'answering'")  # one such question per job (migration 0012)
 
 
 def now() -> float:
@@ -231,12 +234,9 @@ class AssociationLog(Base):
 
 
 class Installation(Base):
-    """This database's identity: one row, created once, never changed.
-
-    Every UID the gateway creates (SR series and instance, device observer) derives
-    from ``uid_seed``, so two installations, or one database reset, can never give the
-    same UID to different content.
-    """
+    """This database's identity: one row, created once, never changed.  Every UID the
+    gateway creates derives from ``uid_seed``, so two installations, or one database
+    reset, never give one UID to different content."""
 
     __tablename__ = "installation"
 
@@ -246,10 +246,8 @@ class Installation(Base):
 
 
 class ConversationTurn(Base):
-    """One turn of a study's chat with the model, verbatim (issue 25): the findings
-    prompt (with the image reference), each reply with its reasoning, the report turn,
-    every follow-up.  A later question is asked after these, so no turn is generated
-    twice.  Kept as long as the job row is (retention never deletes jobs)."""
+    """One turn of a study's chat with the model, verbatim (issue 25): prompts with the
+    image reference, replies with their reasoning, the report turn, every follow-up."""
 
     __tablename__ = "conversation_turns"
     __table_args__ = (UniqueConstraint("job_id", "job_version", "seq"),)
@@ -274,6 +272,8 @@ class Question(Base):
     who asked (a name or token identity, never patient data) and when."""
 
     __tablename__ = "questions"
+    __table_args__ = (Index("uq_questions_one_answering_per_job", "job_id", unique=True,
+                            sqlite_where=ONE_ANSWERING, postgresql_where=ONE_ANSWERING),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
@@ -295,6 +295,7 @@ class Question(Base):
     reused_turn: Mapped[int | None] = mapped_column(Integer, nullable=True)  # turn seq
     worker: Mapped[str] = mapped_column(String(128), default="")
     error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed tries to answer
     # the addendum SR, when asked for (--to-pacs): "" | wanted | sending | written | failed
     # (its deliveries are rows of ``deliveries``, document ``addendum:<id>``)
     addendum: Mapped[str] = mapped_column(String(16), default="")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from worker.store import jobs
@@ -145,11 +146,17 @@ def release_stale(session: Session, live: set[str]) -> int:
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def busy_jobs(session: Session) -> set[int]:
+    """Jobs with a question being answered (read once per claim; the database's index
+    refuses a second one all the same, should another worker claim in between)."""
+    return set(session.scalars(select(Question.job_id).where(Question.state == ANSWERING)))
+
+
 def claim_questions(session: Session, holder: str, limit: int) -> list[int]:
     """Take up to ``limit`` waiting questions, oldest first, at most one per job and none
     for a job with a question being answered; a question whose job can never give an
     answer fails with the reason.  The ids taken."""
-    busy = set(session.scalars(select(Question.job_id).where(Question.state == ANSWERING)))
+    busy = busy_jobs(session)
     taken: list[int] = []
     seen: set[int] = set()
     waiting = session.scalars(select(Question).where(Question.state == WAITING)
@@ -170,24 +177,41 @@ def claim_questions(session: Session, holder: str, limit: int) -> list[int]:
             continue
         if job is None or not answerable(job):
             continue  # its first turns are still running: it waits for them
-        res = session.execute(update(Question).where(Question.id == q.id,
-                                                     Question.state == WAITING)
-                              .values(state=ANSWERING, holder=holder, held_since=now()))
-        session.commit()
+        try:
+            res = session.execute(update(Question).where(Question.id == q.id,
+                                                         Question.state == WAITING)
+                                  .values(state=ANSWERING, holder=holder, held_since=now()))
+            session.commit()
+        except IntegrityError:  # another worker took a question of this job meanwhile:
+            session.rollback()  # the database holds one answering per job (0012)
+            continue
         if res.rowcount == 1:  # type: ignore[attr-defined]
             taken.append(q.id)
     return taken
 
 
+MAX_ATTEMPTS = 3  # failed tries to answer one question, before it fails for good
+
+
 def put_back(session: Session, question_id: int, holder: str, error: str,
-             permanent: bool) -> None:
-    """A backend failure: the question waits again (transient) or fails (permanent)."""
+             permanent: bool, counted: bool = False) -> None:
+    """A failure while answering: the question waits again (transient) or fails
+    (permanent).  ``counted``: a try that counts against ``MAX_ATTEMPTS`` (an error of
+    ours or the worker's: an exception, an out-of-memory), so that such a question is
+    retried a bounded number of times, then failed with the reason, never left held."""
+    q = session.get(Question, question_id)
+    if q is None or q.holder != holder or q.state != ANSWERING:
+        return
+    attempts = q.attempts + (1 if counted else 0)
+    final = permanent or attempts >= MAX_ATTEMPTS
+    if final and counted and not permanent:
+        error = f"{error} (tried {attempts} times)"
     session.execute(update(Question).where(Question.id == question_id,
                                            Question.holder == holder,
                                            Question.state == ANSWERING)
-                    .values(state=FAILED if permanent else WAITING, holder="",
-                            held_since=0.0, error=error,
-                            answered_at=now() if permanent else None))
+                    .values(state=FAILED if final else WAITING, holder="",
+                            held_since=0.0, error=error, attempts=attempts,
+                            answered_at=now() if final else None))
     session.commit()
 
 

@@ -1,0 +1,140 @@
+"""Answering a follow-up question always ends (issue 31): any failure after the claim
+releases it, a question is retried a bounded number of times and then failed with its
+reason, never left ``answering``; the database holds at most one question per job being
+answered, so two workers racing on one job answer its questions in order, each asked
+after the earlier answer.  On SQLite, and on PostgreSQL (the many-machines database)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from models.backend import Generation, ModelRequest
+from tests.test_followups import Recording, ask, first_turns, new_job, question
+from worker.pipeline import followups
+from worker.runtime import Runtime, configure
+from worker.settings import load_settings
+from worker.store import questions
+from worker.store.db import Question
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    extra: dict[str, Any] = {}
+    drop = None
+    if request.param == "postgres":
+        from tests.peers import fresh_database
+
+        url, drop = fresh_database()
+        extra["database_url"] = url
+    runtime = configure(load_settings(None, {}, data_dir=tmp_path / "data", **extra))
+    runtime._backend = Recording()  # type: ignore[assignment]
+    try:
+        yield runtime
+    finally:
+        runtime.db.engine.dispose()
+        if drop is not None:
+            drop()
+
+
+class Failing(Recording):
+    """A backend whose generate raises what a real one may: CUDA out of memory (a
+    RuntimeError), hf-space's unguarded ``paths[0]`` (an IndexError)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def generate(self, requests: Sequence[ModelRequest]) -> list[Generation]:
+        raise self.error
+
+
+def failure(kind: str, monkeypatch: pytest.MonkeyPatch, rt: Runtime) -> None:
+    if kind == "out of memory":
+        rt._backend = Failing(RuntimeError("CUDA out of memory"))  # type: ignore[assignment]
+    elif kind == "index error":
+        rt._backend = Failing(IndexError("list index out of range"))  # type: ignore[assignment]
+    else:  # the answer cannot be stored: the database refuses the turns
+        def refuse(*_a: Any, **_k: Any) -> int:
+            raise IntegrityError("INSERT INTO conversation_turns", {}, Exception("duplicate"))
+
+        monkeypatch.setattr(followups.conv, "append_reply", refuse)
+
+
+@pytest.mark.parametrize("kind", ["out of memory", "index error", "integrity error"])
+def test_each_failure_after_the_claim_releases_it_and_ends_failed(
+        rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    job = new_job(rt, tmp_path)
+    first_turns(rt, job)
+    qid = ask(rt, job, "Where is the edema?")
+    failure(kind, monkeypatch, rt)
+    states = []
+    for _ in range(questions.MAX_ATTEMPTS):
+        followups.answer_waiting(rt)  # the GPU task's call: it must come back
+        view = question(rt, qid)
+        states.append(view["state"])
+    assert states == ["waiting"] * (questions.MAX_ATTEMPTS - 1) + ["failed"], states
+    assert view["error"].startswith("follow-up failed:") and "tried 3 times" in view["error"]
+    with rt.db.session() as s:
+        q = s.get(Question, qid)
+        assert q is not None and q.holder == "" and q.attempts == questions.MAX_ATTEMPTS
+
+
+def test_a_later_question_of_the_job_is_answered_after_one_failed(
+        rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = new_job(rt, tmp_path)
+    first_turns(rt, job)
+    stuck = ask(rt, job, "Where is the edema?")
+    rt._backend = Failing(RuntimeError("CUDA out of memory"))  # type: ignore[assignment]
+    for _ in range(questions.MAX_ATTEMPTS):
+        followups.answer_waiting(rt)
+    later = ask(rt, job, "Is there an effusion?")
+    rt._backend = Recording()  # type: ignore[assignment]
+    assert followups.answer_waiting(rt) == [later]
+    assert question(rt, stuck)["state"] == "failed"
+    assert question(rt, later)["state"] == "answered"
+
+
+def test_the_database_holds_one_answering_question_per_job(rt: Runtime,
+                                                            tmp_path: Path) -> None:
+    job = new_job(rt, tmp_path)
+    first_turns(rt, job)
+    first, second = ask(rt, job, "Where?"), ask(rt, job, "Why?")
+    with rt.db.session() as s:
+        assert questions.claim_questions(s, "worker-a", 8) == [first]
+    with rt.db.session() as s, pytest.raises(IntegrityError):
+        s.execute(update(Question).where(Question.id == second).values(state="answering"))
+        s.commit()
+
+
+def test_two_workers_racing_on_one_job_answer_in_order_each_after_the_earlier_answer(
+        rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker B reads the busy jobs before worker A's claim lands (the interleaving that
+    used to answer two questions of one job at once): the database refuses B's claim."""
+    job = new_job(rt, tmp_path)
+    first_turns(rt, job)
+    q1, q2 = ask(rt, job, "Where is the edema?"), ask(rt, job, "How large is the heart?")
+    with rt.db.session() as s:
+        assert questions.claim_questions(s, "worker-a", 8) == [q1]
+    stale = questions.busy_jobs
+    monkeypatch.setattr(questions, "busy_jobs", lambda _s: set())  # B's read, from before
+    with rt.db.session() as s:
+        assert questions.claim_questions(s, "worker-b", 8) == []  # q2 refused: q1 answering
+    monkeypatch.setattr(questions, "busy_jobs", stale)
+    with rt.db.session() as s:  # A answers q1 (its claim, its name)
+        s.execute(update(Question).where(Question.id == q1).values(holder=rt.worker_name))
+        s.commit()
+    backend = rt.backend
+    assert isinstance(backend, Recording)
+    assert followups.answer(rt, [q1]) == [q1]
+    assert followups.answer_waiting(rt) == [q2]  # then B's turn, after q1's answer
+    asked = backend.requests[-1]
+    texts = [t.text for t in asked.turns]
+    assert any("Where is the edema?" in t for t in texts[:-1])  # q1, asked before
+    assert texts[-2] == question(rt, q1)["reply_text"]  # q1's answer, just before q2
+    assert "How large is the heart?" in texts[-1]  # q2 last
