@@ -138,3 +138,47 @@ def test_two_workers_racing_on_one_job_answer_in_order_each_after_the_earlier_an
     assert any("Where is the edema?" in t for t in texts[:-1])  # q1, asked before
     assert texts[-2] == question(rt, q1)["reply_text"]  # q1's answer, just before q2
     assert "How large is the heart?" in texts[-1]  # q2 last
+
+
+def test_quotas_answer_429_with_retry_after_and_the_limit(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from worker.ops.api import create_app
+
+    rt = configure(load_settings(None, {}, data_dir=tmp_path / "data", api_token="t" * 32,
+                                 max_open_questions_per_job=2,
+                                 questions_per_reviewer_per_hour=3))
+    rt._backend = Recording()  # type: ignore[assignment]
+    jobs = [new_job(rt, tmp_path, f"cr{n}") for n in range(2)]
+    for job in jobs:
+        first_turns(rt, job)
+    auth = {"Authorization": "Bearer " + "t" * 32}
+    with TestClient(create_app(rt.settings, rt.db, lambda queue: 0)) as api:
+        def post(job_id: int) -> Any:
+            return api.post(f"/api/jobs/{job_id}/questions", headers=auth,
+                            json={"question": "Where?"})
+
+        assert [post(jobs[0].id).status_code for _ in range(2)] == [202, 202]
+        over = post(jobs[0].id)  # a third open question on the job
+        assert over.status_code == 429 and over.json()["limit"] == 2
+        assert int(over.headers["Retry-After"]) > 0
+        assert post(jobs[1].id).status_code == 202  # the caller's third this hour
+        hourly = post(jobs[1].id)
+        assert hourly.status_code == 429 and hourly.json()["limit"] == 3
+        assert 0 < int(hourly.headers["Retry-After"]) <= 3601
+
+
+def test_follow_ups_take_at_most_their_share_of_a_gpu_message(rt: Runtime,
+                                                               tmp_path: Path) -> None:
+    """Ten jobs with a question each: one GPU message answers share x batch of them
+    (0.5 x 8 = 4), so the study that message is for is inferred right after."""
+    jobs = [new_job(rt, tmp_path, f"cr{n}") for n in range(10)]
+    for job in jobs:
+        first_turns(rt, job)
+    asked = [ask(rt, job, "Where?") for job in jobs]
+    assert followups.share(rt) == 4
+    first = followups.answer_waiting(rt)
+    assert len(first) == 4 and first == asked[:4]  # oldest first
+    assert followups.still_waiting(rt)
+    rest = followups.answer_waiting(rt) + followups.answer_waiting(rt)
+    assert rest == asked[4:]

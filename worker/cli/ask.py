@@ -60,7 +60,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     with rt.db.session() as s:
         try:
             asked_by = callers.claimed(s, args.asked_by, "--as")
-            q = followups.ask(s, args.job_id, args.question, asked_by, args.to_pacs)
+            q = followups.ask(s, args.job_id, args.question, asked_by, args.to_pacs,
+                              rt.settings)
         except (questions.QuestionRefused, callers.UnknownCaller) as exc:
             raise CommandError(str(exc)) from None
         qid = q.id

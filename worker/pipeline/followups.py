@@ -32,6 +32,7 @@ from models.followup import (
     route,
 )
 from worker.runtime import Runtime
+from worker.settings import Settings
 from worker.store import conversations as conv
 from worker.store import questions as qs
 from worker.store.db import Job, Question, now
@@ -53,19 +54,30 @@ class Prepared:
     reused: tuple[int, str, int | None] | None = None  # (seq, text, tokens) of the report
 
 
-def ask(session: Session, job_id: int, text: str, asked_by: str,
-        to_pacs: bool = False) -> Question:
+def ask(session: Session, job_id: int, text: str, asked_by: str, to_pacs: bool = False,
+        settings: Settings | None = None) -> Question:
     """Record a question on a job, with the route the model's policy gives it (a report
     request, a question about the image, an exact prompt: ``models.followup.route``);
-    raises ``QuestionRefused`` with the reason."""
+    raises ``QuestionRefused`` with the reason (``QuotaExceeded`` past the settings'
+    quotas, checked when ``settings`` is given: every caller from outside does)."""
     text = qs.checked_text(text)
     job = qs.job_to_ask(session, job_id)
+    if settings is not None:
+        qs.check_quotas(session, job_id, asked_by, settings.max_open_questions_per_job,
+                        settings.questions_per_reviewer_per_hour)
     has_report = bool(job.result and json.loads(job.result).get("report_text"))
     return qs.record(session, job, text, asked_by, route(text, has_report).route, to_pacs)
 
 
+def share(rt: Runtime) -> int:
+    """How many questions one GPU message answers at most: ``followup_share`` of a batch
+    (at least one), so that a flood of questions never starves study inference."""
+    return max(1, int(rt.settings.followup_share * rt.settings.gpu_batch_size))
+
+
 def answer_waiting(rt: Runtime) -> list[int]:
-    """Answer every question that can be answered now, a batch at a time; their ids."""
+    """Answer questions that can be answered now, at most ``share`` of them (in rounds:
+    one question per job each); their ids.  More may wait: ``still_waiting`` tells."""
     answered: list[int] = []
     with rt.db.session() as s:
         waiting, answering = qs.open_questions(s)
@@ -74,11 +86,12 @@ def answer_waiting(rt: Runtime) -> list[int]:
                 s, live_names(rt.db, rt.settings.liveness_timeout_seconds) | {rt.worker_name})
     if not waiting:
         return answered  # one read: what every GPU message costs when nobody asks
+    budget = share(rt)
     for _ in range(MAX_ROUNDS):
-        if rt.stopping.is_set():
+        if rt.stopping.is_set() or len(answered) >= budget:
             break
         with rt.db.session() as s:
-            claimed = qs.claim_questions(s, rt.worker_name, rt.settings.gpu_batch_size)
+            claimed = qs.claim_questions(s, rt.worker_name, budget - len(answered))
         if not claimed:
             break
         try:
@@ -90,6 +103,11 @@ def answer_waiting(rt: Runtime) -> list[int]:
         if not done:  # the backend failed: the questions wait for the next message
             break
     return answered
+
+
+def still_waiting(rt: Runtime) -> bool:
+    with rt.db.session() as s:
+        return qs.open_questions(s)[0] > 0
 
 
 def release(rt: Runtime, question_ids: list[int], exc: BaseException) -> None:

@@ -142,6 +142,8 @@ def answer_questions(rt: Runtime) -> None:
         answered = followups.answer_waiting(rt)
         for qid in followups.addenda_wanted(rt, answered):
             enqueue_addendum(qid)
+        if len(answered) >= followups.share(rt) and followups.still_waiting(rt):
+            enqueue_question(0)  # more wait: their own message, behind the studies queued
     except TRANSIENT as exc:
         log.warning("follow-up questions wait (%s)", type(exc).__name__)
     except Exception:  # noqa: BLE001 - the study's inference must still run

@@ -128,17 +128,15 @@ class Settings(BaseSettings):
     api_max_body_kb: int = Field(
         64, ge=1, description="Largest HTTP request body read, KiB (413 past it, refused "
                               "while it arrives, before the token is checked).")
-    api_max_header_kb: int = Field(
-        16, ge=1, description="Largest HTTP request head (request line and headers), KiB.")
+    api_max_header_kb: int = Field(16, ge=1, description="Largest HTTP request head, KiB.")
     api_header_seconds: PositiveSeconds = Field(
         10.0, description="A request's head must have arrived this long after its "
                           "connection opened (or its previous response); else it is closed.")
     api_body_seconds: PositiveSeconds = Field(
         30.0, description="A request's body must have arrived this long after its head "
                           "(408 past it).")
-    api_connections_per_client: int = Field(
-        32, ge=1, description="Open HTTP connections one client address may hold; one "
-                              "more is answered 429.")
+    api_connections_per_client: int = Field(32, ge=1, description="Open HTTP connections "
+                                            "one client address may hold (429 past it).")
     model_backend: str = Field(
         "mock", description="mock (wiring only, labelled as mock), local, openai or hf-space.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Model repository id.")
@@ -178,6 +176,13 @@ class Settings(BaseSettings):
     gpu_batch_wait_seconds: Seconds = Field(
         0.0, description="GPU worker: wait this long for a batch to fill (0: take what is "
                          "ready, so batches grow with the backlog).")
+    followup_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="Most of each GPU batch that follow-up questions "
+                                         "take (at least one), so studies always progress.")
+    max_open_questions_per_job: int = Field(10, ge=1, description="Questions open on one "
+                                            "job at once (429 past it).")
+    questions_per_reviewer_per_hour: int = Field(120, ge=1, description="Questions one "
+                                                 "caller may ask in an hour (429 past it).")
     batch_calling_aets: CommaList = Field(
         (), description="Calling AE titles of retrospective batch senders (run after live).")
     study_quiet_seconds: Seconds = Field(

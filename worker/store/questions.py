@@ -33,6 +33,35 @@ class QuestionRefused(ValueError):
     """A question that cannot be asked (empty, too long, no such job); the text says why."""
 
 
+class QuotaExceeded(QuestionRefused):
+    """Too many questions open on the job, or asked by this caller this hour: ask again
+    after ``retry_after`` seconds; ``limit`` is the setting's value."""
+
+    def __init__(self, message: str, limit: int, retry_after: int) -> None:
+        super().__init__(message)
+        self.limit, self.retry_after = limit, retry_after
+
+
+def check_quotas(session: Session, job_id: int, asked_by: str, per_job: int,
+                 per_hour: int) -> None:
+    """QuotaExceeded when the job has ``per_job`` questions open, or ``asked_by`` asked
+    ``per_hour`` in the last hour (one token holder cannot fill the GPU queue)."""
+    open_now = session.scalar(select(func.count()).select_from(Question).where(
+        Question.job_id == job_id, Question.state.in_((WAITING, ANSWERING)))) or 0
+    if open_now >= per_job:
+        raise QuotaExceeded(f"job {job_id} has {open_now} questions open (at most {per_job}, "
+                            "CXR_MAX_OPEN_QUESTIONS_PER_JOB): ask once one is answered",
+                            per_job, 30)
+    since = now() - 3600
+    recent = list(session.scalars(select(Question.asked_at).where(
+        Question.asked_by == asked_by[:128], Question.asked_at >= since)
+        .order_by(Question.asked_at).limit(per_hour)))
+    if len(recent) >= per_hour:
+        wait = max(1, int(recent[0] + 3600 - now()) + 1)
+        raise QuotaExceeded(f"{asked_by} asked {per_hour} questions in the last hour (at most "
+                            f"{per_hour}, CXR_QUESTIONS_PER_REVIEWER_PER_HOUR)", per_hour, wait)
+
+
 def checked_text(text: str) -> str:
     """The question as it will be stored; QuestionRefused when it cannot be asked."""
     text = text.strip()

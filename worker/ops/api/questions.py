@@ -57,7 +57,10 @@ def ask(request: Request, state: State, job_id: int,
     who = caller(request, state) or "unknown"
     with state.db.session() as session:
         try:
-            q = followups.ask(session, job_id, question, who, to_pacs)
+            q = followups.ask(session, job_id, question, who, to_pacs, state.settings)
+        except questions.QuotaExceeded as exc:
+            return JSONResponse({"detail": str(exc), "limit": exc.limit}, status_code=429,
+                                headers={"Retry-After": str(exc.retry_after)})
         except questions.QuestionRefused as exc:
             raise HTTPException(404 if str(exc).startswith("no job") else 422,
                                 str(exc)) from None
