@@ -66,13 +66,15 @@ def _unbounded_repeat(op: Any, arg: Any) -> bool:
     return str(op) in _REPEATS and (arg[1] > 1)
 
 
-def _holds_repeat(items: Any) -> bool:
+def _any(items: Any, found: Any) -> bool:
+    """Whether ``found(op, arg)`` holds for an item of a parsed pattern or anything inside
+    it (a repeat's body, a group's, each branch)."""
     for op, arg in items:
-        if _unbounded_repeat(op, arg):
+        if found(op, arg):
             return True
-        if str(op) == "SUBPATTERN" and _holds_repeat(arg[-1]):
-            return True
-        if str(op) == "BRANCH" and any(_holds_repeat(b) for b in arg[1]):
+        inner = [arg[2]] if str(op) in _REPEATS else [arg[-1]] if str(op) == "SUBPATTERN" \
+            else list(arg[1]) if str(op) == "BRANCH" else []
+        if any(_any(sub, found) for sub in inner):
             return True
     return False
 
@@ -85,19 +87,10 @@ def nested_quantifiers(text: str) -> bool:
     # nothing, while the time limit still bounds every search)
     parser = importlib.import_module("re._parser")
 
-    def walk(items: Any) -> bool:
-        for op, arg in items:
-            if _unbounded_repeat(op, arg) and _holds_repeat(arg[2]):
-                return True
-            if str(op) in _REPEATS and walk(arg[2]):
-                return True
-            if str(op) == "SUBPATTERN" and walk(arg[-1]):
-                return True
-            if str(op) == "BRANCH" and any(walk(b) for b in arg[1]):
-                return True
-        return False
+    def nested(op: Any, arg: Any) -> bool:  # a repeat whose body holds a repeat
+        return _unbounded_repeat(op, arg) and _any(arg[2], _unbounded_repeat)
 
     try:
-        return walk(parser.parse(text))
+        return _any(parser.parse(text), nested)
     except (re.error, RecursionError, ValueError, AttributeError):
         return False
