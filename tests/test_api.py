@@ -3,9 +3,11 @@ routes are open, how the token is presented, and that it never travels in a URL.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,7 @@ with warnings.catch_warnings():  # starlette's note about httpx, not about this 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-TOKEN = "test-token-5678"
+TOKEN = "test-token-5678-abcdefghijklmnopqr"
 JSON_API = ("/api/overview", "/api/jobs", "/api/studies", "/api/associations",
             "/openapi.json")
 
@@ -47,23 +49,34 @@ def test_probes_and_metrics_are_open_and_the_json_api_needs_the_token(
 def test_a_token_in_the_url_does_not_log_in(client: TestClient) -> None:
     answer = client.get(f"/login?token={TOKEN}")
     assert answer.status_code == 200 and "<form" in answer.text
-    assert COOKIE not in answer.cookies and "set-cookie" not in answer.headers
+    assert COOKIE not in answer.cookies and COOKIE not in answer.headers["set-cookie"]
     for path in ("/", f"/?token={TOKEN}"):
         assert client.get(path).headers["location"] == "/login"
     assert client.get(f"/api/jobs?token={TOKEN}").status_code == 401
 
 
+def form_login(client: TestClient, token: str) -> Any:
+    """Log in as a browser does: load the form (its one-use value and cookie), post it."""
+    form = client.get("/login").text
+    value = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert value is not None, form
+    return client.post("/login", data={"token": token, "csrf": value.group(1)})
+
+
 def test_the_login_form_sets_the_session_cookie(client: TestClient) -> None:
     for wrong in ("nope", "é", ""):
-        refused = client.post("/login", data={"token": wrong})
+        refused = form_login(client, wrong)
         assert refused.status_code == 401 and "That is not the token." in refused.text
-    assert client.post("/login").status_code == 401  # no field at all
+    no_form_value = client.post("/login", data={"token": TOKEN})  # another site's post
+    assert no_form_value.status_code == 403 and "expired" in no_form_value.text
     assert client.get("/").status_code == 303
-    answer = client.post("/login", data={"token": f" {TOKEN} "})
+    answer = form_login(client, f" {TOKEN} ")
     assert answer.status_code == 303 and answer.headers["location"] == "/"
-    cookie = answer.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}={TOKEN};") and "HttpOnly" in cookie
-    assert "samesite=strict" in cookie.lower()
+    cookies = {c.split("=", 1)[0]: c for c in answer.headers.get_list("set-cookie")}
+    session = cookies[COOKIE]
+    assert TOKEN not in session and "HttpOnly" in session  # the session id, not the token
+    assert "samesite=strict" in session.lower() and "secure" not in session.lower()
+    assert "HttpOnly" not in cookies["cxr_csrf"]  # the dashboard's scripts read it
     page = client.get("/")  # the client keeps the cookie, as a browser does
     assert page.status_code == 200 and "<html" in page.text
     assert client.get("/api/overview").status_code == 200
@@ -77,6 +90,7 @@ def test_the_schema_lists_the_json_api_only(client: TestClient) -> None:
         "/api/studies", "/api/studies/{study_uid}", "/api/associations",
         "/api/jobs/{job_id}/questions", "/api/questions/{question_id}",
         "/api/questions/{question_id}/addendum", "/api/jobs/{job_id}/reviews",
-        "/api/reviews/agreement", "/api/batches", "/api/me"}
+        "/api/reviews/agreement", "/api/batches", "/api/me", "/api/tokens",
+        "/api/tokens/{name}"}
     names = [p["name"] for p in schema["paths"]["/api/jobs"]["get"]["parameters"]]
     assert names == ["state", "since", "until", "calling_ae", "limit", "offset"]

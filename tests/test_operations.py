@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 SCREENSHOT = Path("/tmp/cxr-dashboard.png")  # kept for people to look at; not committed
 
 
-TOKEN = "test-token-1234"
+TOKEN = "test-token-1234-abcdefghijklmnopqr"
 
 
 def busy_gateway(root: Path) -> tuple[Serve, StoreSCP]:
@@ -250,6 +250,27 @@ def test_dashboard_in_chromium(own_gateway: tuple[Serve, str], tmp_path: Path) -
             seen = events
         assert "retried by operator" in events, seen
         browser.save_screenshot(str(tmp_path / "after-retry.png"))
+        # the same change without the session's CSRF token: refused, from a script ...
+        status = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"fetch('/api/jobs/{failed_id}/retry', {{method: 'POST', "
+            "credentials: 'same-origin'}).then(r => done(r.status));")
+        assert status == 403
+        # ... and from a plain HTML form, which a page on another site could post
+        browser.execute_script(
+            "const f = document.createElement('form'); f.method = 'post';"
+            f"f.action = '/api/jobs/{failed_id}/retry'; document.body.append(f); f.submit();")
+        wait.until(lambda b: "CSRF token" in b.page_source)
+        with db_for(srv.data_dir).session() as s:
+            retried = [e.detail for e in s.scalars(select(JobEvent).where(
+                JobEvent.job_id == failed_id)).all()].count("retried by operator")
+        assert retried == 1  # only the dashboard's own button retried it
+        # log out: the session ends, and the dashboard asks for the token again
+        browser.get(base_url + "/")
+        wait.until(ec.element_to_be_clickable((By.ID, "logout"))).click()
+        wait.until(lambda b: "/login" in b.current_url)
+        browser.get(base_url + "/")
+        assert "/login" in browser.current_url
     finally:
         browser.quit()
     assert SCREENSHOT.stat().st_size > 10_000

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from models.labels import CHEXPERT_LABELS
+from tests.test_api import form_login
 from worker.cli import main
 from worker.ops.api import COOKIE, create_app
 from worker.research.evaluate import (
@@ -42,7 +43,7 @@ with warnings.catch_warnings():  # starlette's note about httpx, not about this 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-TOKEN = "operator-token-0425"
+TOKEN = "operator-token-0425-abcdefghijklmn"
 SCREENSHOT = Path("/tmp/review_dashboard.png")  # described in the report; not committed
 
 
@@ -127,8 +128,8 @@ def test_named_tokens_name_the_reviewer_revoked_ones_fail_and_the_operator_token
     assert main(["tokens", "add", "operator", *data]) == 2  # the operator's name is taken
     capsys.readouterr()
 
-    assert client.get("/api/me", headers=bearer(token)).json() == {"name": "dr-smith"}
-    assert client.get("/api/me", headers=bearer(TOKEN)).json() == {"name": "operator"}
+    assert client.get("/api/me", headers=bearer(token)).json()["name"] == "dr-smith"
+    assert client.get("/api/me", headers=bearer(TOKEN)).json()["name"] == "operator"
     verdict = client.post(f"/api/jobs/{job}/reviews", headers=bearer(token),
                           json={"add": ["Pneumothorax"], "remove": ["Edema"],
                                 "note": "effusion absent", "reviewer": "somebody else"})
@@ -153,11 +154,11 @@ def test_named_tokens_name_the_reviewer_revoked_ones_fail_and_the_operator_token
     assert shown["model_labels"] == ["Edema", "Support Devices"]
 
     # the dashboard's login takes a named token too, and records under its name
-    login = client.post("/login", data={"token": token})
-    assert login.status_code == 303 and login.headers["set-cookie"].startswith(
-        f"{COOKIE}={token};")
+    login = form_login(client, token)
+    assert login.status_code == 303 and login.headers["set-cookie"].startswith(f"{COOKIE}=")
+    assert token not in login.headers["set-cookie"]  # a session id, not the token
     assert client.get("/").status_code == 200
-    assert client.get("/api/me").json() == {"name": "dr-smith"}
+    assert client.get("/api/me").json()["name"] == "dr-smith"
     client.cookies.clear()
 
     assert main(["tokens", "revoke", "dr-smith", *data]) == 0
@@ -167,7 +168,7 @@ def test_named_tokens_name_the_reviewer_revoked_ones_fail_and_the_operator_token
         assert client.get(path, headers=bearer(TOKEN)).status_code == 200, path
     assert client.post(f"/api/jobs/{job}/reviews", headers=bearer(token), json={}
                        ).status_code == 401
-    assert client.post("/login", data={"token": token}).status_code == 401
+    assert form_login(client, token).status_code == 401
     assert main(["tokens", "revoke", "dr-smith", *data]) == 2  # nothing left to revoke
     assert main(["tokens", "list", "--json", *data]) == 0
     listed = json.loads(capsys.readouterr().out)

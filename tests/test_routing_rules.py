@@ -725,7 +725,7 @@ def test_the_dashboard_names_the_deciding_rule(serve_factory, two_pacs, rg1: Pat
     cfg.write_text(FIVE_RULES.format(default=default.destination,
                                      research=research.destination))
     files = five_studies(rg1, tmp_path / "in")
-    token = "routing-dashboard-token"
+    token = "routing-dashboard-token-abcdefghij"
     srv = serve_factory.new({"CXR_CONFIG_FILE": str(cfg), "CXR_API_TOKEN": token}).start()
     assert srv.storescu(files["allowed"], files["child"]).returncode == 0
     research.wait_files(1)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from worker.cli.common import add_data_dir, existing_runtime, load, warn_unknown
+from worker.cli.common import (
+    add_data_dir,
+    existing_runtime,
+    load,
+    refuse_short_token,
+    warn_unknown,
+)
 from worker.cli.errors import start_step
 from worker.settings import Settings
 
@@ -30,6 +36,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = load(args)
     warn_unknown()
+    refuse_short_token(settings)
     app = start_step(settings, lambda: build_app(settings))
     print(f"cxr-gateway api on http://{settings.api_host}:{settings.api_port}/", flush=True)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning",

@@ -78,6 +78,17 @@ def warn_unknown() -> None:
         print(f"warning: {line}", file=sys.stderr)
 
 
+def refuse_short_token(settings: Settings) -> None:
+    """``serve`` and ``api`` do not start an HTTP service that a short operator token
+    opens (``worker.ops.api.auth.operator_token_problem``): one ``error:`` line."""
+    from worker.cli.errors import CommandError
+    from worker.ops.api.auth import operator_token_problem
+
+    problem = operator_token_problem(settings) if settings.api_port else None
+    if problem:
+        raise CommandError(problem)
+
+
 def existing_runtime(settings: Settings) -> Runtime:
     """The runtime of an existing gateway database; never creates one (a read command
     pointed at the wrong folder must not leave an empty gateway behind)."""

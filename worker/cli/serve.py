@@ -15,6 +15,7 @@ from worker.cli.common import (
     config_file,
     exit_now,
     load,
+    refuse_short_token,
     stop_within,
     warn_unknown,
 )
@@ -47,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load(args)
     warn_unknown()
+    refuse_short_token(settings)
     queues = () if args.no_worker else tuple(
         q.strip() for q in args.worker_queues.split(",") if q.strip())
     gateway = ServeProcess(settings, worker_queues=queues, config_file=config_file(args))

@@ -10,8 +10,9 @@ Every value is validated when it is read (a port outside 1-65535, a negative dur
 an AE title over 16 characters are refused with one message naming the variable), and
 ``sources`` tells where each value in effect came from.
 
-What lives here: ``fields`` (the model: every setting, its bounds and meaning, and the
-values derived from them) and ``loading`` (gathering, one-line errors, the README table).
+What lives here: ``types`` (the value types), ``fields`` (the model: every setting, its
+bounds and meaning, and the values derived from them) and ``loading`` (gathering,
+one-line errors, the README table).
 What it may import: ``pydantic``, ``models`` (the backend registry and labels), the light
 modules of ``dicom_gateway`` (``listen.config``, ``imaging.names``, ``transfer.destinations``)
 and ``worker.logs``; never the DICOM network stack, numpy or PIL (``cxr-gateway
@@ -25,8 +26,6 @@ from worker.settings.fields import (
     EMBEDDED_BROKER,
     ENV_PREFIX,
     Settings,
-    SettingsError,
-    usable_cores,
 )
 from worker.settings.loading import (
     FIELDS,
@@ -38,6 +37,7 @@ from worker.settings.loading import (
     sources,
     unknown_variables,
 )
+from worker.settings.types import SettingsError, usable_cores
 
 __all__ = [
     "CONFIG_FILE_VAR", "EMBEDDED_BROKER", "ENV_PREFIX", "FIELDS", "SECRET_FIELDS", "Settings",

@@ -9,9 +9,8 @@ conversion names come from light modules of ``dicom_gateway``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Any, overload
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -21,43 +20,17 @@ from dicom_gateway.listen.config import ListenerLimits, TLSFiles
 from dicom_gateway.transfer.destinations import Destination, parse_destinations
 from models.labels import CHEXPERT_LABELS
 from models.registry import BACKENDS, BackendConfig, canonical
+from worker.settings.types import (
+    CommaList,
+    DataFolder,
+    PositiveSeconds,
+    Seconds,
+    usable_cores,
+)
 
 ENV_PREFIX = "CXR_"
 EMBEDDED_BROKER = "embedded"
 CONFIG_FILE_VAR = f"{ENV_PREFIX}CONFIG_FILE"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, which containers narrow)."""
-    try:
-        return max(1, min(64, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not Linux
-        return max(1, min(64, os.cpu_count() or 1))
-
-
-class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message names it."""
-
-
-CommaList = Annotated[tuple[str, ...], NoDecode]
-Seconds = Annotated[float, Field(ge=0)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
-
-
-class DataFolder(property):
-    """A folder under ``data_dir`` by name, read-only: ``spool_dir = DataFolder("spool")``
-    (a property, which pydantic leaves alone)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(lambda settings: settings.data_dir / name,
-                         doc=f"The data folder's {name}/.")
-
-    @overload
-    def __get__(self, instance: None, owner: type | None = None, /) -> DataFolder: ...
-    @overload
-    def __get__(self, instance: Any, owner: type | None = None, /) -> Path: ...
-    def __get__(self, instance: Any, owner: type | None = None, /) -> Any:
-        return super().__get__(instance, owner)
 
 
 class Settings(BaseSettings):
@@ -123,8 +96,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, ge=0, le=65535,
                           description="HTTP API port; 0 = no HTTP service in serve.")
     api_token: str = Field(
-        "", description="Token for the API and dashboard (health and metrics are open); "
-                        "empty = one generated into the data dir.")
+        "", description="The operator token for the API and dashboard, at least 32 "
+                        "characters (health and metrics are open); empty = one generated "
+                        "into the data dir.")
     api_max_body_kb: int = Field(
         64, ge=1, description="Largest HTTP request body read, KiB (413 past it, refused "
                               "while it arrives, before the token is checked).")
@@ -137,6 +111,16 @@ class Settings(BaseSettings):
                           "(408 past it).")
     api_connections_per_client: int = Field(32, ge=1, description="Open HTTP connections "
                                             "one client address may hold (429 past it).")
+    api_session_idle_minutes: float = Field(
+        30.0, gt=0, description="A dashboard session ends after this long without a request.")
+    api_session_hours: float = Field(
+        12.0, gt=0, description="A dashboard session ends this long after its login.")
+    api_secure_cookie: bool = Field(
+        False, description="Mark the session cookie Secure even over plain HTTP (a TLS proxy "
+                           "that sends no X-Forwarded-Proto); it is whenever HTTPS is used.")
+    api_login_failures: int = Field(
+        10, ge=1, description="Failed logins one client address may make in 15 minutes "
+                              "before /login answers 429.")
     model_backend: str = Field(
         "mock", description="mock (wiring only, labelled as mock), local, openai or hf-space.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Model repository id.")

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.settings.fields import CONFIG_FILE_VAR, ENV_PREFIX, Settings, SettingsError
+from worker.settings.fields import CONFIG_FILE_VAR, ENV_PREFIX, Settings
+from worker.settings.types import SettingsError
 
 FIELDS = Settings.model_fields
 SECRET_FIELDS = ("api_token", "openai_api_key")

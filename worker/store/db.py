@@ -305,8 +305,7 @@ class Question(Base):
 
 
 class ApiToken(Base):
-    """A named API token (issue 25: who asked, who judged): only its SHA-256 is kept, so
-    the database never holds a usable token; a revoked one stays, for the record."""
+    """A named token (issue 25), hashed; with its role (``roles``); revoked ones stay."""
 
     __tablename__ = "api_tokens"
 
@@ -316,6 +315,7 @@ class ApiToken(Base):
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    role: Mapped[str] = mapped_column(String(16), default="reviewer", server_default="reviewer")
 
 
 class Review(Base):

@@ -1,11 +1,13 @@
 """Named API tokens: one per reviewer, so every question and verdict carries a name.
 
-A token is shown once, when it is made (``cxr-gateway tokens add NAME``); the database
-keeps only its SHA-256.  A token is 32 random bytes, so a plain hash is as good as a slow
-one here (nobody can guess a preimage of a random 256-bit secret), and it lets a request
-be matched with one indexed lookup.  Revoking keeps the row (who had access, until when)
-and makes the token fail at once.  The operator's single token (``CXR_API_TOKEN`` or the
-generated ``api-token`` file) is not in this table and keeps working beside these.
+A token is shown once, when it is made (``cxr-gateway tokens add NAME --role ...``); the
+database keeps only its SHA-256 and its role (``worker.store.roles``).  A token is 32
+random bytes, so a plain hash is as good as a slow one here (nobody can guess a preimage
+of a random 256-bit secret), and it lets a request be matched with one indexed lookup.
+Revoking keeps the row (who had access, until when) and makes the token, and every
+dashboard session made with it, fail at once.  The operator's single token
+(``CXR_API_TOKEN`` or the generated ``api-token`` file) is not in this table and keeps
+working beside these, as ``operator``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from worker.store import roles
 from worker.store.db import ApiToken, now
 from worker.store.jobs import iso
 
@@ -45,21 +48,26 @@ def check_name(name: str) -> str:
     return name
 
 
-def add(session: Session, name: str) -> str:
-    """A new token for ``name`` (committed); the only time its text exists."""
+def add(session: Session, name: str, role: str = roles.REVIEWER) -> str:
+    """A new token for ``name`` with ``role`` (committed); the only time its text exists."""
     check_name(name)
+    try:
+        roles.check_role(role)
+    except roles.RoleError as exc:
+        raise TokenError(str(exc)) from None
     if session.scalar(select(ApiToken).where(ApiToken.name == name,
                                              ApiToken.revoked_at.is_(None))) is not None:
         raise TokenError(f"{name!r} already has a token: revoke it first "
                          f"(cxr-gateway tokens revoke {name})")
     token = PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, token_sha256=digest(token), created_at=now()))
+    session.add(ApiToken(name=name, token_sha256=digest(token), created_at=now(), role=role))
     session.commit()
     return token
 
 
 def revoke(session: Session, name: str) -> int:
-    """Revoke ``name``'s live token(s) (committed); how many were revoked."""
+    """Revoke ``name``'s live token(s) (committed); how many were revoked.  Their
+    dashboard sessions end with them (``sessions.holder`` finds the token gone)."""
     done = session.execute(update(ApiToken).where(
         ApiToken.name == name, ApiToken.revoked_at.is_(None)).values(revoked_at=now()))
     session.commit()
@@ -68,15 +76,15 @@ def revoke(session: Session, name: str) -> int:
 
 def listing(session: Session) -> list[dict[str, Any]]:
     """Every token ever made, oldest first: name, state and times (never the token)."""
-    return [{"name": t.name, "state": "revoked" if t.revoked_at else "active",
+    return [{"name": t.name, "role": t.role, "state": "revoked" if t.revoked_at else "active",
              "created_at": iso(t.created_at), "revoked_at": iso(t.revoked_at),
              "last_used_at": iso(t.last_used_at)}
             for t in session.scalars(select(ApiToken).order_by(ApiToken.id)).all()]
 
 
-def name_of(session: Session, token: str) -> str | None:
-    """The name a live named token belongs to, else None (its use is recorded, at most
-    once a minute, so ``tokens list`` shows who still uses theirs)."""
+def live(session: Session, token: str) -> ApiToken | None:
+    """The live named token ``token`` is, else None (its use is recorded, at most once a
+    minute, so ``tokens list`` shows who still uses theirs)."""
     if not token.startswith(PREFIX):
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest(token),
@@ -87,4 +95,4 @@ def name_of(session: Session, token: str) -> str | None:
     if row.last_used_at is None or row.last_used_at < t - 60:
         row.last_used_at = t
         session.commit()
-    return row.name
+    return row

@@ -6,12 +6,16 @@ One router per audience, each guarded where it is declared:
 | module | routes | guard |
 | --- | --- | --- |
 | ``health`` | ``/healthz``, ``/readyz``, ``/metrics`` | none (probes, Prometheus) |
-| ``records`` | ``/api/...``, ``/openapi.json`` | ``require_token``: 401 |
-| ``dashboard`` | ``/``, ``/login``, its script | ``require_login``: redirect to the form |
-| ``reviews`` | verdicts, agreement | ``require_token``: 401 |
+| ``records`` | ``/api/...``, ``/openapi.json`` | ``require_token``: 401; ``permit``: 403 |
+| ``dashboard`` | ``/``, ``/login``, ``/logout``, its script | ``require_login``: redirect |
+| ``reviews`` | verdicts, agreement | ``require_token``: 401; ``permit``: 403 |
 | ``batches`` | ``/api/batches`` | ``require_token``: 401 |
 | ``auth`` | ``/api/me`` (who the token names, ``worker.store.callers``) | ``require_token``: 401 |
-| ``questions`` | ``/api/jobs/{id}/questions``, ``/api/questions/...`` | ``require_token``: 401 |
+| ``questions`` | ``/api/jobs/{id}/questions``, ``/api/questions/...`` | the same |
+| ``tokens`` | ``/api/tokens`` | ``require_token``, then ``permit``: 403 |
+
+Every guard is in ``auth`` (who is calling, sessions, CSRF, ``permit``: the 403 that
+names a missing permission); what each role may do is ``worker.store.roles``'s.
 
 ``limits`` bounds what a stranger costs before any of them runs (body size and arrival
 time in a middleware; head size and time and connections per address in the server's
@@ -28,13 +32,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from worker.ops.api import auth, batches, dashboard, health, records
+from worker.ops.api import auth, batches, dashboard, health, records, tokens
 from worker.ops.api import questions as question_routes
 from worker.ops.api import reviews as review_routes
 from worker.ops.api.auth import COOKIE, TOKEN_FILE, LoginNeeded, api_token
 from worker.ops.api.limits import BodyLimit, HttpLimits
 from worker.ops.api.server import APIServer
 from worker.ops.api.state import ApiState, Broker, QueueDepth
+from worker.ops.api.throttle import FailedLogins
 from worker.ops.metrics import GatewayCollector, registry
 from worker.settings import Settings
 from worker.store.db import Database
@@ -53,7 +58,7 @@ def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None 
                               "gateway. Research use only; no patient data is served.")
     app.state.api = ApiState(settings=settings, db=db, token=api_token(settings),
                              metrics=registry(collector), queue_depth=queue_depth,
-                             broker=broker)
+                             broker=broker, logins=FailedLogins(settings.api_login_failures))
     app.include_router(health.router)
     app.include_router(records.router)
     app.include_router(dashboard.router)
@@ -61,6 +66,7 @@ def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None 
     app.include_router(review_routes.router)  # issue 25: verdicts
     app.include_router(batches.router)
     app.include_router(auth.router)  # /api/me
+    app.include_router(tokens.router)  # issue 31: operators manage tokens
     app.add_exception_handler(LoginNeeded, dashboard.to_login)
     # under every route: a body's size and arrival time, before FastAPI reads it (issue 31)
     app.add_middleware(BodyLimit, limits=HttpLimits.of(settings))

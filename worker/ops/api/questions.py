@@ -23,10 +23,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from worker.ops.api.auth import caller, require_token
+from worker.ops.api.auth import caller, calling, permit, refuse, require_token
 from worker.ops.api.state import ApiState, State, found
 from worker.pipeline import followups
-from worker.store import questions
+from worker.store import questions, roles
 from worker.store.db import Job, Question
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def publish(state: ApiState, what: str, question_id: int) -> None:
                     question_id, what, type(exc).__name__)
 
 
-@router.post("/api/jobs/{job_id}/questions", tags=["questions"], status_code=202)
+@router.post("/api/jobs/{job_id}/questions", tags=["questions"], status_code=202,
+             dependencies=[permit(roles.ASK)])
 def ask(request: Request, state: State, job_id: int,
         question: Annotated[str, Body(embed=True, description="the follow-up question")],
         to_pacs: Annotated[bool, Body(embed=True, description="also write the thread as "
@@ -85,11 +86,17 @@ def get_question(state: State, question_id: int) -> dict[str, Any]:
             found(session.get(Question, question_id), f"question {question_id}"))
 
 
-@router.post("/api/questions/{question_id}/addendum", tags=["questions"], status_code=202)
-def post_addendum(state: State, question_id: int) -> dict[str, Any]:
+@router.post("/api/questions/{question_id}/addendum", tags=["questions"], status_code=202,
+             dependencies=[permit(roles.ADDENDUM)])
+def post_addendum(request: Request, state: State, question_id: int) -> dict[str, Any]:
     """Write the thread up to this question as an addendum SR and deliver it like the
-    first SR (done once the question is answered)."""
+    first SR (done once the question is answered).  A reviewer may ask this of their
+    own questions; someone else's needs the operator's ``addendum-any``."""
+    who = calling(request, state)
     with state.db.session() as session:
+        asked = found(session.get(Question, question_id), f"question {question_id}")
+        if who is not None and asked.asked_by != who.name and not who.may(roles.ADDENDUM_ANY):
+            raise refuse(who, roles.ADDENDUM_ANY)
         q = found(questions.want_addendum(session, question_id), f"question {question_id}")
         view = questions.question_view(q)
     if view["state"] == questions.ANSWERED:

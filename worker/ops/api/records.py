@@ -16,9 +16,9 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from worker.ops import overview
-from worker.ops.api.auth import require_token
+from worker.ops.api.auth import permit, require_token
 from worker.ops.api.state import State, found
-from worker.store import jobs
+from worker.store import jobs, roles
 from worker.store.db import Job
 
 router = APIRouter(dependencies=[Depends(require_token)])
@@ -97,7 +97,7 @@ def get_preview(state: State, job_id: int) -> Response:
     return Response(png, media_type="image/png")
 
 
-@router.post("/api/jobs/{job_id}/retry", tags=["jobs"])
+@router.post("/api/jobs/{job_id}/retry", tags=["jobs"], dependencies=[permit(roles.RETRY)])
 def retry_job(state: State, job_id: int) -> dict[str, Any]:
     """Put a failed job back in the queue."""
     with state.db.session() as session:
@@ -127,7 +127,8 @@ def get_study(state: State, study_uid: str) -> dict[str, Any]:
         return found(overview.study_detail(session, study_uid), f"study {study_uid}")
 
 
-@router.get("/api/associations", tags=["associations"])
+@router.get("/api/associations", tags=["associations"],
+            dependencies=[permit(roles.ASSOCIATIONS)])
 def get_associations(state: State, limit: Limit = 100,
                      since: Annotated[str | None, Query()] = None) -> list[dict[str, Any]]:
     """The association log, newest first."""

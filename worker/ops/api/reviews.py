@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from models.labels import CHEXPERT_LABELS
-from worker.ops.api.auth import caller, require_token
+from worker.ops.api.auth import caller, permit, require_token
 from worker.ops.api.state import State, found
-from worker.store import reviews
+from worker.store import reviews, roles
 from worker.store.db import BatchRun, Job
 
 router = APIRouter(dependencies=[Depends(require_token)])
@@ -64,7 +64,8 @@ def get_reviews(state: State, job_id: int) -> dict[str, Any]:
             "labels": list(CHEXPERT_LABELS), "reviews": recorded}
 
 
-@router.post("/api/jobs/{job_id}/reviews", status_code=201, tags=["review"])
+@router.post("/api/jobs/{job_id}/reviews", status_code=201, tags=["review"],
+             dependencies=[permit(roles.REVIEW)])
 def post_review(request: Request, state: State, job_id: int,
                 body: VerdictIn) -> dict[str, Any]:
     """Record the caller's verdict on a job with a model result (409 before it has one;

@@ -6,12 +6,13 @@ over ``create_app``'s locals (which made the routes impossible to read or test a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from prometheus_client.registry import CollectorRegistry
 
+from worker.ops.api.throttle import FailedLogins
 from worker.settings import Settings
 from worker.store.db import Database
 
@@ -37,7 +38,8 @@ class ApiState:
 
     ``queue_depth(queue)`` is ``None`` where the broker cannot be asked (the API then
     reports the broker as not ready); ``broker`` is ``None`` where there is none to
-    publish to (a test's app: rows wait in the database).
+    publish to (a test's app: rows wait in the database); ``logins`` counts failed
+    logins per client address (``throttle``).
     """
 
     settings: Settings
@@ -46,6 +48,7 @@ class ApiState:
     metrics: CollectorRegistry
     queue_depth: QueueDepth | None = None
     broker: Broker | None = None
+    logins: FailedLogins = field(default_factory=lambda: FailedLogins(10))
 
 
 async def api_state(request: Request) -> ApiState:

@@ -23,7 +23,7 @@
   const slug = label => label.replace(/ /g, "_");
 
   async function call(path, options) {
-    const r = await fetch(path, {credentials: "same-origin", ...(options || {})});
+    const r = await cxrFetch(path, options || {});
     if (r.status === 401) { location.href = "/login"; throw new Error("login"); }
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail
