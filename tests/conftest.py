@@ -169,3 +169,19 @@ def vllm_standin() -> Iterator[object]:
     srv = VLLMStandin().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment that puts a real serve on SQLite (nothing) or on a fresh
+    PostgreSQL database (``CXR_DATABASE_URL``), dropped afterwards."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    from tests.peers import fresh_database
+
+    url, drop = fresh_database()
+    try:
+        yield {"CXR_DATABASE_URL": url}
+    finally:
+        drop()

@@ -266,20 +266,6 @@ def test_questions_quota_still_counts_per_reviewer(rt: Runtime, client: TestClie
 
 # -- the same acts on a real serve, SQLite and PostgreSQL --------------------------------
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    if request.param == "sqlite":
-        yield {}
-        return
-    from tests.peers import fresh_database
-
-    url, drop = fresh_database()
-    try:
-        yield {"CXR_DATABASE_URL": url}
-    finally:
-        drop()
-
-
 def cli(srv: Any, *args: str) -> str:
     """``cxr-gateway ARGS`` beside the serve (its environment and data dir); stdout."""
     import subprocess

@@ -182,3 +182,51 @@ def test_follow_ups_take_at_most_their_share_of_a_gpu_message(rt: Runtime,
     assert followups.still_waiting(rt)
     rest = followups.answer_waiting(rt) + followups.answer_waiting(rt)
     assert rest == asked[4:]
+
+
+FAULTS = Path(__file__).resolve().parent / "faults"  # sitecustomize: markers that fail
+
+
+@pytest.mark.integration  # a real serve, dcmtk's storescu, PostgreSQL
+def test_on_a_real_serve_each_failure_ends_the_question_failed_and_the_next_is_answered(
+        serve_factory: Any, database_env: dict[str, str], tmp_path: Path) -> None:
+    import os
+
+    import httpx
+    from pydicom.uid import generate_uid
+
+    from tests.dicom_factory import make_cr
+    from tests.peers import wait_until
+
+    token = "operator-token-for-answering-0123456789"
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    srv = serve_factory.new({**database_env, "CXR_API_TOKEN": token, "PYTHONPATH": path,
+                             "CXR_MODEL_BACKEND": "mock"}).start()
+    study = tmp_path / "cr.dcm"
+    make_cr(generate_uid(), size=64, seed=41).save_as(study, enforce_file_format=True)
+    assert srv.storescu(study).returncode == 0
+    api = httpx.Client(base_url=f"http://127.0.0.1:{srv.api_port}",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    job = wait_until(lambda: next((j["job_id"] for j in api.get("/api/jobs").json()
+                                   if j["state"] == "done"), None), "a done job")
+    asked = {}
+    for text in ("[oom] Where is the edema?", "[index] Which side?",
+                 "[integrity] Any effusion?", "Is the heart enlarged?"):
+        answer = api.post(f"/api/jobs/{job}/questions", json={"question": text})
+        assert answer.status_code == 202, answer.text
+        asked[text.split()[0]] = answer.json()["question_id"]
+
+    def ended() -> dict[str, dict[str, Any]] | None:
+        views = {k: api.get(f"/api/questions/{q}").json() for k, q in asked.items()}
+        return views if all(v["state"] in ("answered", "failed")
+                            for v in views.values()) else None
+
+    views = wait_until(ended, "every question answered or failed", timeout=300)
+    for marker, error in (("[oom]", "RuntimeError"), ("[index]", "IndexError"),
+                          ("[integrity]", "IntegrityError")):
+        view = views[marker]
+        assert view["state"] == "failed", view
+        assert error in view["error"] and "tried 3 times" in view["error"], view["error"]
+    assert views["Is"]["state"] == "answered" and "MOCK" in views["Is"]["answer"]
+    thread = api.get(f"/api/jobs/{job}/questions").json()
+    assert [q["state"] for q in thread["questions"]] == ["failed"] * 3 + ["answered"]
