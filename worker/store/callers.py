@@ -68,8 +68,7 @@ def of_digest(session: Session, token_sha256: str, operator_token: str) -> Calle
     while that token is still live: the operator's current token or a named one."""
     if operator_token and hmac.compare_digest(token_sha256, tokens.digest(operator_token)):
         return OPERATOR_CALLER
-    live = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == token_sha256,
-                                                 ApiToken.revoked_at.is_(None)))
+    live = tokens.live_by_digest(session, token_sha256)
     return None if live is None else Caller(live.name, live.role)
 
 

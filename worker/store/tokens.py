@@ -87,8 +87,7 @@ def live(session: Session, token: str) -> ApiToken | None:
     minute, so ``tokens list`` shows who still uses theirs)."""
     if not token.startswith(PREFIX):
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest(token),
-                                                ApiToken.revoked_at.is_(None)))
+    row = live_by_digest(session, digest(token))
     if row is None:
         return None
     t = now()
@@ -96,3 +95,9 @@ def live(session: Session, token: str) -> ApiToken | None:
         row.last_used_at = t
         session.commit()
     return row
+
+
+def live_by_digest(session: Session, token_sha256: str) -> ApiToken | None:
+    """The live named token whose SHA-256 is ``token_sha256`` (what a session keeps)."""
+    return session.scalar(select(ApiToken).where(ApiToken.token_sha256 == token_sha256,
+                                                 ApiToken.revoked_at.is_(None)))

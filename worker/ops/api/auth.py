@@ -68,6 +68,12 @@ def csrf_of(sid: str) -> str:
     return hmac.new(sid.encode(), b"cxr-csrf", hashlib.sha256).hexdigest()
 
 
+def csrf_sent(request: Request, sid: str) -> bool:
+    """Whether the request carries session ``sid``'s CSRF token in its header."""
+    return hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(),
+                               csrf_of(sid).encode())
+
+
 def lifetime(settings: Settings) -> sessions.Lifetime:
     return sessions.Lifetime(idle=settings.api_session_idle_minutes * 60,
                              absolute=settings.api_session_hours * 3600)
@@ -116,8 +122,7 @@ async def require_token(request: Request, state: State) -> None:
     if who is None:
         raise HTTPException(401, "a token is needed (Authorization: Bearer ..., or log "
                                  "in at /login)", headers={"WWW-Authenticate": "Bearer"})
-    if who.sid and request.method not in SAFE_METHODS and not hmac.compare_digest(
-            request.headers.get(CSRF_HEADER, "").encode(), csrf_of(who.sid).encode()):
+    if who.sid and request.method not in SAFE_METHODS and not csrf_sent(request, who.sid):
         raise HTTPException(403, f"a change made with the dashboard's session needs its "
                                  f"CSRF token in the {CSRF_HEADER} header")
 

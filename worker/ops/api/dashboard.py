@@ -22,7 +22,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from worker.ops.api.auth import COOKIE, CSRF_COOKIE, CSRF_HEADER, csrf_of, require_login
+from worker.ops.api.auth import (
+    COOKIE,
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    csrf_of,
+    csrf_sent,
+    require_login,
+)
 from worker.ops.api.state import ApiState, State
 from worker.store import callers, sessions
 
@@ -104,8 +111,7 @@ def logout(request: Request, state: State) -> Response:
     """End the session (with its CSRF token, so no other site can log a reader out) and
     go to the login form; without a session, just the form."""
     sid = request.cookies.get(COOKIE, "")
-    if sid and not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(),
-                                       csrf_of(sid).encode()):
+    if sid and not csrf_sent(request, sid):
         return Response(f"logging out needs the session's CSRF token in {CSRF_HEADER}",
                         status_code=403)
     if sid:
