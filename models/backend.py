@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from models.openai_compat import ClientShards
 
 DEFAULT_MODEL_ID = "nvidia/NV-Reason-CXR-3B"
 # The revision NVIDIA's own wrapper pins; recorded in every artefact made with the default.
@@ -47,6 +50,9 @@ class ModelRequest:
     image_png: bytes
     turns: tuple[Turn, ...]
     max_new_tokens: int
+    # the engine's scheduling priority, lower first (vLLM's sense): live studies and
+    # follow-ups 0, batch studies 9; a backend that schedules nothing ignores it
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,9 +122,37 @@ class Backend(Protocol):
         ...
 
 
-class BackendError(RuntimeError):
-    """The backend could not produce output (transient unless ``permanent``)."""
+class EngineBackend(Backend, Protocol):
+    """A backend served by an engine that batches whatever it holds (``openai``): the GPU
+    worker keeps many requests in flight on one event loop (``worker.pipeline.inflight``)."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    model: str
+
+    @property
+    def metrics_url(self) -> str:
+        """Where the engine publishes its Prometheus gauges (vLLM: ``/metrics``)."""
+        ...
+
+    def identify(self) -> BackendInfo:
+        """The identity, asked of the server (once)."""
+        ...
+
+    def async_client(self, connections: int) -> ClientShards:
+        """Pooled clients for the caller's event loop (the caller closes them)."""
+        ...
+
+    async def agenerate(self, client: ClientShards, req: ModelRequest) -> Generation:
+        """One request on that client."""
+        ...
+
+
+class BackendError(RuntimeError):
+    """The backend could not produce output (transient unless ``permanent``); ``status`` is
+    the server's HTTP status when it answered one (429/503 tell the in-flight window that
+    the engine is full)."""
+
+    def __init__(self, message: str, permanent: bool = False, status: int | None = None
+                 ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.status = status

@@ -2,21 +2,30 @@
 
 Lets a site serve the model apart from the workers.  The conversation is sent as chat
 messages with the image as a data URL in the first user turn; temperature 0 for
-greedy decoding.  A batch is sent as concurrent requests so the server's continuous
-batching sees them together.
+greedy decoding, and the request's ``priority`` (vLLM's field: honoured under
+``--scheduling-policy priority``, ignored otherwise) so live studies pass batch ones
+inside the engine.  Requests go through httpx, pooled and kept alive: a synchronous
+client for the one-off callers (``run``, follow-ups, a batch of a few) and, for the GPU
+worker's in-flight loop, an asynchronous one it owns on its own event loop
+(``worker.pipeline.inflight``), so a thousand studies in flight cost no thousand threads.
+Timeouts and the permanent/transient rule are ours (``models.http_status``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import httpx
 
 from models.backend import (
     UNREPORTED,
@@ -27,6 +36,8 @@ from models.backend import (
     snapshot_commit,
 )
 from models.http_status import is_permanent_http_status
+
+BASE64_SLICE = 3 * 16384  # image bytes per streamed piece (a multiple of 3)
 
 
 def http_json(url: str, payload: dict[str, Any] | None, timeout: float,
@@ -79,9 +90,62 @@ def describe_server(base_url: str, model: str, revision: str | None = None,
                                                    headers))
 
 
+class ClientShards:
+    """Keep-alive connections to one server for one event loop, as several small httpx
+    pools, each request on the least busy.
+
+    Why not one pool: httpcore 1.0's ``AsyncConnectionPool`` walks every connection (and
+    polls each idle one's socket) for every request it queues or releases, so with a few
+    hundred kept alive the walk costs more than the requests: measured here, 128 requests
+    on 128 reused connections reached the server spread over 3-4 s instead of at once
+    (encode/httpx#3215 reports the same).  Shards of ``SHARD`` connections keep each walk
+    short; the connections are still pooled and kept alive, the timeouts still ours.
+    """
+
+    SHARD = 32
+
+    def __init__(self, connections: int, options: dict[str, Any]) -> None:
+        self.count = max(1, math.ceil(connections / self.SHARD))
+        # each shard may open a few more than its share, so an uneven moment never queues;
+        # one TLS context for all (httpx builds one per client otherwise: 25 ms each)
+        self._options = {"verify": httpx.create_ssl_context(), **options,
+                         "limits": httpx.Limits(max_connections=2 * self.SHARD,
+                                                max_keepalive_connections=2 * self.SHARD)}
+        self.shards: list[httpx.AsyncClient] = []
+        self.busy: list[int] = []
+
+    def _least_busy(self) -> int:
+        """The shard with fewest requests; a new one while all have a shard's worth."""
+        if self.shards:
+            i = min(range(len(self.shards)), key=self.busy.__getitem__)
+            if self.busy[i] < self.SHARD or len(self.shards) >= self.count:
+                return i
+        self.shards.append(httpx.AsyncClient(**self._options))
+        self.busy.append(0)
+        return len(self.shards) - 1
+
+    async def __aenter__(self) -> ClientShards:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for client in self.shards:
+            await client.aclose()
+
+    async def post(self, url: str, content: Any, headers: dict[str, str]) -> httpx.Response:
+        i = self._least_busy()
+        self.busy[i] += 1
+        try:
+            return await self.shards[i].post(url, content=content, headers=headers)
+        finally:
+            self.busy[i] -= 1
+
+
 class OpenAIBackend:
     # Each request stands alone and the server batches what it holds, so the GPU worker
-    # keeps CXR_OPENAI_MAX_IN_FLIGHT studies in flight (models.study.serves_concurrently).
+    # keeps many studies in flight, sized by the engine (worker.pipeline.inflight).
     concurrent_requests = True
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 300.0,
@@ -98,6 +162,17 @@ class OpenAIBackend:
         self.declared_revision = revision or None
         self._identity: BackendInfo | None = None
         self._identity_lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/v1/chat/completions"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where vLLM publishes its Prometheus metrics: the server's root, not under /v1."""
+        return f"{self.base_url}/metrics"
 
     def identify(self) -> BackendInfo:
         """The identity, asked of the server once (every request asks first, so no result
@@ -132,23 +207,92 @@ class OpenAIBackend:
                 out.append({"role": turn.role, "content": turn.text})
         return out
 
-    def _one(self, req: ModelRequest) -> Generation:
-        self.identify()
-        start = time.perf_counter()
-        body = http_json(f"{self.base_url}/v1/chat/completions", {
-            "model": self.model, "messages": self.messages(req),
-            "max_tokens": req.max_new_tokens, "temperature": 0,
-        }, self.timeout, self.headers)
+    def request_body(self, req: ModelRequest) -> bytes:
+        """The chat-completions body, serialised once (the image is most of it)."""
+        return json.dumps(self._payload(req, self.messages(req))).encode()
+
+    def _payload(self, req: ModelRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"model": self.model, "messages": messages, "max_tokens": req.max_new_tokens,
+                "temperature": 0, "priority": req.priority}
+
+    def streamed_body(self, req: ModelRequest) -> tuple[int, AsyncIterator[bytes]]:
+        """The same body, its length and its bytes made as they are sent: the image's
+        base64 (a third larger than the PNG) never exists whole, so a thousand requests in
+        flight hold their PNGs and little more (a client holds a body it was given until
+        the reply has come)."""
+        marker = "cxr-image-" + uuid.uuid4().hex
+        with_marker = self.messages(ModelRequest(b"", req.turns, req.max_new_tokens))
+        if with_marker and isinstance(with_marker[0]["content"], list):
+            with_marker[0]["content"][0]["image_url"]["url"] += marker
+        head, _, tail = json.dumps(self._payload(req, with_marker)).partition(marker)
+        image, prefix, suffix = req.image_png, head.encode(), tail.encode()
+        length = len(prefix) + 4 * math.ceil(len(image) / 3) + len(suffix)
+
+        async def parts() -> AsyncIterator[bytes]:
+            yield prefix
+            for start in range(0, len(image), BASE64_SLICE):  # whole 3-byte groups
+                yield base64.b64encode(image[start:start + BASE64_SLICE])
+            yield suffix
+        return length, parts()
+
+    def client_options(self) -> dict[str, Any]:
+        """What every client of this server shares: our timeout (a slow answer is not an
+        error until then), our headers, and no retries of its own (retries are ours)."""
+        return {"timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+                "headers": {"Content-Type": "application/json", **self.headers},
+                "follow_redirects": False}
+
+    def async_client(self, connections: int) -> ClientShards:
+        """Pooled clients for one event loop (the caller owns and closes them)."""
+        return ClientShards(connections, self.client_options())
+
+    def _sync_client(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(**self.client_options(), limits=httpx.Limits(
+                    max_connections=self.concurrency,
+                    max_keepalive_connections=self.concurrency))
+            return self._client
+
+    def generation(self, response: httpx.Response, req: ModelRequest,
+                   seconds: float) -> Generation:
+        """The reply as a Generation, or the BackendError its status or shape says."""
+        if response.status_code >= 400:
+            raise BackendError(f"{self.chat_url}: HTTP {response.status_code}: "
+                               f"{response.text[:300]}",
+                               permanent=is_permanent_http_status(response.status_code),
+                               status=response.status_code)
         try:
+            body = response.json()
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
-            raise BackendError(f"unexpected chat-completions response: {exc}") from exc
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"unexpected chat-completions response: "
+                               f"{type(exc).__name__}: {exc}") from exc
         tokens = (body.get("usage") or {}).get("completion_tokens")
         if choice.get("finish_reason") == "length":
             tokens = max(int(tokens or 0), req.max_new_tokens)
-        return Generation(text=text, generated_tokens=tokens,
-                          seconds=time.perf_counter() - start)
+        return Generation(text=text, generated_tokens=tokens, seconds=seconds)
+
+    async def agenerate(self, client: ClientShards, req: ModelRequest) -> Generation:
+        """One request on the caller's event loop (``identify`` must have been asked)."""
+        start = time.perf_counter()
+        length, body = self.streamed_body(req)
+        try:
+            response = await client.post(self.chat_url, content=body,
+                                         headers={"Content-Length": str(length)})
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{self.chat_url}: {type(exc).__name__}: {exc}") from exc
+        return self.generation(response, req, time.perf_counter() - start)
+
+    def _one(self, req: ModelRequest) -> Generation:
+        self.identify()
+        start = time.perf_counter()
+        try:
+            response = self._sync_client().post(self.chat_url, content=self.request_body(req))
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{self.chat_url}: {type(exc).__name__}: {exc}") from exc
+        return self.generation(response, req, time.perf_counter() - start)
 
     def generate(self, requests: Sequence[ModelRequest]) -> list[Generation]:
         """Requests in order; a batch goes out as concurrent requests, so the server's

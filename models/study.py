@@ -8,8 +8,8 @@ answer would read as a reading that never happened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from models.backend import Backend, Generation, ModelRequest, Turn
 from models.parsing import OK, ParsedOutput, ParsedReport, parse_output, parse_report
@@ -52,7 +52,7 @@ def findings_request(image_png: bytes, prompt: str = DEFAULT_PROMPT,
 def report_request(first: ModelRequest, first_reply: str,
                    max_new_tokens: int = REPORT_MAX_NEW_TOKENS) -> ModelRequest:
     turns = (*first.turns, Turn("assistant", first_reply), Turn("user", REPORT_PROMPT))
-    return ModelRequest(first.image_png, turns, max_new_tokens)
+    return ModelRequest(first.image_png, turns, max_new_tokens, first.priority)
 
 
 def run_studies(backend: Backend, images: Sequence[bytes], prompt: str = DEFAULT_PROMPT,
@@ -88,6 +88,23 @@ def run_study(backend: Backend, image: bytes, prompt: str = DEFAULT_PROMPT,
     report: Generation | None = None
     if with_report and parsed.status == OK:
         (report,) = backend.generate([report_request(first, gen.text, report_tokens)])
+    return _result(backend, prompt, gen, parsed, report, findings_tokens, report_tokens)
+
+
+async def arun_study(backend: Backend, ask: Callable[[ModelRequest], Awaitable[Generation]],
+                     image: bytes, priority: int = 0, prompt: str = DEFAULT_PROMPT,
+                     findings_tokens: int = FINDINGS_MAX_NEW_TOKENS,
+                     report_tokens: int = REPORT_MAX_NEW_TOKENS) -> StudyResult:
+    """``run_study`` on an event loop: ``ask`` sends one request (the in-flight loop's
+    pooled client), both turns at the study's engine ``priority``."""
+    first = findings_request(image, prompt, findings_tokens)
+    first = replace(first, priority=priority)
+    gen = await ask(first)
+    parsed = parse_output(gen.text, gen.generated_tokens, findings_tokens)
+    report: Generation | None = None
+    if parsed.status == OK:
+        report = await ask(replace(report_request(first, gen.text, report_tokens),
+                                   priority=priority))
     return _result(backend, prompt, gen, parsed, report, findings_tokens, report_tokens)
 
 

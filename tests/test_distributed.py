@@ -143,7 +143,7 @@ def test_worker_killed_during_inference_gives_exactly_one_sr(
         dead = job.holder
         cut = model.wait_in_flight()  # openai: the findings request is being generated
         killed_at = time.time()  # the clock the job events are stamped with
-        cluster.workers[0].kill()  # SIGKILL mid-generation: the message stays unacked
+        cluster.workers[0].kill()  # SIGKILL mid-generation: the job is held by a dead worker
         cluster.add_worker()
         (done,) = wait_all(cluster.db, 1, timeout=240)
         assert done.state == "done" and done.attempts == 1  # one takeover, counted once

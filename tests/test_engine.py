@@ -1,6 +1,7 @@
-"""The GPU worker keeps a server backend busy: up to CXR_OPENAI_MAX_IN_FLIGHT studies in
-flight against the vLLM stand-in (a real HTTP peer with C sequence slots), each study's two
-turns on their own, the next prepared job claimed as one finishes.
+"""The GPU worker keeps a server backend busy: the engine feeder keeps as many studies in
+flight as the engine takes (at most CXR_OPENAI_MAX_IN_FLIGHT) against the vLLM stand-in (a
+real HTTP peer with C sequence slots and vLLM's gauges), each study's two turns on their
+own at its priority, the next prepared job claimed as one finishes.
 
 Nothing here times anything: the stand-in's ``hold()`` keeps admitted sequences from
 finishing, so a test sees the engine as full as the worker makes it, then lets it go.
@@ -8,6 +9,7 @@ finishing, so a test sees the engine as full as the worker makes it, then lets i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -19,6 +21,8 @@ import pytest
 from sqlalchemy import select, update
 
 from models.backend import BackendInfo, Generation, ModelRequest
+from models.engine_window import START
+from models.openai_compat import ClientShards
 from models.study import serves_concurrently
 from tests.prepared import make_prepared
 from tests.vllm_standin import StandinConfig, VLLMStandin
@@ -54,14 +58,23 @@ def wait_for(cond: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-def start_loop(rt: Runtime, first: int) -> tuple[threading.Thread, list[tuple[int, int]]]:
-    """``infer_continuous`` on its own thread (as the Celery task runs it), noting each
-    job it reports done, in order."""
+def start_loop(rt: Runtime) -> tuple[inflight.Feeder, list[tuple[int, int]]]:
+    """A feeder for this runtime (as the Celery task starts it), noting each job it
+    reports done, in order."""
     told: list[tuple[int, int]] = []
-    thread = threading.Thread(target=inflight.infer_continuous,
-                              args=(rt, first, 1, told.extend))
-    thread.start()
-    return thread, told
+    return inflight.Feeder(rt, told.extend).start(), told
+
+
+def settle(feeder: inflight.Feeder, rt: Runtime) -> None:
+    """Wait until the feeder holds nothing and no prepared job is due, then stop it."""
+    def settled() -> bool:
+        with rt.db.session() as s:
+            due = s.scalar(select(Job.id).where(Job.state == jobs.PREPARED,
+                                                Job.next_attempt_at <= now()).limit(1))
+        return due is None and not feeder.flights
+    wait_for(settled, "nothing in flight and nothing due")
+    feeder.stop(CAP_SECONDS)
+    assert not feeder.alive
 
 
 def rows(rt: Runtime) -> list[Job]:
@@ -75,15 +88,14 @@ def test_the_engine_holds_min_of_n_and_waiting_never_more(
     rt = runtime_for(tmp_path, standin.url, in_flight, gpu_batch_size=2)
     images = make_prepared(rt.db, waiting)
     standin.hold()
-    thread, told = start_loop(rt, next(iter(images)))
+    feeder, told = start_loop(rt)
     expected = min(in_flight, waiting)
     wait_for(lambda: standin.engine.running == expected, f"{expected} sequences generating")
     # as full as the worker makes it: nothing queued at the server beyond what it holds
     assert standin.engine.waiting == 0
     assert sum(r.state == jobs.INFERRING for r in rows(rt)) == expected
     standin.release_held()
-    thread.join(CAP_SECONDS)
-    assert not thread.is_alive()
+    settle(feeder, rt)
     assert standin.peak_concurrency == expected  # reached, and never above N
     assert sorted(told) == sorted((j, 1) for j in images)
     for row in rows(rt):  # every waiting study done, each with both of its turns
@@ -105,11 +117,11 @@ def test_the_celery_task_uses_the_in_flight_count_not_the_batch_size(
     monkeypatch.setattr(tasks, "_publish_all", lambda task, pairs: reported.extend(
         (task.name, pair) for pair in pairs))  # the broker is not what this test is about
     standin.hold()
-    thread = threading.Thread(target=tasks.infer.run, args=(next(iter(images)), 1))
-    thread.start()
+    tasks.infer.run(next(iter(images)), 1)  # wakes the feeder and returns
     wait_for(lambda: standin.engine.running == 12, "12 sequences generating")
     standin.release_held()
-    thread.join(CAP_SECONDS)
+    wait_for(lambda: len(reported) == len(images), "every report published")
+    inflight.drain(rt, CAP_SECONDS)
     assert standin.peak_concurrency == 12
     assert sorted(reported) == sorted(("cxr.report", (j, 1)) for j in images)
 
@@ -120,11 +132,11 @@ def test_live_jobs_are_claimed_before_batch_jobs(tmp_path: Path,
     batch = make_prepared(rt.db, 4, priority=9)
     live = make_prepared(rt.db, 4, priority=0, first_seed=100)
     standin.hold()
-    thread, _ = start_loop(rt, next(iter(live)))
+    feeder, _ = start_loop(rt)
     wait_for(lambda: standin.engine.running == 3, "3 sequences generating")
     first_wave = {r.image_sha256 for r in standin.chat_requests("findings")}
     standin.release_held()
-    thread.join(CAP_SECONDS)
+    settle(feeder, rt)
     assert len(first_wave) == 3 and first_wave <= set(live.values())
     assert all(r.result for r in rows(rt))  # the batch jobs too, once live ones were in
     assert {r.image_sha256 for r in standin.chat_requests("findings")} == \
@@ -135,10 +147,10 @@ def test_live_jobs_are_claimed_before_batch_jobs(tmp_path: Path,
 def test_a_busy_server_is_retried_later_not_counted(tmp_path: Path, standin: VLLMStandin,
                                                     status: int) -> None:
     rt = runtime_for(tmp_path, standin.url, 4)
-    images = make_prepared(rt.db, 6)
+    make_prepared(rt.db, 6)
     standin.reset(fail_first=2, fail_status=status)
-    thread, told = start_loop(rt, next(iter(images)))
-    thread.join(CAP_SECONDS)
+    feeder, told = start_loop(rt)
+    settle(feeder, rt)
     waiting = [r for r in rows(rt) if r.state == jobs.PREPARED]
     assert len(told) == 4 and len(waiting) == 2
     for row in waiting:
@@ -148,8 +160,8 @@ def test_a_busy_server_is_retried_later_not_counted(tmp_path: Path, standin: VLL
         s.execute(update(Job).where(Job.state == jobs.PREPARED)
                   .values(next_attempt_at=now() - 0.1))
         s.commit()
-    thread, told = start_loop(rt, waiting[0].id)
-    thread.join(CAP_SECONDS)
+    feeder, told = start_loop(rt)
+    settle(feeder, rt)
     assert sorted(told) == sorted((r.id, 1) for r in waiting)
     assert all(r.result and r.state == jobs.INFERRING for r in rows(rt))
     assert len(standin.chat_requests()) == 2 + 2 * 6  # two refused, then two turns each
@@ -158,10 +170,10 @@ def test_a_busy_server_is_retried_later_not_counted(tmp_path: Path, standin: VLL
 def test_a_client_error_fails_the_job_and_spares_the_others(tmp_path: Path,
                                                             standin: VLLMStandin) -> None:
     rt = runtime_for(tmp_path, standin.url, 4)
-    images = make_prepared(rt.db, 5)
+    make_prepared(rt.db, 5)
     standin.reset(fail_first=1, fail_status=400)
-    thread, told = start_loop(rt, next(iter(images)))
-    thread.join(CAP_SECONDS)
+    feeder, told = start_loop(rt)
+    settle(feeder, rt)
     states = Counter(r.state for r in rows(rt))
     assert states == Counter({jobs.INFERRING: 4, jobs.FAILED: 1}) and len(told) == 4
     (failed,) = [r for r in rows(rt) if r.state == jobs.FAILED]
@@ -172,13 +184,13 @@ def test_a_client_error_fails_the_job_and_spares_the_others(tmp_path: Path,
 def test_on_shutdown_nothing_new_is_claimed_and_in_flight_finishes(
         tmp_path: Path, standin: VLLMStandin) -> None:
     rt = runtime_for(tmp_path, standin.url, 2)
-    images = make_prepared(rt.db, 5)
+    make_prepared(rt.db, 5)
     standin.hold()
-    thread, told = start_loop(rt, next(iter(images)))
+    feeder, told = start_loop(rt)
     wait_for(lambda: standin.engine.running == 2, "2 sequences generating")
     rt.stopping.set()
     standin.release_held()
-    thread.join(CAP_SECONDS)
+    wait_for(lambda: not feeder.alive, "the feeder ended once nothing was in flight")
     assert len(told) == 2
     states = Counter((r.state, r.holder) for r in rows(rt))
     assert states == Counter({(jobs.INFERRING, ""): 2, (jobs.PREPARED, ""): 3})
@@ -190,8 +202,8 @@ def test_results_are_stored_as_the_batch_path_stores_them(tmp_path: Path,
     first = make_prepared(rt.db, 3, first_seed=7)
     assert pipeline.infer_batch(rt, next(iter(first)), 1)  # the batch path
     again = make_prepared(rt.db, 3, first_seed=7)  # the same images
-    thread, _ = start_loop(rt, next(iter(again)))
-    thread.join(CAP_SECONDS)
+    feeder, _ = start_loop(rt)
+    settle(feeder, rt)
     by_image: dict[str, list[dict[str, object]]] = {}
     for row in rows(rt):
         sha = (first | again)[row.id]
@@ -204,26 +216,36 @@ def test_results_are_stored_as_the_batch_path_stores_them(tmp_path: Path,
 
 
 class GatedBackend:
-    """A server-like fake: turn 1 of the image named ``slow`` waits for ``gate``."""
+    """A server-like fake: turn 1 of the image named ``slow`` waits for ``gate``; no
+    gauges (its metrics address refuses), so the window steers by latency."""
 
     concurrent_requests = True
+    model = "fake"
+    metrics_url = "http://127.0.0.1:9/metrics"
     info = BackendInfo(name="fake", model_id="fake", model_revision="0", is_mock=False)
 
     def __init__(self, slow: bytes) -> None:
         self.slow = slow
         self.gate = threading.Event()
         self.log: list[tuple[bytes, int]] = []
-        self._lock = threading.Lock()
+
+    def identify(self) -> BackendInfo:
+        return self.info
+
+    def async_client(self, connections: int) -> ClientShards:
+        return ClientShards(1, {})
 
     def generate(self, requests: Sequence[ModelRequest]) -> list[Generation]:
-        (req,) = requests  # the in-flight path sends each turn on its own
+        raise AssertionError("the in-flight path sends each turn on the event loop")
+
+    async def agenerate(self, client: ClientShards, req: ModelRequest) -> Generation:
         if req.image_png == self.slow and len(req.turns) == 1:
-            self.gate.wait(CAP_SECONDS)
-        with self._lock:
-            self.log.append((req.image_png, len(req.turns)))
+            while not self.gate.is_set():
+                await asyncio.sleep(0.01)
+        self.log.append((req.image_png, len(req.turns)))
         if len(req.turns) == 1:
-            return [Generation("<think> x </think>\n<answer> Cardiomegaly </answer>", 9)]
-        return [Generation("FINDINGS: Heart: Enlarged.\nIMPRESSION:\n1. Cardiomegaly.", 9)]
+            return Generation("<think> x </think>\n<answer> Cardiomegaly </answer>", 9)
+        return Generation("FINDINGS: Heart: Enlarged.\nIMPRESSION:\n1. Cardiomegaly.", 9)
 
 
 def test_a_slow_study_holds_up_no_other(tmp_path: Path,
@@ -236,11 +258,87 @@ def test_a_slow_study_holds_up_no_other(tmp_path: Path,
         slow = s.get(Job, slow_id).model_input  # type: ignore[union-attr]
     fake = GatedBackend(slow or b"")
     monkeypatch.setattr(rt, "_backend", fake)
-    thread, told = start_loop(rt, slow_id)
+    feeder, told = start_loop(rt)
     # the other slot serves the four other studies, both turns each, one after another
     wait_for(lambda: len(told) == 4, "four studies done beside the slow one")
     assert slow_id not in {j for j, _ in told}
     assert [n for image, n in fake.log if image != slow] == [1, 3] * 4
     fake.gate.set()
-    thread.join(CAP_SECONDS)
+    settle(feeder, rt)
     assert told[-1] == (slow_id, 1) and len(told) == 5
+
+
+def test_the_window_follows_the_engine_not_the_ceiling(tmp_path: Path) -> None:
+    """Nothing set (ceiling 4096): an engine of 8 sequences is offered 8 and a short
+    queue, read from its gauges, not the ceiling's worth of requests."""
+    server = VLLMStandin(StandinConfig(capacity=8)).start()
+    try:
+        rt = configure(load_settings(None, {}, data_dir=tmp_path / "data",
+                                     model_backend="openai", openai_url=server.url,
+                                     poll_seconds=0.05))
+        assert rt.settings.openai_max_in_flight == 4096
+        make_prepared(rt.db, 100, priority=9)
+        server.hold()
+        feeder, told = start_loop(rt)
+        wait_for(lambda: feeder.window.limit == 8 + 2, "a window of 8 slots and 2 waiting")
+        assert feeder.window.source == "engine metrics"
+        assert server.engine.running == 8 and len(feeder.flights) <= 2 * START
+        server.release_held()
+        settle(feeder, rt)
+        assert server.peak_concurrency == 8 and len(told) == 100
+    finally:
+        server.stop()
+
+
+def test_two_workers_sharing_an_engine_settle_on_shares_that_fill_it(tmp_path: Path) -> None:
+    server = VLLMStandin(StandinConfig(capacity=16)).start()
+    try:
+        settings = load_settings(None, {}, data_dir=tmp_path / "data", model_backend="openai",
+                                 openai_url=server.url, poll_seconds=0.05)
+        a, b = configure(settings), configure(settings)
+        a.worker_name, b.worker_name = "gpu-a@test", "gpu-b@test"
+        made = make_prepared(a.db, 200, priority=9)
+        server.hold()
+        feeders = [start_loop(rt)[0] for rt in (a, b)]
+        wait_for(lambda: sum(f.window.limit for f in feeders) == 16 + 2,
+                 "two windows that together fill 16 slots with 2 waiting")
+        assert all(f.flights for f in feeders)  # each has a share
+        server.release_held()
+        for f, rt in zip(feeders, (a, b), strict=True):
+            settle(f, rt)
+        with a.db.session() as s:
+            by_worker = Counter(s.scalars(select(Job.worker)).all())
+        assert sum(by_worker.values()) == len(made) and set(by_worker) == {
+            "gpu-a@test", "gpu-b@test"}
+        assert server.peak_concurrency == 16
+    finally:
+        server.stop()
+
+
+def test_live_requests_reach_the_engine_ahead_of_batch_ones(tmp_path: Path) -> None:
+    """Every request carries its job's priority (live 0, batch 9); an engine that
+    schedules by priority (vLLM --scheduling-policy priority) starts the live study's
+    turns before batch requests that were waiting longer."""
+    server = VLLMStandin(StandinConfig(capacity=2, scheduling="priority")).start()
+    try:
+        rt = runtime_for(tmp_path, server.url, 64)
+        batch = make_prepared(rt.db, 6, priority=9)
+        server.hold()
+        feeder, _ = start_loop(rt)
+        wait_for(lambda: server.engine.waiting == 4, "2 batch studies generating, 4 waiting")
+        live = make_prepared(rt.db, 1, priority=0, first_seed=500)
+        feeder.wake()
+        wait_for(lambda: server.engine.waiting == 5, "the live study waiting too")
+        server.release_held()
+        settle(feeder, rt)
+        records = server.chat_requests()
+        assert {(r.image_sha256 in live.values(), r.priority) for r in records} == {
+            (True, 0), (False, 9)}
+        (live_findings,) = [r for r in records if r.image_sha256 in live.values()
+                            and r.turn == "findings"]
+        waited = [r for r in records if r.turn == "findings" and r.image_sha256 in
+                  batch.values() and r.received < live_findings.received]
+        later = [r for r in waited if (r.started or 0) > (live_findings.started or 0)]
+        assert len(waited) == 6 and len(later) == 4  # it passed all four that waited
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ comes back, and when the rest of a body is sent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -31,7 +32,7 @@ from dicom_gateway.transfer.sender import stow_rs
 from models.backend import BackendError, ModelRequest, Turn
 from models.hf_space import GRADIO_PROTOCOL, HFSpaceBackend
 from models.http_status import describe_http_status, is_permanent_http_status
-from models.openai_compat import http_json
+from models.openai_compat import OpenAIBackend
 from tests.protocol_servers import gradio_space_server
 
 # -- the rule -----------------------------------------------------------------------------
@@ -174,9 +175,21 @@ def _qido(url: str) -> bool:
 
 
 def _openai(url: str) -> bool:
-    with pytest.raises(BackendError) as err:
-        http_json(f"{url}/v1/chat/completions", {"model": "m"}, 10)
-    return err.value.permanent
+    """The chat path as the GPU worker's feeder sends it (pooled async client), and the
+    one-off client (``run``, follow-ups): both must read the status the same way."""
+    backend = OpenAIBackend(url, "m", timeout=10, revision="0" * 40)
+    request = ModelRequest(image_png=b"\x89PNG", turns=(Turn("user", "Findings?"),),
+                           max_new_tokens=8)
+
+    async def once() -> BackendError:
+        async with backend.async_client(2) as client:
+            with pytest.raises(BackendError) as err:
+                await backend.agenerate(client, request)
+            return err.value
+
+    error = asyncio.run(once())
+    assert error.status is not None
+    return error.permanent
 
 
 def _hf_space(url: str) -> bool:

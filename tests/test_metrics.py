@@ -85,3 +85,31 @@ def test_worker_series_are_the_live_processes_however_many_have_died(rt: Runtime
     finally:
         for life in live:
             life.stop()
+
+
+def test_each_live_gpu_workers_engine_window_is_a_metric_and_on_the_overview(
+        rt: Runtime) -> None:
+    from worker.ops.overview import overview
+    from worker.store import engine_windows
+
+    collector = GatewayCollector(rt.db, rt.spool.root, liveness_timeout=TIMEOUT)
+    live = Liveness(rt.db, "worker-gpu0-1@a", "worker", "gpu", interval=60)
+    live.start()
+    short_lives(rt, 0, 2)  # a dead worker's last figures are no one's now
+    try:
+        with rt.db.session() as s:
+            engine_windows.record(s, "worker-gpu0-1@a", engine_windows.Figures(
+                window=266, in_flight=260, peak=300, ceiling=4096,
+                steered_by="engine metrics"))
+            engine_windows.record(s, "worker-0-1@b", engine_windows.Figures(
+                window=9, in_flight=9, peak=9, ceiling=4096, steered_by="latency"))
+        m = samples(collector)
+        assert m["cxr_engine_in_flight_window"] == [
+            {"worker": "worker-gpu0-1@a", "steered_by": "engine metrics", "value": "266.0"}]
+        assert m["cxr_engine_in_flight"] == [{"worker": "worker-gpu0-1@a", "value": "260.0"}]
+        assert m["cxr_engine_in_flight_ceiling"][0]["value"] == "4096.0"
+        assert overview(rt.db, liveness_timeout=TIMEOUT)["engines"] == [
+            {"worker": "worker-gpu0-1@a", "window": 266, "in_flight": 260, "peak": 300,
+             "ceiling": 4096, "steered_by": "engine metrics"}]
+    finally:
+        live.stop()

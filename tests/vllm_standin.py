@@ -21,6 +21,8 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import heapq
+import itertools
 import json
 import re
 import signal
@@ -30,7 +32,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -236,6 +237,8 @@ class StandinConfig:
     capacity: int = 256  # sequences generating at once (vLLM's max_num_seqs)
     latency: float = 0.0  # seconds each sequence holds its slot
     queue_limit: int | None = None  # waiting requests beyond the slots; None = unlimited
+    scheduling: str = "fcfs"  # or "priority": vLLM's --scheduling-policy
+    metrics: bool = True  # GET /metrics with vLLM's load gauges
     overload_status: int = 429
     fail_first: int = 0  # answer this many first chat requests with fail_status
     fail_status: int = 503
@@ -248,6 +251,8 @@ class StandinConfig:
             raise ValueError(f"labels must be CheXpert labels, not {unknown}")
         if self.capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if self.scheduling not in ("fcfs", "priority"):
+            raise ValueError("scheduling must be fcfs or priority")
 
 
 @dataclass
@@ -262,6 +267,7 @@ class RequestRecord:
     turn: str = ""
     model: str = ""
     max_tokens: int | None = None
+    priority: int = 0  # the request's "priority" field (0 when it sent none)
     image_sha256: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     completion_tokens: int = 0
@@ -276,48 +282,74 @@ class RequestRecord:
 
 
 class Engine:
-    """At most ``capacity`` sequences at once; the rest wait first come, first served, up to
-    ``queue_limit`` waiting (then refused).  Tracks the peak number generating."""
+    """At most ``capacity`` sequences at once; the rest wait in order (arrival, or priority
+    then arrival), up to ``queue_limit`` waiting (then refused).  Tracks the peak number
+    generating.  Each waiter has its own event and only the head of the queue is woken
+    when a slot frees, so thousands waiting cost nothing (a shared condition woke them all
+    on every change, and the stand-in spent its time there instead of serving)."""
 
-    def __init__(self, capacity: int, queue_limit: int | None) -> None:
+    def __init__(self, capacity: int, queue_limit: int | None, scheduling: str = "fcfs"
+                 ) -> None:
         self.capacity = capacity
         self.queue_limit = queue_limit
+        self.scheduling = scheduling
         self.running = 0
         self.peak = 0
-        self._waiting: deque[object] = deque()
-        self._cond = threading.Condition()
+        self._waiting: list[tuple[int, int, threading.Event]] = []  # a heap
+        self._arrivals = itertools.count()
+        self._lock = threading.Lock()
 
-    def admit(self) -> bool:
+    def admit(self, priority: int = 0) -> bool:
         """Wait for a slot (False at once when the queue is full)."""
-        with self._cond:
+        with self._lock:
             if self.queue_limit is not None and not self._free() \
                     and len(self._waiting) >= self.queue_limit:
                 return False
-            ticket = object()
-            self._waiting.append(ticket)
-            while not (self._waiting[0] is ticket and self.running < self.capacity):
-                self._cond.wait()
-            self._waiting.popleft()
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-            self._cond.notify_all()
-            return True
+            me = (priority if self.scheduling == "priority" else 0, next(self._arrivals),
+                  threading.Event())
+            heapq.heappush(self._waiting, me)
+        while True:
+            with self._lock:
+                me[2].clear()
+                if self._waiting[0] is me and self.running < self.capacity:
+                    heapq.heappop(self._waiting)
+                    self.running += 1
+                    self.peak = max(self.peak, self.running)
+                    self._wake_head()
+                    return True
+                self._wake_head()
+            me[2].wait()
+
+    def _wake_head(self) -> None:
+        """Under the lock: let the first in the queue look, if a slot is free."""
+        if self._waiting and self.running < self.capacity:
+            self._waiting[0][2].set()
 
     @property
     def waiting(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._waiting)
+
+    def load(self) -> tuple[int, int]:
+        """(running, waiting) now, as vLLM's gauges say them."""
+        with self._lock:
+            return self.running, len(self._waiting)
 
     def _free(self) -> bool:
         return self.running < self.capacity and not self._waiting
 
     def release(self) -> None:
-        with self._cond:
+        with self._lock:
             self.running -= 1
-            self._cond.notify_all()
+            self._wake_head()
+
+    def set_capacity(self, capacity: int) -> None:
+        with self._lock:
+            self.capacity = capacity
+            self._wake_head()
 
     def reset_peak(self) -> None:
-        with self._cond:
+        with self._lock:
             self.peak = self.running
 
 
@@ -331,6 +363,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(JSONHandler):
     protocol_version = "HTTP/1.1"
+    # a kept-alive connection must not wait for delayed ACKs between a reply's head and
+    # body (Nagle): vLLM's server (uvicorn) sets TCP_NODELAY too
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def _read(self) -> Any:
@@ -343,9 +378,13 @@ class _Handler(JSONHandler):
             self._json(200, standin.models())
         elif self.path == "/health":
             self._json(200, {})
+        elif self.path == "/metrics" and standin.config.metrics:
+            self._text(200, standin.metrics_text())
         elif self.path == "/_standin/requests":
             self._json(200, {"requests": [r.as_json() for r in standin.requests],
                              "peak_concurrency": standin.peak_concurrency,
+                             "running": standin.engine.load()[0],
+                             "waiting": standin.engine.load()[1],
                              "models_queries": standin.models_queries,
                              "capacity": standin.config.capacity})
         else:
@@ -361,11 +400,25 @@ class _Handler(JSONHandler):
         if self.path == "/_standin/reset":
             standin.reset(**(body or {}))
             self._json(200, {"reset": True})
+        elif self.path in ("/_standin/hold", "/_standin/release"):
+            standin.hold() if self.path.endswith("hold") else standin.release_held()
+            self._json(200, {"held": self.path.endswith("hold")})
         elif self.path == "/v1/chat/completions":
             code, payload = standin.complete(self.path, body)
             self._json(code, payload)
         else:
             self._json(404, _error(f"{self.path} not found", "NotFoundError", 404))
+
+
+def metrics_page(model: str, running: int, waiting: int) -> str:
+    """vLLM's two load gauges as its /metrics page says them (names, label, type)."""
+    label = f'{{engine="0",model_name="{model}"}}'
+    return (f"# HELP vllm:num_requests_running Number of requests in model execution "
+            f"batches.\n# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running{label} {float(running)}\n"
+            f"# HELP vllm:num_requests_waiting Number of requests waiting to be "
+            f"processed.\n# TYPE vllm:num_requests_waiting gauge\n"
+            f"vllm:num_requests_waiting{label} {float(waiting)}\n")
 
 
 def _error(message: str, kind: str, code: int) -> dict[str, Any]:
@@ -379,7 +432,8 @@ class VLLMStandin:
     def __init__(self, config: StandinConfig | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self.config = config or StandinConfig()
-        self.engine = Engine(self.config.capacity, self.config.queue_limit)
+        self.engine = Engine(self.config.capacity, self.config.queue_limit,
+                             self.config.scheduling)
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
         self._failed = 0
@@ -439,8 +493,9 @@ class VLLMStandin:
             if "refuse_sha256" in changes:
                 changes["refuse_sha256"] = frozenset(changes["refuse_sha256"])
             self.config = dataclasses.replace(self.config, **changes)
-            self.engine.capacity = self.config.capacity
+            self.engine.set_capacity(self.config.capacity)
             self.engine.queue_limit = self.config.queue_limit
+            self.engine.scheduling = self.config.scheduling
             self._records.clear()
             self._failed = 0
             self.models_queries = 0
@@ -454,6 +509,11 @@ class VLLMStandin:
             "id": self.config.model, "object": "model", "created": int(time.time()),
             "owned_by": "vllm", "root": self.config.root, "parent": None,
             "max_model_len": self.config.max_model_len, "permission": []}]}
+
+    def metrics_text(self) -> str:
+        """GET /metrics: vLLM's two load gauges, now."""
+        return metrics_page(self.config.model, *self.engine.load())
+
 
     def complete(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """One chat completion: record it, then refuse, fail, queue or answer."""
@@ -469,6 +529,8 @@ class VLLMStandin:
         record.turn = turn_of(messages)
         record.model = str(body.get("model", ""))
         record.max_tokens = body.get("max_tokens")
+        priority = body.get("priority", 0)
+        record.priority = priority if isinstance(priority, int) else 0
         record.messages = redacted(messages)
         record.image_sha256 = image_sha256(image) if image is not None else None
         early = self._early_answer(config, record)
@@ -500,7 +562,7 @@ class VLLMStandin:
         if fail:
             return config.fail_status, _error("forced failure (stand-in --fail-first)",
                                               "ServiceUnavailableError", config.fail_status)
-        if not self.engine.admit():
+        if not self.engine.admit(record.priority):
             return config.overload_status, _error(
                 "The server is overloaded: the request queue is full.",
                 "OverloadedError", config.overload_status)
@@ -577,8 +639,18 @@ class StandinProcess:
             return state
 
     def reset(self, **changes: Any) -> None:
-        req = urllib.request.Request(f"{self.url}/_standin/reset", method="POST",
-                                     data=json.dumps(changes).encode(),
+        self._post("/_standin/reset", changes)
+
+    def hold(self) -> None:
+        """As ``VLLMStandin.hold``: admitted sequences wait until ``release_held``."""
+        self._post("/_standin/hold", {})
+
+    def release_held(self) -> None:
+        self._post("/_standin/release", {})
+
+    def _post(self, path: str, body: dict[str, Any]) -> None:
+        req = urllib.request.Request(f"{self.url}{path}", method="POST",
+                                     data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             resp.read()
@@ -623,6 +695,8 @@ def parse_args(argv: Iterable[str] | None = None) -> tuple[StandinConfig, str, i
     p.add_argument("--capacity", type=int, default=256)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--queue-limit", type=int, default=None)
+    p.add_argument("--scheduling-policy", default="fcfs", choices=("fcfs", "priority"))
+    p.add_argument("--no-metrics", action="store_true", help="no GET /metrics")
     p.add_argument("--overload-status", type=int, default=429, choices=(429, 503))
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--fail-status", type=int, default=503)
@@ -634,6 +708,7 @@ def parse_args(argv: Iterable[str] | None = None) -> tuple[StandinConfig, str, i
     labels = tuple(s.strip() for s in a.labels.split(",")) if a.labels else None
     cfg = StandinConfig(model=a.model, root=root, max_model_len=a.max_model_len,
                         capacity=a.capacity, latency=a.latency, queue_limit=a.queue_limit,
+                        scheduling=a.scheduling_policy, metrics=not a.no_metrics,
                         overload_status=a.overload_status, fail_first=a.fail_first,
                         fail_status=a.fail_status, labels=labels,
                         refuse_sha256=frozenset(a.refuse_sha256))

@@ -34,7 +34,9 @@ def configure(verbose: bool = False, quiet: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format=FORMAT,
     )
-    for noisy in ("pynetdicom", "alembic", "celery", "kombu", "highdicom"):
+    # httpx says every request at INFO: two lines per study on an openai engine
+    for noisy in ("pynetdicom", "alembic", "celery", "kombu", "highdicom", "httpx",
+                  "httpcore"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
     # pydicom.config sets its logger back to WARNING when it is first imported, which may
     # come after this (settings load no pydicom): a filter keeps ERROR whatever the level.

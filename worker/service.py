@@ -239,3 +239,7 @@ class ServeProcess:
             self._worker.stop(in_sighandler=False)
             if self._worker_thread is not None:
                 self._worker_thread.join(timeout=5)
+        if self.rt is not None:  # studies in flight on an engine finish, or are put back
+            from worker.pipeline import inflight
+
+            inflight.drain(self.rt, self.settings.shutdown_grace_seconds)

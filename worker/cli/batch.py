@@ -67,7 +67,9 @@ def add_run(actions: Commands) -> None:
     run.add_argument("--send-srs", action="store_true",
                      help="also send each SR to CXR_DESTINATIONS (default: outbox only)")
     run.add_argument("--chunk", type=int, default=100,
-                     help="studies in flight at once (bounds memory and the queue)")
+                     help="studies read ahead of the model: fetched but not yet converted "
+                          "(bounds the spool and the broker; an engine is offered every "
+                          "converted study, however many)")
     run.add_argument("--out", help="where predictions go (default DATA_DIR/batches/NAME)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_dir(run)

@@ -181,7 +181,8 @@ def _print_study(settings: Settings, rules: RuleSet, study_uid: str,
 
 
 def _what_happens(settings: Settings, routed: RoutedStudy, calling_ae: str) -> str:
-    from worker.ingest.assembler import BATCH_PRIORITY, job_priority
+    from worker.ingest.assembler import job_priority
+    from worker.store.jobs import BATCH_PRIORITY
 
     priority = job_priority(routed.priority, None, calling_ae, settings.batch_calling_aets)
     name = "batch" if priority == BATCH_PRIORITY else "live"

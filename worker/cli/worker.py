@@ -103,6 +103,9 @@ def consume(settings: Settings, rt: Runtime, liveness: Liveness, queues: list[st
                                without_gossip=True, without_mingle=True)
     print(f"worker {rt.worker_name} consuming {','.join(queues)}", flush=True)
     celery_worker.start()
+    from worker.pipeline import inflight
+
+    inflight.drain(rt, settings.shutdown_grace_seconds)  # what the engine holds finishes
     liveness.stop()
     exit_now(int(celery_worker.exitcode or 0))
 

@@ -21,6 +21,7 @@ from dicom_gateway.routing.study import route_study
 from worker.ingest.routing import note_timeouts
 from worker.store import jobs
 from worker.store.db import BatchItem, Database, Instance, Job, JobEvent, Study, now
+from worker.store.jobs import BATCH_PRIORITY, LIVE_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def _candidates(instances: list[Instance], called_ae: str = ""
     return cands, unreadable
 
 
-LIVE_PRIORITY = 0
-BATCH_PRIORITY = 9
 
 
 def batch_run_of(s: Session, study_uid: str) -> int | None:

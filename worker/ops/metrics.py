@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.ingest.routing import RULE_TIMEOUTS
-from worker.store import jobs
+from worker.store import engine_windows, jobs
 from worker.store.db import (
     AssociationLog,
     Database,
@@ -144,6 +144,7 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("cxr_spool_free_bytes", "Free disk where the spool is",
                                 value=float(shutil.disk_usage(self.spool).free))
         yield from worker_families(tables.live_workers)
+        yield from engine_families(self.db, self.liveness_timeout)  # issue 32
         yield routing_family(self.db)
         yield from review_families(self.db)  # issue 25: reviewer verdicts
         yield from question_families(self.db)  # issue 25: follow-up questions
@@ -295,6 +296,30 @@ def worker_families(live: Iterable[Any]) -> Iterator[GaugeMetricFamily]:
     yield beat
     yield alive
     yield consumers
+
+
+def engine_families(db: Database, timeout: float) -> Iterator[GaugeMetricFamily]:
+    """Each live GPU worker's in-flight window on its engine (``models.engine_window``):
+    how many studies it may keep in flight now, and how many it has; by worker name, for
+    live workers only (as ``worker_families``)."""
+    with db.session() as s:
+        figures = engine_windows.live(s, timeout)
+    window = GaugeMetricFamily(
+        "cxr_engine_in_flight_window", "Studies a GPU worker may keep in flight on its "
+        "inference engine now (found from the engine, at most the ceiling)",
+        labels=["worker", "steered_by"])
+    flying = GaugeMetricFamily("cxr_engine_in_flight", "Studies a GPU worker has in "
+                               "flight on its inference engine", labels=["worker"])
+    ceiling = GaugeMetricFamily("cxr_engine_in_flight_ceiling",
+                                "CXR_OPENAI_MAX_IN_FLIGHT of each GPU worker",
+                                labels=["worker"])
+    for name, f in sorted(figures.items()):
+        window.add_metric([name, f.steered_by], float(f.window))
+        flying.add_metric([name], float(f.in_flight))
+        ceiling.add_metric([name], float(f.ceiling))
+    yield window
+    yield flying
+    yield ceiling
 
 
 def review_families(db: Database) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:

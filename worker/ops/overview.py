@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.store import jobs
+from worker.store import engine_windows, jobs
 from worker.store.db import (
     AssociationLog,
     Database,
@@ -189,6 +190,8 @@ def overview(db: Database, queue_depth: Callable[[str], int | None] | None = Non
                    for w in s.scalars(select(WorkerProcess).order_by(
                        WorkerProcess.last_beat.desc()).limit(50)).all()]
         instances = dict(Counter(s.scalars(select(Instance.admission)).all()))
+        engines = [{"worker": name, **dataclasses.asdict(f)} for name, f in
+                   sorted(engine_windows.live(s, liveness_timeout).items())]
     return {
         "at": jobs.iso(t),
         "jobs_by_state": by_state,
@@ -204,4 +207,5 @@ def overview(db: Database, queue_depth: Callable[[str], int | None] | None = Non
         "failures": failures,
         "skipped_studies": skipped,
         "workers": workers,
+        "engines": engines,
     }

@@ -80,16 +80,18 @@ def claim_for_inference(rt: Runtime, job_id: int, version: int) -> bool:
         return True
 
 
-def claim_more(rt: Runtime, limit: int) -> list[Pair]:
+def claim_more(rt: Runtime, limit: int, below_priority: int | None = None) -> list[Pair]:
     """Claim up to ``limit`` other prepared jobs, live traffic before batch, oldest first
-    (in one statement: one taken by another worker meanwhile is simply not among them)."""
+    (in one statement: one taken by another worker meanwhile is simply not among them);
+    with ``below_priority``, only jobs more urgent than that."""
     if limit <= 0:
         return []
     holder = rt.worker_name
+    urgent = () if below_priority is None else (Job.priority < below_priority,)
     with rt.db.session() as s:
         ready = [(j, v) for j, v in s.execute(select(Job.id, Job.version).where(
-            Job.state == jobs.PREPARED, Job.holder == "", Job.next_attempt_at <= now())
-            .order_by(Job.priority, Job.created_at).limit(limit)).all()]
+            Job.state == jobs.PREPARED, Job.holder == "", Job.next_attempt_at <= now(),
+            *urgent).order_by(Job.priority, Job.created_at).limit(limit)).all()]
         won = set(jobs.claim_each(s, ready, (jobs.PREPARED,), jobs.INFERRING, holder,
                                   f"worker {holder}", Job.next_attempt_at <= now(),
                                   worker=holder))
@@ -101,6 +103,14 @@ def stored_model_inputs(rt: Runtime, claimed: list[Pair]) -> dict[int, bytes | N
     with rt.db.session() as s:
         return {row.id: row.model_input for row in s.scalars(
             select(Job).where(Job.id.in_([j for j, _ in claimed]))).all()}
+
+
+def priorities(rt: Runtime, claimed: list[Pair]) -> dict[int, int]:
+    """Each job's priority (0 live ... 9 batch), by job id: what the engine is told."""
+    with rt.db.session() as s:
+        rows = s.execute(select(Job.id, Job.priority).where(
+            Job.id.in_([j for j, _ in claimed]))).all()
+        return {job_id: priority for job_id, priority in rows}
 
 
 def retry_inference_later(rt: Runtime, batch: list[Pair], error: str,

@@ -7,7 +7,14 @@ message, and the ``JSONDecodeError`` ends the in-process Celery worker (seen onc
 ten studies published within 20 ms).  Here a message is written under a name the
 consumer skips (``.part`` after ``.msg``: its filter wants ``<queue>.msg`` exactly) and
 renamed into place once complete; a rename within one folder is atomic, so the consumer
-only ever sees whole messages.  Nothing else changes.
+only ever sees whole messages.
+
+The consumer takes the first name in sorted order, and kombu names a message by the
+time it was sent, so the filesystem queue is first come, first served whatever the
+message's priority: on serve's one in-process worker, a live study's preparation waited
+behind every batch preparation published before it.  Here the name starts with the
+message's priority (0 live ... 9 batch, Celery's sense: lower first) and then the
+zero-padded time, so sorted order is priority first, then age, as on Redis.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from time import monotonic
+from time import monotonic_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -26,10 +33,18 @@ from kombu.utils.json import dumps
 TRANSPORT = "worker.pipeline.embedded_broker:Transport"
 
 
+def priority_of(payload: Any) -> int:
+    """The message's priority as Celery sent it, 0-9 (0 when it names none)."""
+    try:
+        return max(0, min(9, int(payload["properties"]["priority"])))
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
 class Channel(filesystem.Channel):
     # kombu's two bases disagree on this signature; filesystem.Channel's is the one called
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{priority_of(payload)}_{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = final + ".part"
         try:

@@ -99,8 +99,8 @@ def prepare(job_id: int, version: int) -> None:
 def infer(job_id: int, version: int) -> None:
     rt = runtime()
     answer_questions(rt)  # a waiting reviewer first, then the study (live or batch)
-    if serves_concurrently(rt.backend):  # a server (vLLM): keep it full, no batch barrier
-        inflight.infer_continuous(rt, job_id, version, report_soon)
+    if serves_concurrently(rt.backend):  # a server (vLLM): the feeder keeps it full
+        inflight.feeder(rt, report_soon).wake()  # and this worker is free for the rest
         return
     landed = stages.infer_batch(rt, job_id, version)
     for j, v in landed:
@@ -109,14 +109,27 @@ def infer(job_id: int, version: int) -> None:
 
 
 def report_soon(landed: list[tuple[int, int]]) -> None:
-    """Publish reports while other studies are still in flight: a broker hiccup must not
-    break the loop, and the lost-message sweep publishes them again anyway."""
+    """Publish reports while other studies are still in flight (the engine feeder's
+    thread): a broker hiccup must not break the feeder, and the lost-message sweep
+    publishes them again anyway.  Questions that waited for these studies get a wake-up
+    on the gpu queue instead of an answer here, so a follow-up's generation never holds
+    up the feeder."""
+    rt = runtime()
     try:
         _publish_all(report, landed)
     except TRANSIENT as exc:
         log.warning("%d report(s) not published (%s); the reconciler will", len(landed),
                     type(exc).__name__)
-    first_turns_landed(runtime(), landed)
+    from worker.store import conversations
+
+    try:
+        with rt.db.session() as s:
+            conversations.record_for_jobs(s, [j for j, _ in landed])
+        if followups.still_waiting(rt):
+            enqueue_question(0)
+    except TRANSIENT as exc:  # the turns are written again on first read; questions wait
+        log.warning("conversation of %d job(s) not recorded yet (%s)", len(landed),
+                    type(exc).__name__)
 
 
 def first_turns_landed(rt: Runtime, landed: list[tuple[int, int]]) -> None:

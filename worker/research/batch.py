@@ -2,7 +2,7 @@
 
 A batch is a named run in the database.  It first lists its source into ``batch_items``
 (one per study; a folder's files into ``batch_files``), committing as it goes, then feeds
-the studies to the running gateway a bounded number at a time (``--chunk``): each is
+the studies to the running gateway, reading at most ``--chunk`` ahead of the model: each is
 fetched into the spool and the database as the listener would record it (or, from a
 PACS, C-MOVEd to the gateway's own listener), admitted, converted, queued at batch
 priority (live studies keep going first) and inferred by the same workers.  PNG/JPEG
@@ -240,7 +240,8 @@ class Batch:
 
     def drive(self, progress: Callable[[dict[str, int]], None] | None = None,
               poll: float = 0.5) -> None:
-        """Fetch and follow until every study has an outcome, ``chunk`` at a time."""
+        """Fetch and follow until every study has an outcome, reading at most ``chunk``
+        ahead of the model."""
         warned = False
         while True:
             for item in self._next_pending():
@@ -261,14 +262,24 @@ class Batch:
             s.commit()
 
     def _next_pending(self) -> list[BatchItem]:
-        """As many pending studies as fit beside those in flight (``--chunk``)."""
-        room = max(0, self.options.chunk - self._count(FETCHED))
+        """As many pending studies as fit beside those read ahead (``--chunk``)."""
+        room = max(0, self.options.chunk - self._read_ahead())
         if not room:
             return []
         with self.db.session() as s:
             return list(s.scalars(select(BatchItem).where(
                 BatchItem.run_id == self.run.id, BatchItem.state == PENDING)
                 .order_by(BatchItem.id).limit(room)))
+
+    def _read_ahead(self) -> int:
+        """Fetched studies not yet at the model: what ``--chunk`` bounds.  A study prepared
+        (or further, short of its outcome) no longer counts, so the chunk limits how far the
+        source is read ahead of conversion, never how many studies an engine is offered."""
+        at_model = (jobs.PREPARED, jobs.INFERRING, jobs.REPORTING, jobs.DELIVERING)
+        with self.db.session() as s:
+            past = s.scalar(select(func.count()).select_from(Job).where(
+                Job.batch_run_id == self.run.id, Job.state.in_(at_model))) or 0
+        return max(0, self._count(FETCHED) - past)
 
     def counts(self) -> dict[str, int]:
         """This run's studies per state."""

@@ -35,12 +35,13 @@ from dicom_gateway.transfer.retrieve import (
     wado_study,
 )
 from dicom_gateway.uids import derived_uid, is_valid_uid
-from worker.ingest.assembler import BATCH_PRIORITY, reprocess
+from worker.ingest.assembler import reprocess
 from worker.research.batch_intake import DicomIntake
 from worker.research.batch_items import SKIP, BatchError, ListedStudy, item_files
 from worker.runtime import Runtime
 from worker.store import jobs
 from worker.store.db import BatchItem, Job, JobEvent, Study, now
+from worker.store.jobs import BATCH_PRIORITY
 
 PublishInfer = Callable[[int, int], None]  # (job id, job version): wake a GPU worker
 

@@ -139,9 +139,9 @@ class Settings(BaseSettings):
         "", description="openai backend: server base URL (e.g. a vLLM server).")
     openai_api_key: str = Field("", description="openai backend: API key.")
     openai_max_in_flight: int = Field(
-        64, ge=1, description="openai backend: requests a GPU worker keeps in flight on the "
-                              "server at once, independent of CXR_GPU_BATCH_SIZE (vLLM "
-                              "batches what it is offered).")
+        4096, ge=1, description="openai backend: the most studies a GPU worker keeps in "
+                                "flight on the server; below it the number follows the "
+                                "engine (its vLLM gauges, else latency and 429/503).")
     hf_space_url: str = Field("",
                               description="hf-space backend (opt-in; images leave the site).")
     mock_latency_seconds: Seconds = Field(

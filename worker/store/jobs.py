@@ -36,6 +36,11 @@ SKIPPED = "skipped"
 FAILED = "failed"
 SUPERSEDED = "superseded"
 
+# A job's priority: the order of the broker's queues, of claims, and of requests inside an
+# inference engine (vLLM's ``priority``): lower first.  Batch runs always wait behind live.
+LIVE_PRIORITY = 0
+BATCH_PRIORITY = 9
+
 ACTIVE = (QUEUED, PREPARING, PREPARED, INFERRING, REPORTING, DELIVERING)
 TERMINAL = (DONE, SKIPPED, FAILED, SUPERSEDED)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from worker.store import sessions  # noqa: F401  (its table is in the metadata)
+from worker.store import engine_windows, sessions  # noqa: F401  (their tables are in the metadata)
 from worker.store.db import Base
 
 config = context.config
