@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from models.openai_compat import ClientShards
+    from models.openai_compat import ClientShards, ImageSource
 
 DEFAULT_MODEL_ID = "nvidia/NV-Reason-CXR-3B"
 # The revision NVIDIA's own wrapper pins; recorded in every artefact made with the default.
@@ -141,8 +141,9 @@ class EngineBackend(Backend, Protocol):
         """Pooled clients for the caller's event loop (the caller closes them)."""
         ...
 
-    async def agenerate(self, client: ClientShards, req: ModelRequest) -> Generation:
-        """One request on that client."""
+    async def agenerate(self, client: ClientShards, req: ModelRequest,
+                        image: ImageSource | None = None) -> Generation:
+        """One request on that client; ``image``, when given, read as the body is sent."""
         ...
 
 

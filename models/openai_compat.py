@@ -21,8 +21,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -88,6 +89,15 @@ def describe_server(base_url: str, model: str, revision: str | None = None,
         name="openai", model_id=model, is_mock=False, settings={"temperature": "0"},
         model_revision=revision or served_revision(base_url, model, min(timeout, 30.0),
                                                    headers))
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A request's PNG, read when its body is sent (the GPU worker reads it from the job's
+    row), and its size, known before (the body's length is declared up front)."""
+
+    size: int
+    read: Callable[[], Awaitable[bytes]]
 
 
 class ClientShards:
@@ -215,23 +225,31 @@ class OpenAIBackend:
         return {"model": self.model, "messages": messages, "max_tokens": req.max_new_tokens,
                 "temperature": 0, "priority": req.priority}
 
-    def streamed_body(self, req: ModelRequest) -> tuple[int, AsyncIterator[bytes]]:
+    def streamed_body(self, req: ModelRequest, image: ImageSource | None = None
+                      ) -> tuple[int, AsyncIterator[bytes]]:
         """The same body, its length and its bytes made as they are sent: the image's
-        base64 (a third larger than the PNG) never exists whole, so a thousand requests in
-        flight hold their PNGs and little more (a client holds a body it was given until
-        the reply has come)."""
+        base64 (a third larger than the PNG) never exists whole.  With ``image``, the
+        PNG is read only when the body is sent and let go once it is, instead of
+        ``req.image_png``: a thousand studies in flight then hold no images while the
+        engine generates (a client holds the body it was given until the reply)."""
+        size = len(req.image_png) if image is None else image.size
         marker = "cxr-image-" + uuid.uuid4().hex
         with_marker = self.messages(ModelRequest(b"", req.turns, req.max_new_tokens))
         if with_marker and isinstance(with_marker[0]["content"], list):
             with_marker[0]["content"][0]["image_url"]["url"] += marker
         head, _, tail = json.dumps(self._payload(req, with_marker)).partition(marker)
-        image, prefix, suffix = req.image_png, head.encode(), tail.encode()
-        length = len(prefix) + 4 * math.ceil(len(image) / 3) + len(suffix)
+        prefix, suffix = head.encode(), tail.encode()
+        length = len(prefix) + 4 * math.ceil(size / 3) + len(suffix)
+        inline = req.image_png if image is None else None
 
         async def parts() -> AsyncIterator[bytes]:
             yield prefix
-            for start in range(0, len(image), BASE64_SLICE):  # whole 3-byte groups
-                yield base64.b64encode(image[start:start + BASE64_SLICE])
+            png = inline if inline is not None else await image.read()  # type: ignore[union-attr]
+            if len(png) != size:
+                raise BackendError(f"the model input is {len(png)} bytes, not {size}")
+            for start in range(0, size, BASE64_SLICE):  # whole 3-byte groups
+                yield base64.b64encode(png[start:start + BASE64_SLICE])
+            del png
             yield suffix
         return length, parts()
 
@@ -274,10 +292,12 @@ class OpenAIBackend:
             tokens = max(int(tokens or 0), req.max_new_tokens)
         return Generation(text=text, generated_tokens=tokens, seconds=seconds)
 
-    async def agenerate(self, client: ClientShards, req: ModelRequest) -> Generation:
-        """One request on the caller's event loop (``identify`` must have been asked)."""
+    async def agenerate(self, client: ClientShards, req: ModelRequest,
+                        image: ImageSource | None = None) -> Generation:
+        """One request on the caller's event loop (``identify`` must have been asked);
+        ``image`` as for ``streamed_body``."""
         start = time.perf_counter()
-        length, body = self.streamed_body(req)
+        length, body = self.streamed_body(req, image)
         try:
             response = await client.post(self.chat_url, content=body,
                                          headers={"Content-Length": str(length)})

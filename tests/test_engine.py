@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from models.backend import BackendInfo, Generation, ModelRequest
 from models.engine_window import START
-from models.openai_compat import ClientShards
+from models.openai_compat import ClientShards, ImageSource
 from models.study import serves_concurrently
 from tests.prepared import make_prepared
 from tests.vllm_standin import StandinConfig, VLLMStandin
@@ -238,11 +238,13 @@ class GatedBackend:
     def generate(self, requests: Sequence[ModelRequest]) -> list[Generation]:
         raise AssertionError("the in-flight path sends each turn on the event loop")
 
-    async def agenerate(self, client: ClientShards, req: ModelRequest) -> Generation:
-        if req.image_png == self.slow and len(req.turns) == 1:
+    async def agenerate(self, client: ClientShards, req: ModelRequest,
+                        image: ImageSource | None = None) -> Generation:
+        png = await image.read() if image is not None else req.image_png
+        if png == self.slow and len(req.turns) == 1:
             while not self.gate.is_set():
                 await asyncio.sleep(0.01)
-        self.log.append((req.image_png, len(req.turns)))
+        self.log.append((png, len(req.turns)))
         if len(req.turns) == 1:
             return Generation("<think> x </think>\n<answer> Cardiomegaly </answer>", 9)
         return Generation("FINDINGS: Heart: Enlarged.\nIMPRESSION:\n1. Cardiomegaly.", 9)

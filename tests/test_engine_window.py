@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection
 
 from models.backend import ModelRequest, Turn
 from models.engine_window import START, EngineLoad, InFlightWindow, target_waiting
-from models.openai_compat import OpenAIBackend
+from models.openai_compat import ImageSource, OpenAIBackend
 from models.vllm_metrics import parse_load
 from tests.vllm_standin import metrics_page
 from worker.pipeline.embedded_broker import TRANSPORT, priority_of
@@ -165,11 +167,19 @@ def test_the_streamed_body_is_the_serialised_body_byte_for_byte(size: int) -> No
     image = bytes(i % 251 for i in range(size))
     req = ModelRequest(image, (Turn("user", 'Find "abnormalities".'), Turn("assistant", "x"),
                                Turn("user", "Write a structured report.")), 64, priority=9)
-    length, parts = backend.streamed_body(req)
+    reads: list[int] = []
 
-    async def whole() -> bytes:
-        return b"".join([part async for part in parts])
+    async def read() -> bytes:  # the feeder reads the job's row as the body is sent
+        reads.append(size)
+        return image
 
-    body = asyncio.run(whole())
-    assert body == backend.request_body(req) and len(body) == length
-    assert json.loads(body)["priority"] == 9
+    async def whole(length_and_parts: tuple[int, Any]) -> tuple[int, bytes]:
+        length, parts = length_and_parts
+        return length, b"".join([part async for part in parts])
+
+    inline = asyncio.run(whole(backend.streamed_body(req)))
+    lazy = asyncio.run(whole(backend.streamed_body(replace(req, image_png=b""),
+                                                   ImageSource(size, read))))
+    assert inline == lazy == (len(backend.request_body(req)), backend.request_body(req))
+    assert reads == [size]  # read once, only when sent
+    assert json.loads(inline[1])["priority"] == 9

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dicom_gateway.transfer.destinations import Destination, parse_destinations
@@ -105,12 +105,20 @@ def stored_model_inputs(rt: Runtime, claimed: list[Pair]) -> dict[int, bytes | N
             select(Job).where(Job.id.in_([j for j, _ in claimed]))).all()}
 
 
-def priorities(rt: Runtime, claimed: list[Pair]) -> dict[int, int]:
-    """Each job's priority (0 live ... 9 batch), by job id: what the engine is told."""
+def stored_input_sizes(rt: Runtime, claimed: list[Pair]) -> dict[int, tuple[int, int]]:
+    """(bytes of the stored model input, priority) by job id, reading no image: the
+    engine feeder reads each image only when a request sends it (``model_input``)."""
     with rt.db.session() as s:
-        rows = s.execute(select(Job.id, Job.priority).where(
+        rows = s.execute(select(Job.id, func.coalesce(func.length(Job.model_input), 0),
+                                Job.priority).where(
             Job.id.in_([j for j, _ in claimed]))).all()
-        return {job_id: priority for job_id, priority in rows}
+        return {job_id: (int(size), priority) for job_id, size, priority in rows}
+
+
+def model_input(rt: Runtime, job_id: int) -> bytes:
+    """One job's stored model input (empty when there is none)."""
+    with rt.db.session() as s:
+        return s.scalar(select(Job.model_input).where(Job.id == job_id)) or b""
 
 
 def retry_inference_later(rt: Runtime, batch: list[Pair], error: str,

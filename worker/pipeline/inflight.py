@@ -40,7 +40,7 @@ import httpx
 
 from models.backend import BackendError, EngineBackend, Generation, ModelRequest
 from models.engine_window import InFlightWindow
-from models.openai_compat import ClientShards
+from models.openai_compat import ClientShards, ImageSource
 from models.study import StudyResult, arun_study
 from models.vllm_metrics import read_load
 from worker.pipeline import claims, inference
@@ -185,24 +185,29 @@ class Feeder:
     async def _refill(self, client: ClientShards, room: int) -> None:
         """Claim what fits: up to the window, and live studies past a full one."""
         live = min(self.window.ceiling, self.window.limit + LIVE_HEADROOM) - len(self.flights)
-        for pair, image, priority in await self._in_db(self._claim, room, live):
-            task = asyncio.create_task(self._study(client, image, priority))
+        for pair, size, priority in await self._in_db(self._claim, room, live):
+            task = asyncio.create_task(self._study(client, pair[0], size, priority))
             self.flights[task] = Flight(pair, len(self.flights) + 1)
         self.peak = max(self.peak, len(self.flights))
 
-    async def _study(self, client: ClientShards, image: bytes,
+    async def _study(self, client: ClientShards, job_id: int, size: int,
                      priority: int) -> StudyResult:
+        """Both turns of one study; its image is read from the job's row for each request
+        as it is sent, so a study waiting on the engine holds no image (``ImageSource``)."""
         if not self._identified:  # every result is stored under the server's identity
             await self._in_db(self.backend.identify)
             self._identified = True
-        return await arun_study(self.backend, functools.partial(self._ask, client), image,
-                                priority)
+        image = ImageSource(size, functools.partial(self._in_db, claims.model_input, self.rt,
+                                                    job_id))
+        return await arun_study(self.backend, functools.partial(self._ask, client, image),
+                                b"", priority)
 
-    async def _ask(self, client: ClientShards, req: ModelRequest) -> Generation:
+    async def _ask(self, client: ClientShards, image: ImageSource,
+                   req: ModelRequest) -> Generation:
         """One request, its outcome told to the window."""
         kind = "findings" if len(req.turns) == 1 else "report"
         try:
-            gen = await self.backend.agenerate(client, req)
+            gen = await self.backend.agenerate(client, req, image)
         except BackendError as exc:
             if exc.status in OVERLOADED:
                 self.window.on_overload(time.monotonic())
@@ -230,13 +235,21 @@ class Feeder:
 
     # -- on the database and landing threads ---------------------------------------------
 
-    def _claim(self, room: int, live: int) -> list[tuple[Pair, bytes, int]]:
+    def _claim(self, room: int, live: int) -> list[tuple[Pair, int, int]]:
+        """Claimed jobs with their model input's size and priority; one without a model
+        input fails (prepare stores it: its absence is a defect no retry mends)."""
         rt = self.rt
         claimed = claims.claim_more(rt, room) if room > 0 else \
             claims.claim_more(rt, live, below_priority=jobs.BATCH_PRIORITY)
-        runnable = inference.model_inputs(rt, claimed)
-        priority = claims.priorities(rt, claimed) if runnable else {}
-        return [((j, v), image, priority.get(j, 0)) for j, v, image in runnable]
+        stored = claims.stored_input_sizes(rt, claimed) if claimed else {}
+        runnable = []
+        for j, v in claimed:
+            size, priority = stored.get(j, (0, 0))
+            if size:
+                runnable.append(((j, v), size, priority))
+            else:
+                claims.fail(rt, j, v, "no model input stored for the job")
+        return runnable
 
     def _land(self, finished: list[tuple[Flight, StudyResult | BaseException]]) -> None:
         """On the landing thread: store, then tell ``on_done``; a failure (the database
