@@ -16,7 +16,9 @@ does.  Variants, all in the same run:
 * ``two workers`` (at C = 256): two feeders (two worker names) sharing one stand-in, on
   the defaults, with no setting telling either about the other.
 
-Each line gives the achieved studies/s, the capacity, their ratio, the stand-in's peak
+Each line gives the achieved studies/s, the capacity, their ratio over the whole run (its
+ramp and its tail included), ``busy`` (the engine's occupancy while studies waited to
+start: from its first request until the last study's first turn began), the stand-in's peak
 concurrency and the feeders' peak in flight (memory and threads at 1,024 in flight:
 ``bench/engine_memory.py``, a real worker process).  L defaults to max(1, C / 128) s so
 that the stand-in's Python does not become the limit on two cores.  Ends with ``RESULT
@@ -34,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, select  # noqa: E402
@@ -61,6 +64,7 @@ class Outcome:
     turns: int
     peak: int  # the stand-in's most sequences generating at once
     in_flight: int  # the feeders' most studies in flight (summed), 0 for the batch path
+    busy: float  # the engine's occupancy while studies waited to start (see ``busy``)
 
     def line(self, capacity_turns: float) -> tuple[str, float]:
         rate = self.studies / self.seconds
@@ -69,7 +73,22 @@ class Outcome:
         ratio = rate / capacity
         return (f"  {self.label:<12} {self.studies:5d} studies {self.seconds:7.2f} s "
                 f"{rate:7.1f} studies/s  capacity {capacity:6.1f}  ratio {ratio:4.2f}  "
-                f"engine peak {self.peak:4d}  in flight peak {self.in_flight:4d}", ratio)
+                f"busy {self.busy:4.2f}  engine peak {self.peak:4d}  "
+                f"in flight peak {self.in_flight:4d}", ratio)
+
+
+def busy(requests: list[dict[str, Any]], capacity: int) -> float:
+    """The engine's mean occupancy from its first request until the last study's first
+    turn started generating: the span in which some study always waited to start, so an idle slot
+    was the worker's doing (after it, only the last studies' own turns remain, the tail
+    any finite run has; the whole-run ratio includes that tail and the ramp)."""
+    chats = [r for r in requests if r.get("started") and r.get("finished")]
+    start = min(r["received"] for r in chats)
+    end = max(r["started"] for r in chats if r["turn"] == "findings")
+    if end <= start:
+        return 0.0
+    held = sum(max(0.0, min(r["finished"], end) - max(r["started"], start)) for r in chats)
+    return held / (capacity * (end - start))
 
 
 @contextmanager
@@ -137,7 +156,8 @@ def run(standin: StandinProcess, root: Path, label: str, studies: int, workers: 
             raise RuntimeError(f"{label}: {stored(rts[0])} of {studies} studies have a result")
         state = standin.state()
         return Outcome(label, studies, seconds, len(state["requests"]),
-                       int(state["peak_concurrency"]), in_flight)
+                       int(state["peak_concurrency"]), in_flight,
+                       busy(state["requests"], int(state["capacity"])))
 
 
 def main() -> int:
@@ -152,6 +172,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     ratios: dict[str, float] = {}
+    busy_of: dict[str, float] = {}
     standin = start_subprocess("--capacity", "8", "--latency", "1")
     try:
         with tempfile.TemporaryDirectory(prefix="cxr-engine-bench-") as tmp:
@@ -173,6 +194,7 @@ def main() -> int:
                     out = run(standin, Path(tmp) / f"{n}-{i}", label, count, workers,
                               ceiling, body, args.postgres)
                     text, ratios[f"{label}@{cap}"] = out.line(cap / lat)
+                    busy_of[f"{label}@{cap}"] = out.busy
                     print(text, flush=True)
     finally:
         standin.stop()
@@ -181,9 +203,11 @@ def main() -> int:
         base = ratios.get(f"fixed {OLD_DEFAULT}@{at}")
         if label == "default" and base:
             print(f"at C = {at}: the default gives {ratio / base:.2f}x fixed {OLD_DEFAULT}")
-            print(f"RESULT engine_ratio_c{at}={ratio:.2f}")
+            print(f"RESULT engine_ratio_c{at}={ratio:.2f} engine_busy_c{at}="
+                  f"{busy_of[key]:.2f}")
         if label == "two workers":
-            print(f"RESULT engine_ratio_two_workers_c{at}={ratio:.2f}")
+            print(f"RESULT engine_ratio_two_workers_c{at}={ratio:.2f} "
+                  f"engine_busy_two_workers_c{at}={busy_of[key]:.2f}")
     return 0
 
 
