@@ -13,6 +13,7 @@ Timeouts and the permanent/transient rule are ours (``models.http_status``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -39,6 +40,8 @@ from models.backend import (
 from models.http_status import is_permanent_http_status
 
 BASE64_SLICE = 3 * 16384  # image bytes per streamed piece (a multiple of 3)
+# a reply of 4,096 tokens is tens of KB: a bigger one is a server's fault, not an answer
+MAX_REPLY_BYTES = 4 << 20
 
 
 def http_json(url: str, payload: dict[str, Any] | None, timeout: float,
@@ -144,11 +147,26 @@ class ClientShards:
         for client in self.shards:
             await client.aclose()
 
-    async def post(self, url: str, content: Any, headers: dict[str, str]) -> httpx.Response:
+    async def post(self, url: str, content: Any, headers: dict[str, str],
+                   total: float) -> httpx.Response:
+        """One POST whose reply is read whole, at most ``MAX_REPLY_BYTES`` and ``total``
+        seconds in all (httpx's timeouts are per read: a server dripping a byte at a time
+        would otherwise hold a study without end)."""
         i = self._least_busy()
         self.busy[i] += 1
         try:
-            return await self.shards[i].post(url, content=content, headers=headers)
+            async with asyncio.timeout(total):
+                async with self.shards[i].stream("POST", url, content=content,
+                                                 headers=headers) as response:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_REPLY_BYTES:
+                            raise BackendError(f"{url}: reply over {MAX_REPLY_BYTES} bytes")
+                    return httpx.Response(response.status_code, headers=response.headers,
+                                          content=bytes(body))
+        except TimeoutError as exc:
+            raise BackendError(f"{url}: no whole reply within {total:g} s") from exc
         finally:
             self.busy[i] -= 1
 
@@ -300,7 +318,8 @@ class OpenAIBackend:
         length, body = self.streamed_body(req, image)
         try:
             response = await client.post(self.chat_url, content=body,
-                                         headers={"Content-Length": str(length)})
+                                         headers={"Content-Length": str(length)},
+                                         total=self.timeout)
         except httpx.HTTPError as exc:
             raise BackendError(f"{self.chat_url}: {type(exc).__name__}: {exc}") from exc
         return self.generation(response, req, time.perf_counter() - start)

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from email.parser import BytesParser
@@ -400,3 +401,52 @@ def test_the_api_prefix_comes_from_the_space_config() -> None:
     finally:
         srv.close()
     assert ("POST", "/upload") in [r[:2] for r in srv.requests]
+
+
+def _replying(kind: str) -> Loopback:
+    """A chat server whose reply is too big (8 MiB), or drips a byte a second."""
+
+    class Handler(_Quiet):
+        def do_POST(self) -> None:  # noqa: N802
+            self._drain()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if kind == "big":
+                self.send_header("Content-Length", str(8 << 20))
+                self.end_headers()
+                for _ in range(8):
+                    self.wfile.write(b" " * (1 << 20))
+                return
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(1)
+
+    return Loopback(Handler)
+
+
+@pytest.mark.integration  # loopback HTTP servers
+@pytest.mark.parametrize("kind", ["big", "dripping"])
+def test_the_feeders_client_bounds_a_reply_in_size_and_in_time(kind: str) -> None:
+    """What the engine writes back is read at most MAX_REPLY_BYTES and the backend's
+    timeout in all: a study's request then fails (and its job is retried) instead of
+    holding memory or its place without end."""
+    srv = _replying(kind)
+    backend = OpenAIBackend(srv.url, "m", timeout=3, revision="0" * 40)
+    request = ModelRequest(image_png=b"\x89PNG", turns=(Turn("user", "Findings?"),),
+                           max_new_tokens=8)
+
+    async def once() -> BackendError:
+        async with backend.async_client(2) as client:
+            with pytest.raises(BackendError) as err:
+                await backend.agenerate(client, request)
+            return err.value
+
+    try:
+        error = asyncio.run(once())
+    finally:
+        srv.close()
+    assert not error.permanent
+    assert ("bytes" if kind == "big" else "within 3 s") in str(error)
