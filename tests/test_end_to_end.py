@@ -22,6 +22,7 @@ from tests.peers import (
     StoreSCP,
     backend_env,
     dciodvfy_errors,
+    pixelmed_errors,
     sample_file,
 )
 from tests.random_qwen import ForcedReplies
@@ -159,6 +160,7 @@ def test_rg1_in_sr_out_to_storescp(serve_factory, storescp: StoreSCP, rg1: Path,
     else:
         assert_reading(sr, model_peer)
     assert dciodvfy_errors(sr_path) == []
+    assert pixelmed_errors(sr_path) == []  # IHE's validator, as an AIR Evidence Creator
     job = wait_job(srv.data_dir, src.StudyInstanceUID, ("done",))
     assert job.sr_sop_instance_uid == sr.SOPInstanceUID
     assert Path(job.sr_path).exists()  # the outbox copy

@@ -646,7 +646,7 @@ def test_an_addendum_sr_is_delivered_like_the_first_and_passes_dciodvfy(
     from pydicom import dcmread
 
     from dicom_gateway.documents.addendum import referenced_first_sr
-    from tests.peers import dciodvfy_errors
+    from tests.peers import dciodvfy_errors, pixelmed_errors
 
     srv = serve_factory.new({"CXR_MODEL_BACKEND": "mock", "CXR_MOCK_LABELS": "Edema",
                              "CXR_DESTINATIONS": storescp.destination}).start()
@@ -665,6 +665,7 @@ def test_an_addendum_sr_is_delivered_like_the_first_and_passes_dciodvfy(
     assert add.StudyInstanceUID == first.StudyInstanceUID
     assert "MOCK" in add.SeriesDescription  # the mock answered: said so, as on the first
     assert dciodvfy_errors(add_path) == []
+    assert pixelmed_errors(add_path) == []
 
 
 @pytest.mark.integration

@@ -25,6 +25,7 @@ from tests.peers import (
     Serve,
     StoreSCP,
     dicom_tool,
+    pixelmed_errors,
     require_tool,
     sample_file,
 )
@@ -286,6 +287,9 @@ def test_late_instance_creates_one_new_version(serve_factory, storescp: StoreSCP
     pred = srs[jobs[1].sr_sop_instance_uid].PredecessorDocumentsSequence[0]
     assert pred.ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
         .ReferencedSOPInstanceUID == v1.sr_sop_instance_uid
+    superseding = next(f for f in files if dcmread(f).SOPInstanceUID ==
+                       jobs[1].sr_sop_instance_uid)
+    assert pixelmed_errors(Path(superseding)) == []  # IHE's validator on the new version
     with db_for(srv.data_dir).session() as s:
         assert len(s.scalars(select(Job)).all()) == 2
 

@@ -287,7 +287,7 @@ def test_pages_read_by_ocr_and_dciodvfy(rg1: Path, tmp_path: Path) -> None:
                 assert squash(MOCK_BANNER) in squash(text), (case, n, text)
             assert squash(draft.algorithm.name) in squash(text), (case, n)
             read.append(text)
-        pdf = build_pdf(source, draft, IDENTITY, pages)
+        pdf = build_pdf(source, draft, IDENTITY, pages, png)
         pdf_path = tmp_path / f"{case}.pdf.dcm"
         pdf.save_as(pdf_path, enforce_file_format=True)
         assert dciodvfy_errors(pdf_path, iod="EncapsulatedPDF") == [], case
@@ -367,7 +367,17 @@ def test_rg1_through_orthanc_with_sr_and_page(serve_factory: Any, vllm_standin: 
             assert squash(label) in text, (label, text)
         assert squash("Small right apical pneumothorax") in text, text  # the impression
         kind, pdf = _get(f"{orthanc.url}/instances/{orthanc_id(orthanc, pdf_uid)}/pdf")
-        assert kind == "application/pdf" and pdf.startswith(b"%PDF")
+        (stored,) = [dcmread(p) for p in job.page_paths.splitlines()
+                     if rendered[str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)]
+                     == ENCAPSULATED_PDF]
+        assert kind == "application/pdf"
+        assert pdf == bytes(stored.EncapsulatedDocument)[:stored.EncapsulatedDocumentLength]
+        (tmp_path / "served.pdf").write_bytes(pdf)
+        words = " ".join(subprocess.run(
+            [require_tool("pdftotext"), str(tmp_path / "served.pdf"), "-"],
+            capture_output=True, text=True, check=True).stdout.split())
+        assert BANNER in words and "Small right apical pneumothorax" in words, words
+        assert all(label in words for label in labels), words
         for path in job.page_paths.splitlines():
             iod = "SCImage" if rendered[str(dcmread(path).SOPInstanceUID)] == SC_IMAGE \
                 else "EncapsulatedPDF"

@@ -246,3 +246,65 @@ def test_mock_labels_are_named_by_a_setting(tmp_path: Path) -> None:
     assert result["report_sections"]  # the report turn ran after an answer with labels
     with pytest.raises(Exception, match="CXR_MOCK_LABELS"):
         load_settings(None, {"CXR_MOCK_LABELS": "Pleural_Effusion"})
+
+
+def _tracking(path: Path) -> list[tuple[str, str]]:
+    """Each finding group's TID 4108 tracking identifier and UID, read back by highdicom."""
+    import highdicom as hd
+
+    sr = hd.sr.srread(path)
+    return [(str(g.tracking_identifier), str(g.tracking_uid))
+            for g in sr.content.get_image_measurement_groups()]
+
+
+def test_each_finding_carries_a_tracking_id_kept_by_a_repeat_and_new_in_a_new_version(
+        tmp_path: Path) -> None:
+    """AIR's tracking primitive: a repeated report task writes the same identifiers and
+    UIDs; the study's next version (a better image arrived) tracks its findings anew."""
+    from sqlalchemy import update
+
+    from tests.dicom_factory import make_cr
+
+    rt = configure(load_settings(None, {"CXR_MOCK_LABELS": "Edema, Pneumothorax"},
+                                 data_dir=tmp_path / "data"))
+    job = queued_job(rt, tmp_path)
+
+    def run(job_id: int, version: int) -> Path:
+        assert pipeline.prepare(rt, job_id, version)
+        assert pipeline.infer_batch(rt, job_id, version)
+        assert pipeline.report(rt, job_id, version)
+        with rt.db.session() as s:
+            row = s.get(Job, job_id)
+            assert row is not None and row.sr_path
+            return Path(row.sr_path)
+
+    first = _tracking(run(job.id, job.version))
+    assert [ident for ident, _ in first] == ["CheXpert label 1: Edema",
+                                             "CheXpert label 2: Pneumothorax"]
+    assert len({uid for _, uid in first}) == 2
+    with rt.db.session() as s:  # the same task once more, as after a lost acknowledgement
+        s.execute(update(Job).where(Job.id == job.id).values(state=jobs.REPORTING, holder=""))
+        s.commit()
+    assert pipeline.report(rt, job.id, job.version)
+    with rt.db.session() as s:
+        row = s.get(Job, job.id)
+        assert row is not None
+        assert _tracking(Path(row.sr_path)) == first
+        study_uid = row.study_instance_uid
+    pa = make_cr(study_uid, view="PA", seed=2)  # a better image, late: version 2
+    path = save(pa, tmp_path / "pa.dcm")
+    with rt.db.session() as s:
+        s.add(Instance(sop_instance_uid=pa.SOPInstanceUID, sop_class_uid=pa.SOPClassUID,
+                       study_instance_uid=study_uid, path=str(path),
+                       size=path.stat().st_size, sha256="0" * 64, received_at=now()))
+        s.execute(update(Study).where(Study.study_instance_uid == study_uid)
+                  .values(assembled_at=None))
+        s.commit()
+    second_id = assembler.assemble_study(rt.db, study_uid)
+    assert second_id is not None
+    with rt.db.session() as s:
+        second_job = s.get(Job, second_id)
+        assert second_job is not None and second_job.version == 2
+    second = _tracking(run(second_id, 2))
+    assert [ident for ident, _ in second] == [ident for ident, _ in first]
+    assert not {uid for _, uid in second} & {uid for _, uid in first}

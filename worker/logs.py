@@ -38,6 +38,9 @@ def configure(verbose: bool = False, quiet: bool = False) -> None:
     for noisy in ("pynetdicom", "alembic", "celery", "kombu", "highdicom", "httpx",
                   "httpcore"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    # fpdf2 warns of every glyph the page font lacks (a model's CJK or emoji), per PDF:
+    # the pages show the same gaps, so it is not news to an operator
+    logging.getLogger("fpdf").setLevel(logging.INFO if verbose else logging.ERROR)
     # pydicom.config sets its logger back to WARNING when it is first imported, which may
     # come after this (settings load no pydicom): a filter keeps ERROR whatever the level.
     pydicom_log = logging.getLogger("pydicom")

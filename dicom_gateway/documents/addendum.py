@@ -5,9 +5,10 @@ button), the questions asked about a study and the model's answers become one mo
 Comprehensive 3D SR in the source study, in the addendum series
 (``dicom_gateway.documents.series``; numbered in the order they were asked for), that
 
-* references the first SR: a COMPOSITE content item naming it (so it is also listed in
-  the Current Requested Procedure Evidence), and a sentence saying so -- not as a
-  predecessor, because it adds to that document rather than replacing it;
+* references the first SR: in the Current Requested Procedure Evidence (where a reader
+  finds it by its SOP Class) and in a sentence naming its UID -- not as a predecessor,
+  because it adds to that document rather than replacing it, and not as a COMPOSITE
+  content item, which TID 1500 has no row for (Pixelmed's validator warns on it);
 * references the source image (the image library, as the first SR does);
 * carries the same research-only marks as the first SR (``dicom_gateway.documents.marks``),
   and says MOCK wherever the mock answered;
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 import highdicom as hd
 from highdicom.sr import (
     CodedConcept,
-    CompositeContentItem,
     ContainerContentItem,
     ContentSequence,
     RelationshipTypeValues,
@@ -49,8 +49,6 @@ from dicom_gateway.documents.sr import (
 )
 from dicom_gateway.uids import derived_uid
 
-FIRST_SR = CodedConcept("FIRST_SR", sr_codes.PRIVATE_SCHEME,
-                        "AI draft SR this addendum adds to")
 QUESTION = CodedConcept("FOLLOWUP_QUESTION", sr_codes.PRIVATE_SCHEME,
                         "Reviewer follow-up question")
 ANSWER = CodedConcept("FOLLOWUP_ANSWER", sr_codes.PRIVATE_SCHEME,
@@ -95,16 +93,12 @@ def addendum_uids(first_sr: Dataset, key: str) -> tuple[str, str]:
 
 
 def _thread_container(content: AddendumContent, first_sr: Dataset) -> ContainerContentItem:
-    items: list[TextContentItem | CompositeContentItem] = [
+    items: list[TextContentItem] = [
         _text(sr_codes.COMMENT, d) for d in marks.disclaimers(content.is_mock)]
     items.append(_text(sr_codes.COMMENT, (
         "Addendum to the AI research draft SR " f"{first_sr.SOPInstanceUID}: follow-up "
         "questions a reviewer asked about this study and the model's answers. The answers "
         "are unverified AI output, not a radiologist's reading.")))
-    items.append(CompositeContentItem(
-        name=FIRST_SR, referenced_sop_class_uid=str(first_sr.SOPClassUID),
-        referenced_sop_instance_uid=str(first_sr.SOPInstanceUID),
-        relationship_type=RelationshipTypeValues.CONTAINS))
     for n, item in enumerate(content.items, start=1):
         items.append(_text(QUESTION, f"Question {n}, asked by {item.asked_by or 'unknown'} "
                                      f"at {item.asked_at}: {item.question}"))
@@ -155,6 +149,7 @@ def build_addendum(source: Dataset, first_sr: Dataset, content: AddendumContent,
             series_instance_uid=series_uid, series_number=series_number(Kind.ADDENDUM),
             sop_instance_uid=sop_uid, instance_number=addendum_instance_number(ordinal),
             manufacturer=marks.PRODUCT, contributing_equipment=[equipment],
+            performed_procedure_codes=[sr_codes.PROCEDURE_CXR],
             specific_character_set="ISO_IR 192", **marks.sr_flags(Kind.ADDENDUM, content.is_mock))
     except (ValueError, TypeError) as exc:
         raise SRBuildError(f"cannot build the addendum SR from this source header: {exc}") \

@@ -42,7 +42,11 @@ LABEL_CODES: dict[str, CodedConcept] = {
     "Support Devices": _sct("49062001", "Device"),
 }
 
-PROCEDURE_CXR = _sct("399208008", "Plain chest X-ray")
+# TID 1500's "Procedure reported" takes its value from CID 100, which holds no chest
+# radiograph code: the CID's general imaging procedure goes there, and the procedure
+# itself is named in the header's Performed Procedure Code Sequence (docs/conformance.md).
+PROCEDURE_REPORTED = _sct("363679005", "Imaging procedure")
+PROCEDURE_CXR = _sct("399208008", "Plain X-ray of chest")
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 COMMENT = _dcm("121106", "Comment")
 FINDING = _dcm("121071", "Finding")

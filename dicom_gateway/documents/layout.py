@@ -1,4 +1,4 @@
-"""The research draft drawn as pages (Pillow): what a person sees first.
+"""The research draft laid out as pages: what a person sees first.
 
 Page 1 holds the model-input image and the labels found, then the impression, the
 findings by the template's sub-headings, the other sections and the reasoning flow on,
@@ -8,21 +8,27 @@ top and bottom, a mock result says ``marks.MOCK_BANNER`` in a red band under it 
 page, and the footer names the algorithm (name, version with its revision) and the draft's version.
 
 Fonts: Pillow's own scalable font (``ImageFont.load_default(size=...)``, Pillow >= 10.1),
-so nothing outside the Python packages is needed to draw.  No DICOM here:
-``dicom_gateway.documents.page`` files the pages as Secondary Capture instances.
+so nothing outside the Python packages is needed to draw.  One layout, two surfaces
+(``dicom_gateway.documents.surface``): ``render_pages`` paints images, ``render_pdf``
+writes the same pages as a PDF whose text is text.  No DICOM here:
+``dicom_gateway.documents.page`` and ``.pdf`` file them as Secondary Capture instances and
+an Encapsulated PDF.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageFont
 
 from dicom_gateway.documents.draft import DraftReport
-from dicom_gateway.documents.marks import BANNER, DISCLAIMER, MOCK_BANNER
+from dicom_gateway.documents.marks import BANNER, DISCLAIMER, MOCK_BANNER, PRODUCT
+from dicom_gateway.documents.surface import PdfDocument, PillowSurface, Surface
+from dicom_gateway.documents.surface import font as _font
 
-__all__ = ["HEIGHT", "MAX_PAGES", "WIDTH", "render_pages"]
+__all__ = ["HEIGHT", "MAX_PAGES", "WIDTH", "render_pages", "render_pdf"]
 MAX_PAGES = 10  # 5.8 MB each (uncompressed RGB, what every receiver takes): a runaway
 # reasoning trace ends with a pointer to the SR, not 100 pages
 MAX_LINE_CHARS = 600  # no line is wider than 2 px a glyph over the text width
@@ -42,11 +48,6 @@ GREY = (90, 90, 90)
 ACCENT = (0, 70, 140)
 BANNER_EDGE = (200, 0, 0)
 MOCK_FILL = (200, 0, 0)
-WHITE = (255, 255, 255)
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,7 @@ class _Line:
 _ADVANCES: dict[int, dict[str, float]] = {}  # font size -> character -> width, px
 
 
-def _fitting_prefix(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, size: int, word: str,
-                    width: int) -> int:
+def _fitting_prefix(font: ImageFont.FreeTypeFont, size: int, word: str, width: int) -> int:
     """How many leading characters of ``word`` fit in ``width`` pixels (at least one; all
     of it when it fits).
 
@@ -200,7 +200,7 @@ def _line_height(line: _Line) -> int:
     return line.gap_before + int(line.size * 1.35)
 
 
-def _banner(draw: ImageDraw.ImageDraw, top: int, text: str, fill: tuple[int, int, int],
+def _banner(surface: Surface, top: int, text: str, fill: tuple[int, int, int],
             ink: tuple[int, int, int], size: int = 38) -> int:
     """A banner line: ``text`` centred in heavy letters between two thick rules of
     ``fill``; returns the y below it.  The letters stand on white, clear of the rules: a
@@ -208,26 +208,25 @@ def _banner(draw: ImageDraw.ImageDraw, top: int, text: str, fill: tuple[int, int
     skips as a picture."""
     rule = 8
     gap = 10
-    draw.rectangle((EDGE, top + EDGE // 2, WIDTH - EDGE, top + EDGE // 2 + rule), fill=fill)
+    surface.rect((EDGE, top + EDGE // 2, WIDTH - EDGE, top + EDGE // 2 + rule), fill=fill)
     y = top + EDGE // 2 + rule + gap
-    font = _font(size)
-    x = (WIDTH - font.getlength(text)) / 2
-    draw.text((x, y), text, font=font, fill=ink, stroke_width=1, stroke_fill=ink)
+    x = (WIDTH - _font(size).getlength(text)) / 2
+    surface.text(x, y, text, size, ink, heavy=True)
     y += int(size * 1.25) + gap
-    draw.rectangle((EDGE, y, WIDTH - EDGE, y + rule), fill=fill)
+    surface.rect((EDGE, y, WIDTH - EDGE, y + rule), fill=fill)
     return y + rule + EDGE // 2
 
 
 class _Page:
     """One page being drawn: banners, footer, and a cursor for the text between."""
 
-    def __init__(self, draft: DraftReport, number: int, footer: str) -> None:
-        self.image = Image.new("RGB", (WIDTH, HEIGHT), WHITE)
-        self.draw = ImageDraw.Draw(self.image)
+    def __init__(self, draft: DraftReport, number: int, footer: str,
+                 surface: Surface) -> None:
+        self.surface = surface
         self.number = number
-        y = _banner(self.draw, 0, BANNER, BANNER_EDGE, INK)
+        y = _banner(surface, 0, BANNER, BANNER_EDGE, INK)
         if draft.is_mock:
-            y = _banner(self.draw, y - EDGE // 2, MOCK_BANNER, MOCK_FILL, MOCK_FILL, 32)
+            y = _banner(surface, y - EDGE // 2, MOCK_BANNER, MOCK_FILL, MOCK_FILL, 32)
         self.top = y + 18
         self.y = self.top
         self.footer = footer
@@ -238,16 +237,13 @@ class _Page:
 
     def put(self, line: _Line) -> None:
         self.y += line.gap_before
-        self.draw.text((MARGIN + line.indent, self.y), line.text, font=_font(line.size),
-                       fill=line.colour)
+        self.surface.text(MARGIN + line.indent, self.y, line.text, line.size, line.colour)
         self.y += int(line.size * 1.35)
 
-    def finish(self, total: int) -> Image.Image:
-        font = _font(18)
-        self.draw.text((MARGIN, self.bottom + 12), f"{self.footer}   |   page {self.number} "
-                       f"of {total}", font=font, fill=GREY)
-        _banner(self.draw, HEIGHT - FOOTER_BANNER, BANNER, BANNER_EDGE, INK, 30)
-        return self.image
+    def finish(self, total: int) -> None:
+        self.surface.text(MARGIN, self.bottom + 12, f"{self.footer}   |   page {self.number} "
+                          f"of {total}", 18, GREY)
+        _banner(self.surface, HEIGHT - FOOTER_BANNER, BANNER, BANNER_EDGE, INK, 30)
 
 
 def _first_page(page: _Page, draft: DraftReport, model_input: bytes | None,
@@ -259,31 +255,30 @@ def _first_page(page: _Page, draft: DraftReport, model_input: bytes | None,
         page.put(line)
     top = page.y + 16
     box = (MARGIN, top, MARGIN + IMAGE_BOX, top + IMAGE_BOX)
-    page.draw.rectangle(box, outline=GREY, width=2)
+    page.surface.rect(box, outline=GREY, width=2)
     if model_input:
         with Image.open(io.BytesIO(model_input)) as src:
             shown = src.convert("RGB")
         shown.thumbnail((IMAGE_BOX - 8, IMAGE_BOX - 8))
-        page.image.paste(shown, (MARGIN + (IMAGE_BOX - shown.width) // 2,
-                                 top + (IMAGE_BOX - shown.height) // 2))
+        page.surface.picture(shown, MARGIN + (IMAGE_BOX - shown.width) // 2,
+                             top + (IMAGE_BOX - shown.height) // 2)
     else:
-        page.draw.text((MARGIN + 20, top + IMAGE_BOX // 2), "model input not stored",
-                       font=_font(22), fill=GREY)
-    page.draw.text((MARGIN, top + IMAGE_BOX + 6), "Model input, as the model saw it",
-                   font=_font(18), fill=GREY)
+        page.surface.text(MARGIN + 20, top + IMAGE_BOX // 2, "model input not stored", 22,
+                          GREY)
+    page.surface.text(MARGIN, top + IMAGE_BOX + 6, "Model input, as the model saw it", 18,
+                      GREY)
     x = MARGIN + IMAGE_BOX + 36
     width = WIDTH - MARGIN - x
     y = top
     heading = "LABELS FOUND (MOCK, not findings)" if draft.is_mock else \
         "LABELS FOUND (unverified)"
     for text in _wrap(heading, 28, width):
-        page.draw.text((x, y), text, font=_font(28), fill=ACCENT)
+        page.surface.text(x, y, text, 28, ACCENT)
         y += 38
     labels = list(draft.labels) or ["None asserted"]
     for label in labels:
         for text in _wrap(label, 34, width - 20):
-            page.draw.text((x + 20, y + 8), text, font=_font(34),
-                           fill=INK if draft.labels else GREY)
+            page.surface.text(x + 20, y + 8, text, 34, INK if draft.labels else GREY)
             y += 48
     page.y = max(y, top + IMAGE_BOX + 30) + 10
 
@@ -306,9 +301,9 @@ def _within_budget(draft: DraftReport) -> DraftReport:
                    report_reasoning=take(draft.report_reasoning))
 
 
-def render_pages(draft: DraftReport, model_input: bytes | None, *, version: int,
-                 sr_uid: str, supersedes: int | None = None) -> list[Image.Image]:
-    """The draft drawn as pages (page 1: image and labels; the rest flows on)."""
+def _lay_out(draft: DraftReport, model_input: bytes | None, version: int, sr_uid: str,
+             supersedes: int | None, new_surface: Callable[[], Surface]) -> None:
+    """The draft on pages of ``new_surface()`` (page 1: image and labels; the rest flows)."""
     title = "Chest X-ray: AI research draft, unverified"
     if draft.is_mock:
         title = "MOCK chest X-ray draft: wiring test, no reading"
@@ -318,7 +313,7 @@ def render_pages(draft: DraftReport, model_input: bytes | None, *, version: int,
         flow = _block(f"This is version {version} of the draft; it supersedes version "
                       f"{supersedes}.", 20, GREY, gap_before=4) + flow
     flow += _block(f"Rendered from the SR {sr_uid}.", 16, GREY, gap_before=12)
-    pages = [_Page(draft, 1, footer)]
+    pages = [_Page(draft, 1, footer, new_surface())]
     _first_page(pages[0], draft, model_input, title)
     limit = _Line(f"... the rest is in the SR (this rendering stops at {MAX_PAGES} pages).",
                   20, GREY)
@@ -328,8 +323,32 @@ def render_pages(draft: DraftReport, model_input: bytes | None, *, version: int,
             if last:
                 pages[-1].put(limit)
                 break
-            pages.append(_Page(draft, len(pages) + 1, footer))
+            pages.append(_Page(draft, len(pages) + 1, footer, new_surface()))
             pages[-1].put(_Line(f"(continued from page {len(pages) - 1})", 18, GREY))
             line = _Line(line.text, line.size, line.colour, line.indent, 0)
         pages[-1].put(line)
-    return [p.finish(len(pages)) for p in pages]
+    for page in pages:
+        page.finish(len(pages))
+
+
+def render_pages(draft: DraftReport, model_input: bytes | None, *, version: int,
+                 sr_uid: str, supersedes: int | None = None) -> list[Image.Image]:
+    """The draft drawn as page images."""
+    surfaces: list[PillowSurface] = []
+
+    def new_surface() -> PillowSurface:
+        surfaces.append(PillowSurface(WIDTH, HEIGHT))
+        return surfaces[-1]
+
+    _lay_out(draft, model_input, version, sr_uid, supersedes, new_surface)
+    return [s.image for s in surfaces]
+
+
+def render_pdf(draft: DraftReport, model_input: bytes | None, *, version: int,
+               sr_uid: str, supersedes: int | None = None) -> bytes:
+    """The same pages as one PDF, its text as text (searchable, copyable)."""
+    doc = PdfDocument(WIDTH, HEIGHT, title=("MOCK " if draft.is_mock else "") + BANNER,
+                      author=PRODUCT,
+                      subject=f"{draft.algorithm.name} {draft.algorithm.version}")
+    _lay_out(draft, model_input, version, sr_uid, supersedes, doc.new_page)
+    return doc.output()

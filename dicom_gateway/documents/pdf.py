@@ -1,18 +1,23 @@
 """The rendered report pages as one Encapsulated PDF, for archives and reporting systems
 that take documents rather than images: its own series, UIDs from the SR's, the same
 identifiers and research-only marks as the pages (``dicom_gateway.documents.page``).
+
+The PDF is the pages' layout written as text (``layout.render_pdf``), not pictures of
+them: a reader searches it and copies the structured report into their own.  It ends
+in a line break after ``%%EOF``: the value is padded to even length with a NUL, and a
+receiver that strips a trailing pad byte (Orthanc's ``/pdf`` drops a last byte that is
+not CR or LF) then still serves every byte of the document, at either length.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
-from PIL import Image
 from pydicom import Dataset, FileMetaDataset
 
 from dicom_gateway.documents import marks
 from dicom_gateway.documents.draft import DraftReport, SRIdentity
+from dicom_gateway.documents.layout import render_pdf
 from dicom_gateway.documents.series import Kind, series_number
 from dicom_gateway.uids import derived_uid
 
@@ -22,14 +27,12 @@ ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
 def build_pdf(source: Dataset, draft: DraftReport, identity: SRIdentity,
-              pages: Sequence[Dataset]) -> Dataset:
-    """The same pages as one Encapsulated PDF (see the module docstring)."""
-    images = [Image.fromarray(p.pixel_array) for p in pages]
-    buf = io.BytesIO()
-    images[0].save(buf, "PDF", save_all=True, append_images=images[1:], resolution=144.0,
-                   title=marks.BANNER, author=marks.PRODUCT, creator=marks.PRODUCT,
-                   subject=f"{draft.algorithm.name} {draft.algorithm.version}")
-    pdf = buf.getvalue()
+              pages: Sequence[Dataset], model_input: bytes | None,
+              supersedes: int | None = None) -> Dataset:
+    """The pages (their header: ``pages``) as one Encapsulated PDF (see the module
+    docstring); ``model_input`` and ``supersedes`` as the pages were drawn with."""
+    pdf = render_pdf(draft, model_input, version=identity.instance_number,
+                     sr_uid=identity.sop_instance_uid, supersedes=supersedes)
     first = pages[0]
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"

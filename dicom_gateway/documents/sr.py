@@ -116,8 +116,7 @@ def _finding_groups(draft: DraftReport, source: Dataset,
         name=draft.algorithm.name,
         version=draft.algorithm.version,
         parameters=list(draft.algorithm.parameters) or None,
-        manufacturer=draft.algorithm.manufacturer,
-    )
+    )  # no manufacturer: TID 4019 is non-extensible; the equipment module names it
     container = ContainerContentItem(
         name=codes.DCM.ImagingMeasurements, relationship_type=RelationshipTypeValues.CONTAINS
     )
@@ -179,7 +178,7 @@ def report_context(observer_uid: str, manufacturer: str, model_name: str) -> Con
     )
     seq.extend(hd.sr.ObservationContext(observer_device_context=observer))
     seq.append(CodeContentItem(
-        name=codes.DCM.ProcedureReported, value=sr_codes.PROCEDURE_CXR,
+        name=codes.DCM.ProcedureReported, value=sr_codes.PROCEDURE_REPORTED,
         relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
     ))
     return seq
@@ -260,6 +259,7 @@ def _comprehensive_3d(source: Dataset, draft: DraftReport, identity: SRIdentity,
         manufacturer=identity.manufacturer,
         previous_versions=list(previous_versions) or None,
         contributing_equipment=[equipment],
+        performed_procedure_codes=[sr_codes.PROCEDURE_CXR],
         specific_character_set="ISO_IR 192",
         **marks.sr_flags(Kind.SR, draft.is_mock),
     )

@@ -86,7 +86,8 @@ def rendered(rt: Runtime, job: Job, source: Dataset, draft: DraftReport,
         return []
     pages = build_pages(source, draft, identity, job.model_input, supersedes=supersedes)
     return [*(pages if want_pages else []),
-            *([build_pdf(source, draft, identity, pages)] if want_pdf else [])]
+            *([build_pdf(source, draft, identity, pages, job.model_input, supersedes)]
+              if want_pdf else [])]
 
 
 def _record_pages(rt: Runtime, job: Job, paths: list[Path]) -> bool:
