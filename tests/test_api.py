@@ -91,6 +91,9 @@ def test_the_schema_lists_the_json_api_only(client: TestClient) -> None:
         "/api/jobs/{job_id}/questions", "/api/questions/{question_id}",
         "/api/questions/{question_id}/addendum", "/api/jobs/{job_id}/reviews",
         "/api/reviews/agreement", "/api/batches", "/api/me", "/api/tokens",
-        "/api/tokens/{name}"}
+        "/api/tokens/{name}", "/api/readers", "/api/readers/{name}/summary",
+        "/api/readers/{name}/current", "/api/readers/{name}/image",
+        "/api/readers/{name}/image.png", "/api/readers/{name}/report",
+        "/api/readers/{name}/answers", "/api/readers/{name}/active"}
     names = [p["name"] for p in schema["paths"]["/api/jobs"]["get"]["parameters"]]
     assert names == ["state", "since", "until", "calling_ae", "limit", "offset"]

@@ -27,7 +27,7 @@ from worker.settings import load_settings
 
 COMMANDS = ("serve", "worker", "api", "demo", "run", "status", "health", "jobs", "studies",
             "batch", "evaluate", "settings", "rules", "ask", "thread", "review", "reviews",
-            "tokens")
+            "tokens", "readers")
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -24,8 +24,8 @@ CONTRACTS = {
     "models": "models imports no DICOM library",
     "dicom_gateway": "dicom_gateway imports no Celery, kombu, SQLAlchemy or Alembic",
     "settings": "settings load no DICOM library",
-    "rooms": "worker rooms: cli -> service -> ops|research -> pipeline|ingest -> runtime -> "
-             "store -> settings -> logs",
+    "rooms": "worker rooms: cli -> service -> ops|research -> readers -> pipeline|ingest -> "
+             "runtime -> store -> settings -> logs",
     "gateway rooms": "dicom_gateway rooms: listen|routing|imaging|documents -> transfer -> "
                      "spool -> uids",
 }

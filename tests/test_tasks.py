@@ -291,7 +291,8 @@ def test_each_finding_carries_a_tracking_id_kept_by_a_repeat_and_new_in_a_new_ve
         assert row is not None
         assert _tracking(Path(row.sr_path)) == first
         study_uid = row.study_instance_uid
-    pa = make_cr(study_uid, view="PA", seed=2)  # a better image, late: version 2
+    # a better image, late (a higher InstanceNumber wins a tie of PA views): version 2
+    pa = make_cr(study_uid, view="PA", seed=2, number=2)
     path = save(pa, tmp_path / "pa.dcm")
     with rt.db.session() as s:
         s.add(Instance(sop_instance_uid=pa.SOPInstanceUID, sop_class_uid=pa.SOPClassUID,

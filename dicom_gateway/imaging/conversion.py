@@ -137,7 +137,9 @@ def padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:
     return mask
 
 
-def _guard(ds: Any, max_source_pixels: int) -> list[str]:
+def check_source(ds: Any, max_source_pixels: int) -> list[str]:
+    """What must hold before decoding (pixel data present, size under the decompression
+    guard, a layout we decode); notes on what will be left out (later frames)."""
     notes = []
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
@@ -239,7 +241,7 @@ def _why_not(ts: Any, exc: Exception) -> str:
             "libjpeg and rle plugins)")
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
+def luminance(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
 
 
@@ -250,7 +252,7 @@ def mimic_gray(ds: Any, stored: np.ndarray, notes: list[str]) -> np.ndarray:
     mask = padding_mask(ds, stored) if stored.ndim == 2 else None
     if stored.ndim == 3:
         notes.append(f"{photometric} input converted to luminance")
-        stored = _luminance(stored.astype(np.float64))
+        stored = luminance(stored.astype(np.float64))
     slope = float(ds.get("RescaleSlope", 1) or 1)
     if slope < 0:
         notes.append("negative RescaleSlope: polarity taken from the Modality LUT")
@@ -301,7 +303,7 @@ def window_gray(ds: Any, stored: np.ndarray, notes: list[str]) -> np.ndarray:
     photometric = str(ds.PhotometricInterpretation).upper()
     if stored.ndim == 3:
         notes.append(f"{photometric} input converted to luminance")
-        return np.clip(_luminance(stored.astype(np.float64)), 0, 255).astype(np.uint8)
+        return np.clip(luminance(stored.astype(np.float64)), 0, 255).astype(np.uint8)
     mask = padding_mask(ds, stored)
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
     if "VOILUTSequence" in ds:
@@ -311,8 +313,8 @@ def window_gray(ds: Any, stored: np.ndarray, notes: list[str]) -> np.ndarray:
         lo, hi = float(lut_data.min()), float(lut_data.max())
         unit = np.clip((out - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center = float(_first(ds.WindowCenter))
-        width = float(_first(ds.WindowWidth))
+        center = float(first_value(ds.WindowCenter))
+        width = float(first_value(ds.WindowWidth))
         unit = apply_window(values, center, width, str(ds.get("VOILUTFunction", "LINEAR")))
     else:
         notes.append("no VOI window: 0.5-99.5 percentile window used")
@@ -329,7 +331,7 @@ def window_gray(ds: Any, stored: np.ndarray, notes: list[str]) -> np.ndarray:
     return result
 
 
-def _first(value: Any) -> Any:
+def first_value(value: Any) -> Any:
     """WindowCenter/Width may be multi-valued: the first pair is the default view."""
     return value[0] if isinstance(value, MultiValue | list | tuple) else value
 
@@ -358,7 +360,7 @@ def convert_dataset(ds: Any, conversion: str = MIMIC,
     """Decode one radiograph and apply ``conversion``; ConversionError says why not."""
     if conversion not in CONVERSIONS:
         raise ConversionError(f"unknown conversion {conversion!r} (choose {CONVERSIONS})")
-    notes = _guard(ds, max_source_pixels)
+    notes = check_source(ds, max_source_pixels)
     stored = decode(ds)
     if stored.size and stored.min() == stored.max():
         raise ConversionError(f"the decoded image is blank (every pixel is {stored.flat[0]}): "

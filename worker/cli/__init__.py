@@ -8,6 +8,7 @@ Research: ``batch run|status|export``, ``evaluate``.
 Routing (issue 23): ``rules check|test`` (validate the rules; what a file would meet).
 Review (issue 25): ``review JOB`` (a reviewer's verdict), ``reviews export|agreement``,
 ``tokens add|list|revoke`` (named API tokens).
+Reader studies (issue 34): ``readers create|status|export|summary``.
 Follow-up questions (issue 25): ``ask JOB "question"`` (the model answers; ``--to-pacs``
 an addendum SR), ``thread JOB`` (the study's conversation).
 
@@ -35,6 +36,7 @@ from worker.cli import (
     demo,
     evaluate,
     jobs,
+    readers,
     review,
     rules,
     run,
@@ -51,7 +53,7 @@ from worker.settings import SettingsError
 __all__ = ["build_parser", "main"]
 
 COMMAND_MODULES = (serve, worker_command, api, demo, run, status, jobs, studies, rules,
-                   batch, evaluate, review, tokens, ask, settings)
+                   batch, evaluate, review, readers, tokens, ask, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

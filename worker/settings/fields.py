@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     api_login_failures: int = Field(
         10, ge=1, description="Failed logins one client address may make in 15 minutes "
                               "before /login answers 429.")
+    readers_template: CommaList = Field(
+        ("FINDINGS", "IMPRESSION"), description="Reader studies: the report headings a "
+        "reader's editor starts with, as the site's template has them (comma list).")
     model_backend: str = Field(
         "mock", description="mock (wiring only, labelled as mock), local, openai or hf-space.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Model repository id.")
@@ -206,7 +209,7 @@ class Settings(BaseSettings):
         description="Named in the SR's clinical-trial (research) attributes.")
 
     @field_validator("allowed_calling_aets", "batch_calling_aets", "mock_labels",
-                     mode="before")
+                     "readers_template", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -5,7 +5,10 @@ Two roles, because a reading room has two kinds of people: a ``reviewer`` reads 
 and their results, asks the model about them, records verdicts and asks for the addendum
 SR of a thread they asked in; an ``operator`` also runs the gateway: retries jobs, makes
 and revokes tokens, reads what only the site's operators should (association logs, which
-name every sender), and asks for the addendum of anyone's thread.  The single operator
+name every sender; reader studies' results, which readers must not see while they read),
+and asks for the addendum of anyone's thread.  A reader in a reader study is a reviewer
+whose name the study lists; what they may see of its cases is the study's to say
+(``reader_studies.visible``), on top of the role.  The single operator
 token (``CXR_API_TOKEN`` or the generated file) is always ``operator``.
 """
 
@@ -22,11 +25,12 @@ ADDENDUM_ANY = "addendum-any"  # ... of anyone's thread
 RETRY = "retry"  # send a job through the pipeline again
 TOKENS = "tokens"  # list, make and revoke named tokens
 ASSOCIATIONS = "associations"  # the association log: who sent what, when
+STUDY_RESULTS = "study-results"  # every reader study's progress and its summary
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     REVIEWER: frozenset({READ, ASK, REVIEW, ADDENDUM}),
     OPERATOR: frozenset({READ, ASK, REVIEW, ADDENDUM, ADDENDUM_ANY, RETRY, TOKENS,
-                         ASSOCIATIONS}),
+                         ASSOCIATIONS, STUDY_RESULTS}),
 }
 ROLES = tuple(PERMISSIONS)
 

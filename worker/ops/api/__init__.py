@@ -13,6 +13,10 @@ One router per audience, each guarded where it is declared:
 | ``auth`` | ``/api/me`` (who the token names, ``worker.store.callers``) | ``require_token``: 401 |
 | ``questions`` | ``/api/jobs/{id}/questions``, ``/api/questions/...`` | the same |
 | ``tokens`` | ``/api/tokens`` | ``require_token``, then ``permit``: 403 |
+| ``readers`` | ``/read/NAME``, ``/api/readers/...`` (reader studies) | login; a listed reader |
+
+``blinding`` holds a reader back from the model's output on a case they have yet to read
+(403 on every job, question and list route that shows it).
 
 Every guard is in ``auth`` (who is calling, sessions, CSRF, ``permit``: the 403 that
 names a missing permission); what each role may do is ``worker.store.roles``'s.
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from worker.ops.api import auth, batches, dashboard, health, records, tokens
+from worker.ops.api import auth, batches, dashboard, health, readers, records, tokens
 from worker.ops.api import questions as question_routes
 from worker.ops.api import reviews as review_routes
 from worker.ops.api.auth import COOKIE, TOKEN_FILE, LoginNeeded, api_token
@@ -67,6 +71,8 @@ def create_app(settings: Settings, db: Database, queue_depth: QueueDepth | None 
     app.include_router(batches.router)
     app.include_router(auth.router)  # /api/me
     app.include_router(tokens.router)  # issue 31: operators manage tokens
+    app.include_router(readers.router)  # issue 34: reader studies
+    app.include_router(readers.page_router)
     app.add_exception_handler(LoginNeeded, dashboard.to_login)
     # under every route: a body's size and arrival time, before FastAPI reads it (issue 31)
     app.add_middleware(BodyLimit, limits=HttpLimits.of(settings))

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from worker.ops.api import blinding
 from worker.ops.api.auth import caller, calling, permit, refuse, require_token
 from worker.ops.api.state import ApiState, State, found
 from worker.pipeline import followups
@@ -48,7 +49,7 @@ def publish(state: ApiState, what: str, question_id: int) -> None:
 
 
 @router.post("/api/jobs/{job_id}/questions", tags=["questions"], status_code=202,
-             dependencies=[permit(roles.ASK)])
+             dependencies=[permit(roles.ASK), blinding.JOB])
 def ask(request: Request, state: State, job_id: int,
         question: Annotated[str, Body(embed=True, description="the follow-up question")],
         to_pacs: Annotated[bool, Body(embed=True, description="also write the thread as "
@@ -71,14 +72,15 @@ def ask(request: Request, state: State, job_id: int,
                         headers={"Location": f"/api/questions/{view['question_id']}"})
 
 
-@router.get("/api/jobs/{job_id}/questions", tags=["questions"])
+@router.get("/api/jobs/{job_id}/questions", tags=["questions"], dependencies=[blinding.JOB])
 def get_thread(state: State, job_id: int) -> dict[str, Any]:
     """The job's conversation (turns verbatim) and its questions, oldest first."""
     with state.db.session() as session:
         return questions.thread(session, found(session.get(Job, job_id), f"job {job_id}"))
 
 
-@router.get("/api/questions/{question_id}", tags=["questions"])
+@router.get("/api/questions/{question_id}", tags=["questions"],
+            dependencies=[blinding.QUESTION])
 def get_question(state: State, question_id: int) -> dict[str, Any]:
     """One question: its state and, once answered, the answer and reasoning."""
     with state.db.session() as session:
@@ -87,7 +89,7 @@ def get_question(state: State, question_id: int) -> dict[str, Any]:
 
 
 @router.post("/api/questions/{question_id}/addendum", tags=["questions"], status_code=202,
-             dependencies=[permit(roles.ADDENDUM)])
+             dependencies=[permit(roles.ADDENDUM), blinding.QUESTION])
 def post_addendum(request: Request, state: State, question_id: int) -> dict[str, Any]:
     """Write the thread up to this question as an addendum SR and deliver it like the
     first SR (done once the question is answered).  A reviewer may ask this of their

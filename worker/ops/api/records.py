@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from worker.ops import overview
+from worker.ops.api import blinding
 from worker.ops.api.auth import permit, require_token
 from worker.ops.api.state import State, found
 from worker.store import jobs, roles
@@ -49,7 +50,7 @@ def openapi(request: Request) -> dict[str, Any]:
     return request.app.openapi()
 
 
-@router.get("/api/overview", tags=["dashboard"])
+@router.get("/api/overview", tags=["dashboard"], dependencies=[blinding.LISTED])
 def get_overview(state: State) -> dict[str, Any]:
     """Counts by state, queue depth, throughput, p50/p95 per stage, recent jobs,
     failures, skipped studies and workers."""
@@ -57,7 +58,7 @@ def get_overview(state: State) -> dict[str, Any]:
                              state.settings.liveness_timeout_seconds)
 
 
-@router.get("/api/jobs", tags=["jobs"])
+@router.get("/api/jobs", tags=["jobs"], dependencies=[blinding.LISTED])
 def get_jobs(state: State,
              job_state: Annotated[str | None, Query(alias="state",
                                                     description="job state")] = None,
@@ -72,7 +73,7 @@ def get_jobs(state: State,
                                   calling_ae, limit, offset)
 
 
-@router.get("/api/jobs/{job_id}", tags=["jobs"])
+@router.get("/api/jobs/{job_id}", tags=["jobs"], dependencies=[blinding.JOB])
 def get_job(state: State, job_id: int) -> dict[str, Any]:
     """One job: result, deliveries and its timeline."""
     with state.db.session() as session:
@@ -87,7 +88,7 @@ def get_job(state: State, job_id: int) -> dict[str, Any]:
     return summary
 
 
-@router.get("/api/jobs/{job_id}/preview.png", tags=["jobs"])
+@router.get("/api/jobs/{job_id}/preview.png", tags=["jobs"], dependencies=[blinding.JOB])
 def get_preview(state: State, job_id: int) -> Response:
     """The image the model was given."""
     with state.db.session() as session:
@@ -120,7 +121,7 @@ def get_studies(state: State,
         return overview.list_studies(session, outcome, limit, offset)
 
 
-@router.get("/api/studies/{study_uid}", tags=["studies"])
+@router.get("/api/studies/{study_uid}", tags=["studies"], dependencies=[blinding.LISTED])
 def get_study(state: State, study_uid: str) -> dict[str, Any]:
     """A study: every instance and why it was or was not admitted, and its jobs."""
     with state.db.session() as session:

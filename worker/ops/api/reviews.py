@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from models.labels import CHEXPERT_LABELS
+from worker.ops.api import blinding
 from worker.ops.api.auth import caller, permit, require_token
 from worker.ops.api.state import State, found
 from worker.store import reviews, roles
@@ -50,7 +51,7 @@ def _run_id(state: State, name: str | None) -> int | None:
     return run.id
 
 
-@router.get("/api/jobs/{job_id}/reviews", tags=["review"])
+@router.get("/api/jobs/{job_id}/reviews", tags=["review"], dependencies=[blinding.JOB])
 def get_reviews(state: State, job_id: int) -> dict[str, Any]:
     """The model's labels and every verdict on the job, newest first."""
     job = _job(state, job_id)
@@ -65,7 +66,7 @@ def get_reviews(state: State, job_id: int) -> dict[str, Any]:
 
 
 @router.post("/api/jobs/{job_id}/reviews", status_code=201, tags=["review"],
-             dependencies=[permit(roles.REVIEW)])
+             dependencies=[permit(roles.REVIEW), blinding.JOB])
 def post_review(request: Request, state: State, job_id: int,
                 body: VerdictIn) -> dict[str, Any]:
     """Record the caller's verdict on a job with a model result (409 before it has one;
@@ -81,7 +82,7 @@ def post_review(request: Request, state: State, job_id: int,
         return reviews.record(session, job, caller(request, state), decided, body.note)
 
 
-@router.get("/api/reviews/agreement", tags=["review"])
+@router.get("/api/reviews/agreement", tags=["review"], dependencies=[blinding.LISTED])
 def get_agreement(state: State, batch: Annotated[str | None, Query(
         description="only this batch run's studies")] = None) -> dict[str, Any]:
     """Per label, how often reviewers agreed with the model so far (current verdicts)."""
