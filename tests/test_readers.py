@@ -414,3 +414,51 @@ def test_a_study_over_mock_results_is_refused_unless_asked_and_then_says_mock(
     assert "**MOCK**" in capsys.readouterr().out
     with (tmp_path / "m" / "summary.json").open() as fh:
         assert json.load(fh)["mock"] is True
+
+
+def test_cases_from_a_batch_with_the_reviewers_verdicts_as_reference(rt: Runtime,
+                                                                      tmp_path: Path) -> None:
+    from worker.readers import cases
+    from worker.store import reviews
+    from worker.store.db import BatchItem, BatchRun
+
+    jobs = [add_case(rt, tmp_path, n, labels) for n, labels in
+            enumerate([["Edema"], ["No Finding"], []], 1)]
+    with rt.db.session() as s:
+        run = BatchRun(name="retro", source="/x", kind="folder", model_key="k", prompt="p",
+                       conversion="mimic", created_at=now())
+        s.add(run)
+        s.flush()
+        for i, job_id in enumerate(jobs):
+            job = s.get(Job, job_id)
+            s.add(BatchItem(run_id=run.id, study_key=f"key-{i}",
+                            study_instance_uid=job.study_instance_uid, job_id=job_id))
+        s.commit()
+        for job_id in jobs[:2]:  # the reviewer agrees with the model on two of them
+            job = s.get(Job, job_id)
+            reviews.record(s, job, "dr-r", reviews.decide(reviews.model_labels(job)))
+        chosen = cases.choose(s, "batch:retro")
+        assert [c.job_id for c in chosen.cases] == jobs and chosen.source == "batch retro"
+        assert chosen.keys[chosen.cases[0].study_instance_uid] == "key-0"
+        given = cases.with_references(s, chosen, "reviews")
+        assert [c.reference for c in given] == ["abnormal", "normal", ""]
+        with pytest.raises(reader_studies.StudyError, match="no batch run named 'nope'"):
+            cases.choose(s, "batch:nope")
+        with pytest.raises(reader_studies.StudyError, match="not batch:NAME, rule:NAME"):
+            cases.choose(s, str(tmp_path / "absent.txt"))
+
+
+def test_a_question_on_a_case_is_hidden_from_its_reader_like_the_case(
+        rt: Runtime, client: TestClient, study: dict[str, Any]) -> None:
+    from worker.store import questions
+
+    job_id = study["jobs"][0]
+    with rt.db.session() as s:
+        asked = questions.record(s, s.get(Job, job_id), "Where is the effusion?", "operator",
+                                 "gpu")
+    token = study["tokens"]["dr-a"]
+    for path in (f"/api/questions/{asked.id}", f"/api/jobs/{job_id}/questions"):
+        assert client.get(path, headers=bearer(token)).status_code == 403
+        assert client.get(path, headers=bearer(TOKEN)).status_code == 200
+    refused = client.post(f"/api/questions/{asked.id}/addendum", headers=bearer(token))
+    assert refused.status_code == 403 and "stays hidden" in refused.json()["detail"]

@@ -47,6 +47,17 @@ def _result(job: Job | None) -> dict[str, Any]:
     return json.loads(job.result) if job is not None and job.result else {}
 
 
+def structured_report(result: dict[str, Any]) -> str:
+    """The model's structured report as a reader copies it: its parsed sections, a heading
+    line and its items each (the report turn's own reasoning left out); the raw text when
+    it did not parse into sections."""
+    sections = result.get("report_sections") or []
+    if not sections:
+        return str(result.get("report_text") or "")
+    return "\n".join(f"{sec.get('heading') or ''}:\n" + "\n".join(sec.get("items") or []) + "\n"
+                     for sec in sections)
+
+
 def _model_output(condition: str, result: dict[str, Any]) -> dict[str, Any]:
     """What the model said, cut to what ``condition`` may show."""
     if condition == design.NO_AI:
@@ -56,7 +67,7 @@ def _model_output(condition: str, result: dict[str, Any]) -> dict[str, Any]:
     if condition == design.LABELS:
         return labels
     return {**labels, "reasoning": str(result.get("reasoning") or ""),
-            "structured_report": str(result.get("report_text") or "")}
+            "structured_report": structured_report(result)}
 
 
 def page(session: Session, study: ReaderStudy, read: ReaderRead | None,

@@ -239,3 +239,9 @@ def reading_page(name: str) -> Response:
 @page_router.get("/static/reading.js")
 def reading_js() -> Response:
     return Response((STATIC / "reading.js").read_text(), media_type="text/javascript")
+
+
+@page_router.get("/static/studies.js")
+def studies_js() -> Response:
+    """The dashboard's reader-study section (code, no data)."""
+    return Response((STATIC / "studies.js").read_text(), media_type="text/javascript")

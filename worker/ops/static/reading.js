@@ -47,7 +47,8 @@ function fit() {
   const box = $("viewport").getBoundingClientRect();
   if (!imageInfo) return;
   zoom = Math.min(box.width / imageInfo.width, box.height / imageInfo.height);
-  panX = (box.width - imageInfo.width * zoom) / 2; panY = 0; place();
+  panX = (box.width - imageInfo.width * zoom) / 2;
+  panY = (box.height - imageInfo.height * zoom) / 2; place();
 }
 function windowed() {
   const c = $("window-center").value, w = $("window-width").value;
