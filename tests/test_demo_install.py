@@ -39,6 +39,9 @@ def test_scripts_demo_on_a_fresh_copy_installs_no_torch(tmp_path: Path) -> None:
     took = time.monotonic() - start
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "done" in out.stdout and "SR:" in out.stdout
+    noise = [line for line in (out.stdout + out.stderr).splitlines()
+             if "Deprecat" in line or "project.license" in line]
+    assert noise == [], noise  # the install a newcomer watches is quiet
     venv = copy / ".venv"
     site = next(venv.glob("lib/python3*/site-packages"))
     heavy = [name for name in ("torch", "torchvision", "transformers", "nvidia", "triton")

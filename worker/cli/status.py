@@ -1,5 +1,6 @@
 """``cxr-gateway status`` (the dashboard's summary in a terminal) and ``cxr-gateway
-health`` (exit 0 when a process on this host beats: for container health checks)."""
+health`` (exit 0 when a process on this host beats: for container health checks; with
+``--http`` also when the HTTP service answers, on whatever port the settings give it)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ from worker.cli.common import add_reader, load, read_runtime
 
 if TYPE_CHECKING:
     from worker.cli.common import Commands
+    from worker.settings import Settings
 
 
 def register(commands: Commands) -> None:
     status = add_reader(commands, "status", "the dashboard's summary in a terminal",
                         cmd_status)
     status.add_argument("--json", action="store_true", help="as JSON")
-    add_reader(commands, "health", "exit 0 when a gateway or worker process on this host is "
-               "alive (for container health checks)", cmd_health)
+    health = add_reader(commands, "health", "exit 0 when a gateway or worker process on this "
+                        "host is alive (for container health checks)", cmd_health)
+    health.add_argument("--http", action="store_true",
+                        help="also the HTTP service answers /healthz on CXR_API_PORT (the "
+                             "gateway's image checks this, wherever its port was moved)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -90,5 +95,23 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(f"unhealthy: no process on {host} beat in the last "
               f"{settings.liveness_timeout_seconds:.0f} s", file=sys.stderr)
         return 1
-    print(f"healthy: a process on {host} beat {now() - last:.1f} s ago")
+    if args.http and (problem := _http_problem(settings)):
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    print(f"healthy: a process on {host} beat {now() - last:.1f} s ago"
+          + (f"; /healthz answers on port {settings.api_port}" if args.http else ""))
     return 0
+
+
+def _http_problem(settings: Settings) -> str:
+    """Why the HTTP service on this host does not answer /healthz ("" when it does)."""
+    import urllib.error
+    import urllib.request
+
+    host = settings.api_host if settings.api_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    url = f"http://{host}:{settings.api_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as answer:
+            return "" if answer.status == 200 else f"{url} answered {answer.status}"
+    except (OSError, urllib.error.URLError) as exc:
+        return f"{url}: {exc}"
