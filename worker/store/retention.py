@@ -4,7 +4,9 @@ re-admission), then their spool files are deleted; the database row and reason s
 Nothing else is purged: a job row keeps its model input (the PNG the model read), its
 result, its conversation (``conversation_turns``) and its questions for as long as the
 job is kept, so a follow-up question can be asked about any kept job without its source
-image (``worker.store.conversations``)."""
+image (``worker.store.conversations``).  Reader studies' reads and answers
+(``worker.store.reader_studies``) are never purged either, nor the admitted instances
+their reading page shows."""
 
 from __future__ import annotations
 
